@@ -1,0 +1,233 @@
+"""Typed, immutable configuration: YAML file, then ``VLMWATCH_<SECTION>__<KEY>`` env overrides.
+
+Config is validated once at startup (:func:`load_config`) and never written back; secrets are
+read from the environment (``*_env`` keys name the variable) so they never sit in a file.
+Every key here is documented in ``config.example.yaml``; ``tests/test_config.py`` proves the two
+agree key for key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "load_config",
+    "DEFAULT_CONFIG_PATH",
+]
+
+DEFAULT_CONFIG_PATH = Path("vlmwatch.yaml")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    url: str = "sqlite:///vlmwatch.db"  # SQLite (WAL) by default; postgresql+psycopg://user@host/db to scale out
+    password_env: str = "VLMWATCH_DB_PASSWORD"  # env var holding the DB password, injected into url if set
+    keep_images: bool = False  # keep raw image bytes after scoring and spot checks
+    image_ttl_hours: float = 24.0  # image bytes are deleted after this even if never scored
+    max_image_bytes: int = 20_000_000  # larger images are rejected at ingest
+
+
+class ModelEntry(_Section):
+    path: str  # local folder with the monitor's own copy of the weights (save_pretrained layout)
+    probe: str | None = None  # probe artifact folder; None = the active probe registered in storage
+
+
+class ScoringConfig(_Section):
+    batch_size: int = 16  # samples per forward pass
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU
+    image_cache_size: int = 512  # image-feature cache entries (by image hash)
+    lease_seconds: float = 300.0  # a claimed sample returns to the queue if not scored within this
+
+
+class SpotcheckConfig(_Section):
+    k: int = 10  # sampled answers per spot check
+    temperature: float = 1.0  # sampling temperature for the K answers
+    max_new_tokens: int = 32  # cap for each sampled answer
+    rate: float = 0.05  # target share of scored samples to spot-check
+    uniform_share: float = 0.3  # share of the budget spent on a uniform slice (unbiased estimates)
+    boundary_width: float = 0.15  # |p - threshold| below this counts as near the decision boundary
+    gpu_seconds_per_hour: float = 600.0  # compute budget for spot checks (seconds of device time per hour)
+
+
+class CalibrationConfig(_Section):
+    window: str = "1h"  # time-window length for calibration history rows
+    rolling_n: int = 500  # rolling window: last N samples with evidence
+    min_labels: int = 100  # windows with less evidence are partial and never fire
+    bins: int = 10  # bins for ECE (equal-width and equal-mass)
+    bootstrap: int = 500  # bootstrap resamples for confidence intervals
+    reference_n: int = 1000  # default reference: first N labelled samples after a probe is activated
+
+
+class DetectConfig(_Section):
+    target_false_alarm_rate: float = 0.05  # per 20,000 labelled samples, reached by simulation (detect tune)
+    horizon: int = 20_000  # labelled samples over which the false-alarm rate is defined
+    simulations: int = 200  # simulated in-control streams used by detect tune
+    cusum_shift: float = 1.6  # disagreement rate the Bernoulli CUSUM is tuned to detect, as a multiple of the reference rate
+    adwin_delta: float = 0.002  # ADWIN confidence for the label-free early warnings
+    drift_method: str = "psi"  # Evidently drift test on score distributions per window
+
+
+class AlertRule(_Section):
+    name: str  # rule name, part of the fingerprint
+    detector: str  # cusum_disagreement | cusum_residual | adwin_scores | adwin_spotcheck | window_drift | metric
+    severity: Literal["info", "warning", "critical"] = "warning"
+    metric: str | None = None  # for detector=metric: auroc | ece | brier | agreement
+    op: Literal["<", ">"] = "<"  # for detector=metric: fire when metric op threshold
+    threshold: float | None = None  # for detector=metric
+    resolve_after: int = 2  # consecutive clear evaluations before resolving (hysteresis)
+
+
+def _default_rules() -> tuple[AlertRule, ...]:
+    return (
+        AlertRule(name="probe_disagreement_drift", detector="cusum_disagreement", severity="critical"),
+        AlertRule(name="probe_calibration_drift", detector="cusum_residual", severity="warning"),
+        AlertRule(name="probe_score_shift", detector="adwin_scores", severity="info"),
+        AlertRule(name="score_distribution_drift", detector="window_drift", severity="info"),
+    )
+
+
+class WebhookChannel(_Section):
+    name: str  # channel name used in logs and delivery rows
+    kind: Literal["webhook", "slack", "alertmanager"] = "webhook"
+    url: str  # receiver URL (alertmanager: its base URL; /api/v2/alerts is appended)
+    secret_env: str | None = None  # env var holding the HMAC secret (webhook kind only)
+    timeout_seconds: float = 10.0  # per attempt
+
+
+class AlertsConfig(_Section):
+    rules: tuple[AlertRule, ...] = Field(default_factory=_default_rules)
+    channels: tuple[WebhookChannel, ...] = ()
+    renotify_minutes: float = 240.0  # re-send a still-firing alert after this
+    no_data_minutes: float = 120.0  # raise a no-data alert when no evidence arrives for this long
+    delivery_deadline_minutes: float = 60.0  # give up on a delivery after this, and record it
+    backoff_initial_seconds: float = 1.0  # first retry delay (exponential with jitter)
+    backoff_max_seconds: float = 300.0  # cap for one retry delay
+
+
+class ProxyConfig(_Section):
+    listen: str = "127.0.0.1:8081"  # host:port the proxy accepts clients on
+    upstream_url: str = "http://127.0.0.1:8000"  # OpenAI-compatible VLM server
+    sample_rate: float = 0.1  # default share of requests sampled (deterministic by request hash)
+    rates: dict[str, float] = Field(default_factory=dict)  # per model or "model:route" overrides
+    queue_size: int = 1000  # bounded hand-off queue between request path and sampler
+    max_body_bytes: int = 25_000_000  # larger requests pass through but are not sampled
+
+
+class SpoolConfig(_Section):
+    dir: str = "vlmwatch-spool"  # append-only, fsync'd spool of accepted samples
+    max_bytes: int = 1_000_000_000  # oldest records are dropped (and counted) beyond this
+    ship_interval_seconds: float = 2.0  # how often the shipper drains the spool into storage
+
+
+class ApiConfig(_Section):
+    listen: str = "127.0.0.1:8090"  # host:port of the HTTP API
+    token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open
+
+
+class DaemonConfig(_Section):
+    score_interval_seconds: float = 5.0  # how often each job runs
+    spotcheck_interval_seconds: float = 15.0
+    calibrate_interval_seconds: float = 30.0
+    detect_interval_seconds: float = 30.0
+    deliver_interval_seconds: float = 5.0
+    report_interval_minutes: float = 60.0
+    retention_interval_minutes: float = 30.0
+    job_time_budget_seconds: float = 60.0  # a run stops taking new work after this
+    shutdown_timeout_seconds: float = 30.0  # SIGTERM: finish or abandon the batch, flush, exit within this
+    start_api: bool = True  # serve the HTTP API inside the daemon
+    report_dir: str = "vlmwatch-reports"  # where scheduled reports are written
+    retention_days: float = 90.0  # samples and history older than this are deleted
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sections map to ``config.example.yaml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VLMWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    storage: StorageConfig = StorageConfig()
+    models: dict[str, ModelEntry] = Field(default_factory=dict)  # served model name -> local folder + probe
+    scoring: ScoringConfig = ScoringConfig()
+    spotcheck: SpotcheckConfig = SpotcheckConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    detect: DetectConfig = DetectConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    spool: SpoolConfig = SpoolConfig()
+    api: ApiConfig = ApiConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # env overrides the YAML values passed as init kwargs
+        return (env_settings, init_settings)
+
+    def secret(self, env_name: str | None) -> str | None:
+        """Read a secret from the environment by the variable name a ``*_env`` key holds."""
+        if not env_name:
+            return None
+        return os.environ.get(env_name) or None
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """Load and validate the configuration.
+
+    ``path=None`` reads ``./vlmwatch.yaml`` when it exists, else uses built-in defaults.
+    Raises :class:`ConfigError` with a message naming each bad key.
+    """
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None

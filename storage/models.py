@@ -1,0 +1,318 @@
+"""SQLAlchemy 2.0 typed models: the whole schema of vlmwatch.
+
+Changes to this file need an Alembic migration in ``storage/migrations/versions``.
+Timestamps are timezone-aware UTC. Ids that cross process boundaries (samples, alerts,
+deliveries) are strings so collectors can make them idempotently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "utcnow",
+    "Sample",
+    "Image",
+    "ProbeVersion",
+    "Score",
+    "SpotCheck",
+    "Label",
+    "CalibrationWindow",
+    "Reference",
+    "DetectorState",
+    "DetectorTuning",
+    "Alert",
+    "AlertDelivery",
+    "JobRun",
+    "SAMPLE_STATUSES",
+    "LABEL_SOURCES",
+]
+
+SAMPLE_STATUSES = ("pending", "scored", "failed", "stale", "skipped")
+LABEL_SOURCES = ("human", "ground_truth", "self_consistency")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _TZDateTime(DateTime):
+    """DateTime that is always timezone-aware (SQLite drops tzinfo; we restore UTC on read)."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        parent = super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            if parent is not None:
+                value = parent(value)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            return value
+
+        return process
+
+
+TS = _TZDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: TS}
+
+
+class Image(Base):
+    """An image, content-addressed. ``data`` is dropped after scoring unless configured to keep."""
+
+    __tablename__ = "images"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(Text)  # http(s) image not yet fetched (data is None)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    purged_at: Mapped[datetime | None] = mapped_column()
+
+
+class Sample(Base):
+    """One sampled production exchange: image + prompt + served answer."""
+
+    __tablename__ = "samples"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    response_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    route: Mapped[str] = mapped_column(String(256), default="/v1/chat/completions")
+    source: Mapped[str] = mapped_column(String(32), default="ingest")  # proxy|tailer|sdk|ingest|api
+    ts: Mapped[datetime] = mapped_column(index=True)  # when the request happened
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    image_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    spotcheck_status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|selected|done|skipped
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ProbeVersion(Base):
+    """A trained probe artifact registered for a served model; at most one active per model."""
+
+    __tablename__ = "probe_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    version: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(Text)
+    model_fingerprint: Mapped[str] = mapped_column(String(64))
+    layer: Mapped[int] = mapped_column(Integer)
+    pooling: Mapped[str] = mapped_column(String(32))
+    threshold: Mapped[float] = mapped_column(Float, default=0.5)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (UniqueConstraint("model", "version", name="uq_probe_model_version"),)
+
+
+class Score(Base):
+    """A probe score for a sample, plus the free signals read from the same forward pass."""
+
+    __tablename__ = "scores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    probe_version_id: Mapped[int] = mapped_column(ForeignKey("probe_versions.id"), index=True)
+    p_correct: Mapped[float] = mapped_column(Float)
+    answer_prob: Mapped[float | None] = mapped_column(Float)
+    attn_entropy: Mapped[float | None] = mapped_column(Float)
+    attn_topk_mass: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    __table_args__ = (UniqueConstraint("sample_id", "probe_version_id", name="uq_score_sample_probe"),)
+
+
+class SpotCheck(Base):
+    """Self-consistency result for a sample (K sampled answers or the exact one-token distribution)."""
+
+    __tablename__ = "spot_checks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), unique=True)
+    k: Mapped[int] = mapped_column(Integer)
+    one_token: Mapped[bool] = mapped_column(Boolean)
+    agreement: Mapped[float] = mapped_column(Float)  # share of K answers in the served answer's group
+    entropy: Mapped[float] = mapped_column(Float)  # over answer groups (nats)
+    majority_answer: Mapped[str | None] = mapped_column(Text)
+    groups: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # group -> count or probability
+    inclusion_prob: Mapped[float] = mapped_column(Float)  # selection probability, for unbiased estimates
+    reason: Mapped[str] = mapped_column(String(16))  # boundary | uniform
+    compute_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Label(Base):
+    """Correctness evidence: human / ground-truth labels and self-consistency verdicts.
+
+    Labels may arrive before their sample (joined later by ``response_id``), late, and out of order.
+    """
+
+    __tablename__ = "labels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sample_id: Mapped[str | None] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    response_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(32), index=True)  # one of LABEL_SOURCES
+    value: Mapped[float | None] = mapped_column(Float)  # e.g. self-consistency agreement
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # arrival time
+    __table_args__ = (
+        UniqueConstraint("sample_id", "source", name="uq_label_sample_source"),
+        UniqueConstraint("response_id", "source", name="uq_label_response_source"),
+    )
+
+
+class CalibrationWindow(Base):
+    """One calibration-history row: a window of samples with evidence, for one evidence source."""
+
+    __tablename__ = "calibration_windows"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    probe_version_id: Mapped[int] = mapped_column(ForeignKey("probe_versions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # time | rolling
+    source: Mapped[str] = mapped_column(String(32))  # human | self_consistency | combined
+    window_start: Mapped[datetime] = mapped_column(index=True)
+    window_end: Mapped[datetime] = mapped_column()
+    n: Mapped[int] = mapped_column(Integer)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    auroc: Mapped[float | None] = mapped_column(Float)
+    ece: Mapped[float | None] = mapped_column(Float)
+    brier: Mapped[float | None] = mapped_column(Float)
+    agreement: Mapped[float | None] = mapped_column(Float)
+    mean_score: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)  # everything, with CIs
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("model", "probe_version_id", "kind", "source", "window_start", name="uq_calwin"),
+    )
+
+
+class Reference(Base):
+    """Reference statistics a probe version is compared against (pinned or the first N labels)."""
+
+    __tablename__ = "references"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    probe_version_id: Mapped[int] = mapped_column(ForeignKey("probe_versions.id"), index=True)
+    window_start: Mapped[datetime] = mapped_column()
+    window_end: Mapped[datetime] = mapped_column()
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DetectorTuning(Base):
+    """Thresholds found by ``vlmwatch detect tune`` (simulation on the reference)."""
+
+    __tablename__ = "detector_tunings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    probe_version_id: Mapped[int] = mapped_column(ForeignKey("probe_versions.id"), index=True)
+    reference_id: Mapped[int | None] = mapped_column(ForeignKey("references.id"))
+    detector: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    simulated_false_alarm_rate: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DetectorState(Base):
+    """Persisted state of a sequential detector, so a restart continues where it stopped."""
+
+    __tablename__ = "detector_states"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(256))
+    probe_version_id: Mapped[int] = mapped_column(ForeignKey("probe_versions.id"))
+    detector: Mapped[str] = mapped_column(String(64))
+    cursor: Mapped[int] = mapped_column(Integer, default=0)  # last consumed evidence row id
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    __table_args__ = (UniqueConstraint("model", "probe_version_id", "detector", name="uq_detector_state"),)
+
+
+class Alert(Base):
+    """An alert and its lifecycle (firing -> resolved), deduplicated by fingerprint."""
+
+    __tablename__ = "alerts"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    rule: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # firing | resolved
+    severity: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(256))
+    probe_version: Mapped[str | None] = mapped_column(String(128))
+    window: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detector: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # reference, sample ids
+    clear_count: Mapped[int] = mapped_column(Integer, default=0)  # hysteresis counter
+    started_at: Mapped[datetime] = mapped_column()
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    last_notified_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AlertDelivery(Base):
+    """Outbox: one row per (alert notification, channel). Sent exactly once across restarts."""
+
+    __tablename__ = "alert_deliveries"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(16))  # firing | resolved | renotify
+    body: Mapped[str] = mapped_column(Text)  # exact bytes to send (signature covers them)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending|sending|sent|gave_up
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class JobRun(Base):
+    """One run of a daemon job (for ``vlmwatch status`` and /metrics)."""
+
+    __tablename__ = "job_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(32), index=True)
+    worker: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)
+Index("ix_deliveries_due", AlertDelivery.status, AlertDelivery.next_attempt_at)
