@@ -1,0 +1,103 @@
+"""``vlmwatch ingest FILE.jsonl``: load a samples file (idempotent, batched).
+
+Bad lines are reported on stderr with their line number and reason and skipped; good lines are
+stored; a summary closes the run. Exit code 1 if any line was bad, 2 if nothing could start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+BATCH_BYTES = 64_000_000  # flush early when a batch's images add up to this much
+
+
+class _Run:
+    def __init__(self, session_factory: Any, max_image_bytes: int, label_source: str) -> None:
+        self.factory = session_factory
+        self.max_image_bytes = max_image_bytes
+        self.label_source = label_source
+        self.records: list[Any] = []
+        self.line_numbers: list[int] = []
+        self.batch_bytes = 0
+        self.stored = self.duplicates = self.bad = self.images = self.labels = 0
+
+    def bad_line(self, n: int, reason: str) -> None:
+        self.bad += 1
+        print(f"line {n}: {reason}", file=sys.stderr)
+
+    def add(self, n: int, record: Any) -> None:
+        self.records.append(record)
+        self.line_numbers.append(n)
+        self.batch_bytes += len(record.image or b"")
+
+    def flush(self) -> None:
+        from storage.repo_samples import ingest_samples
+
+        if not self.records:
+            return
+        with self.factory.begin() as session:
+            res = ingest_samples(
+                session, self.records, max_image_bytes=self.max_image_bytes, label_source=self.label_source
+            )
+        for rej in res.rejected:
+            self.bad_line(self.line_numbers[rej.index], rej.reason)
+        self.stored += len(res.inserted)
+        self.duplicates += res.duplicates
+        self.images += res.images_inserted
+        self.labels += res.labels_inserted
+        self.records, self.line_numbers, self.batch_bytes = [], [], 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from monitor.commands._storage import open_database
+    from storage.db import session_factory
+    from storage.jsonl import LineError, iter_lines, parse_sample_line
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"vlmwatch: samples file not found: {path}", file=sys.stderr)
+        return 2
+    settings, engine = open_database(args)
+    max_bytes = settings.storage.max_image_bytes
+    run = _Run(session_factory(engine), max_bytes, args.label_source)
+    base_dir = path.resolve().parent
+    t0 = time.monotonic()
+    lines = 0
+    try:
+        for n, text in iter_lines(path):
+            lines += 1
+            try:
+                record = parse_sample_line(text, base_dir, max_bytes, source=args.source)
+            except LineError as e:
+                run.bad_line(n, str(e))
+                continue
+            run.add(n, record)
+            if len(run.records) >= args.batch_size or run.batch_bytes >= BATCH_BYTES:
+                run.flush()
+        run.flush()
+    finally:
+        engine.dispose()
+    secs = time.monotonic() - t0
+    print(
+        f"ingest {path}: {lines} lines, {run.stored} samples stored, {run.duplicates} already present, "
+        f"{run.bad} bad lines skipped; {run.images} new images, {run.labels} labels ({secs:.1f} s)"
+    )
+    return 1 if run.bad else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("ingest", help="load a samples file (JSONL); idempotent, bad lines reported")
+    p.add_argument("file", metavar="FILE.jsonl", help="one sample a line: id, ts, model, image, prompt, answer, ...")
+    p.add_argument("--batch-size", type=int, default=500, help="samples per transaction (default 500)")
+    p.add_argument(
+        "--label-source", default="ground_truth", choices=("ground_truth", "human", "self_consistency"),
+        help="label source recorded for the lines' `label` field (default ground_truth)",
+    )
+    p.add_argument("--source", default="ingest", help="collector name recorded on the samples (default ingest)")
+    p.set_defaults(func=_ingest)

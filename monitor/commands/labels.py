@@ -1,0 +1,75 @@
+"""``vlmwatch labels import FILE.jsonl``: correctness labels by sample id or response id.
+
+Lines: ``{"sample_id"|"response_id": ..., "correct": true|false, "source": "human"}``. A label by
+response id whose sample has not arrived yet waits and is joined when the sample is ingested.
+Exit code 1 if any line was bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _import(args: argparse.Namespace) -> int:
+    from monitor.commands._storage import open_database
+    from storage.db import session_factory
+    from storage.jsonl import LineError, iter_lines, parse_label_line
+    from storage.repo_labels import add_labels
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"vlmwatch: labels file not found: {path}", file=sys.stderr)
+        return 2
+    _, engine = open_database(args)
+    factory = session_factory(engine)
+    totals = {"inserted": 0, "updated": 0, "unchanged": 0, "waiting": 0}
+    bad = lines = 0
+    batch: list = []
+    numbers: list[int] = []
+
+    def flush() -> None:
+        nonlocal bad
+        if not batch:
+            return
+        with factory.begin() as session:
+            res = add_labels(session, batch)
+        for rej in res.rejected:
+            bad += 1
+            print(f"line {numbers[rej.index]}: {rej.reason}", file=sys.stderr)
+        for k in totals:
+            totals[k] += getattr(res, k)
+        batch.clear()
+        numbers.clear()
+
+    try:
+        for n, text in iter_lines(path):
+            lines += 1
+            try:
+                batch.append(parse_label_line(text))
+                numbers.append(n)
+            except LineError as e:
+                bad += 1
+                print(f"line {n}: {e}", file=sys.stderr)
+            if len(batch) >= args.batch_size:
+                flush()
+        flush()
+    finally:
+        engine.dispose()
+    print(
+        f"labels {path}: {lines} lines, {totals['inserted']} labels stored ({totals['waiting']} waiting for their "
+        f"sample), {totals['updated']} updated, {totals['unchanged']} unchanged, {bad} bad lines skipped"
+    )
+    return 1 if bad else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("labels", help="correctness labels: import FILE.jsonl")
+    sub = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    imp = sub.add_parser("import", help="import labels {sample_id|response_id, correct, source} from JSONL")
+    imp.add_argument("file", metavar="FILE.jsonl")
+    imp.add_argument("--batch-size", type=int, default=1000, help="labels per transaction (default 1000)")
+    imp.set_defaults(func=_import)

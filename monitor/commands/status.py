@@ -1,0 +1,50 @@
+"""``vlmwatch status [--json]``: row counts per table, pending work, last job runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = ["register", "render_text"]
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The human form of the report ``--json`` prints."""
+    lines = [f"database: {report['database']} (revision {report['revision']})", "tables:"]
+    width = max(len(k) for k in [*report["tables"], *report["pending"]]) + 2
+    lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["tables"].items()]
+    lines.append("pending:")
+    lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["pending"].items()]
+    lines.append("last job runs:")
+    if not report["jobs"]:
+        lines.append("  (none yet)")
+    for job, r in report["jobs"].items():
+        state = "running" if r["ok"] is None else ("ok" if r["ok"] else "FAILED")
+        line = f"  {job:<{width}}{state:<8} started {r['started_at']}  processed {r['processed']}  on {r['worker']}"
+        if r["error"]:
+            line += f"  error: {r['error'].splitlines()[0][:200]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from monitor.commands._storage import open_database
+    from storage import db
+    from storage.repo_status import status_report
+
+    _, engine = open_database(args)
+    try:
+        with db.session_factory(engine)() as session:
+            report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
+            report.update(status_report(session))
+    finally:
+        engine.dispose()
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("status", help="row counts per table, pending work, last job runs")
+    p.add_argument("--json", action="store_true", help="print the same report as JSON")
+    p.set_defaults(func=_status)

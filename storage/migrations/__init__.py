@@ -1,0 +1,1 @@
+"""Alembic migration scripts for the vlmwatch schema (run through :func:`storage.db.upgrade`)."""

@@ -1,0 +1,155 @@
+"""Correctness labels: stored by sample id or response id, joined to samples that arrive later.
+
+One label per (sample, source): sending a label again with another verdict updates it (a human
+correcting themselves); sending the same one again changes nothing. A label by ``response_id``
+whose sample is not stored yet waits with ``sample_id = NULL`` and is joined when the sample is
+ingested (:func:`join_waiting_labels`, called by the sample ingest).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from storage._sql import chunks, insert_ignore
+from storage.models import LABEL_SOURCES, Label, Sample, utcnow
+from storage.records import LabelRecord, Rejected
+
+__all__ = ["LabelResult", "add_labels", "join_waiting_labels"]
+
+log = logging.getLogger(__name__)
+
+_LABELS = Label.__table__
+
+
+@dataclass
+class LabelResult:
+    """What :func:`add_labels` did with a batch."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    waiting: int = 0  # stored by response_id, sample not there yet
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def join_waiting_labels(session: Session, response_ids: Iterable[str]) -> int:
+    """Attach labels that arrived before their sample to the samples now stored; returns how many."""
+    rids = sorted({r for r in response_ids if r})
+    joined = 0
+    for part in chunks(rids):
+        sid = (
+            select(func.min(Sample.id)).where(Sample.response_id == _LABELS.c.response_id).scalar_subquery()
+        )
+        res = session.execute(
+            update(_LABELS)
+            .where(_LABELS.c.sample_id.is_(None), _LABELS.c.response_id.in_(part))
+            .values(sample_id=sid)
+        )
+        joined += res.rowcount or 0
+    if joined:
+        log.info("joined %d label(s) that arrived before their sample", joined)
+    return joined
+
+
+def _check(lab: LabelRecord) -> str | None:
+    if not isinstance(lab.correct, bool):
+        return "field 'correct' must be true or false"
+    if lab.source not in LABEL_SOURCES:
+        return f"field 'source' must be one of {', '.join(LABEL_SOURCES)}, not {lab.source!r}"
+    if not lab.sample_id and not lab.response_id:
+        return "give 'sample_id' or 'response_id'"
+    for name in ("sample_id", "response_id"):
+        v = getattr(lab, name)
+        if v is not None and (not isinstance(v, str) or len(v) > 128):
+            return f"field '{name}' must be a string of at most 128 characters"
+    if lab.value is not None and not isinstance(lab.value, (int, float)):
+        return "field 'value' must be a number"
+    return None
+
+
+def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
+    """Store ``labels`` in the caller's transaction; bad ones are returned in ``rejected``."""
+    result = LabelResult()
+    valid: list[tuple[int, LabelRecord]] = []
+    for i, lab in enumerate(labels):
+        reason = _check(lab)
+        if reason:
+            result.rejected.append(Rejected(key=str(lab.sample_id or lab.response_id), reason=reason, index=i))
+        else:
+            valid.append((i, lab))
+    sids = sorted({lab.sample_id for _, lab in valid if lab.sample_id})
+    rids = sorted({lab.response_id for _, lab in valid if lab.response_id and not lab.sample_id})
+    rid_of: dict[str, str | None] = {}
+    sid_of: dict[str, str] = {}
+    for part in chunks(sids):
+        for sid, rid in session.execute(select(Sample.id, Sample.response_id).where(Sample.id.in_(part))):
+            rid_of[sid] = rid
+    for part in chunks(rids):
+        for sid, rid in session.execute(select(Sample.id, Sample.response_id).where(Sample.response_id.in_(part))):
+            sid_of.setdefault(rid, sid)
+
+    # resolve each label to (sample_id, response_id); later labels in the batch win
+    resolved: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for i, lab in valid:
+        if lab.sample_id:
+            if lab.sample_id not in rid_of:
+                result.rejected.append(Rejected(key=lab.sample_id, reason=f"unknown sample_id {lab.sample_id!r}", index=i))
+                continue
+            sid, rid = lab.sample_id, rid_of[lab.sample_id]
+        else:
+            rid = lab.response_id
+            sid = sid_of.get(rid or "")
+        key = ("s", sid, lab.source) if sid else ("r", rid or "", lab.source)
+        resolved[key] = {"sample_id": sid, "response_id": rid, "source": lab.source, "correct": lab.correct,
+                         "value": None if lab.value is None else float(lab.value)}
+    if not resolved:
+        return result
+
+    existing: dict[tuple[str, str, str], Any] = {}
+    want_s = sorted({k[1] for k in resolved if k[0] == "s"})
+    want_r = sorted({v["response_id"] for v in resolved.values() if v["response_id"]})
+    cols = (_LABELS.c.id, _LABELS.c.sample_id, _LABELS.c.response_id, _LABELS.c.source, _LABELS.c.correct, _LABELS.c.value)
+    queries = [select(*cols).where(_LABELS.c.sample_id.in_(p)) for p in chunks(want_s)]
+    queries += [select(*cols).where(_LABELS.c.response_id.in_(p)) for p in chunks(want_r)]
+    for q in queries:
+        for row in session.execute(q):
+            if row.sample_id:
+                existing[("s", row.sample_id, row.source)] = row
+            if row.response_id:
+                existing.setdefault(("r", row.response_id, row.source), row)
+
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for key, v in resolved.items():
+        row = existing.get(key)
+        if row is None and v["response_id"]:
+            row = existing.get(("r", v["response_id"], v["source"]))
+        if row is None:
+            inserts.append({**v, "created_at": utcnow()})
+            if not v["sample_id"]:
+                result.waiting += 1
+        elif row.correct == v["correct"] and row.value == v["value"] and (row.sample_id or not v["sample_id"]):
+            result.unchanged += 1
+        else:
+            updates.append({"b_id": row.id, "b_correct": v["correct"], "b_value": v["value"],
+                            "b_sample_id": v["sample_id"] or row.sample_id})
+    if inserts:
+        dialect = session.get_bind().dialect.name
+        res = session.execute(insert_ignore(_LABELS, dialect).returning(_LABELS.c.id), inserts)
+        result.inserted = len(res.all())
+        result.unchanged += len(inserts) - result.inserted  # lost a race to an identical insert
+    if updates:
+        stmt = (
+            update(_LABELS)
+            .where(_LABELS.c.id == bindparam("b_id"))
+            .values(correct=bindparam("b_correct"), value=bindparam("b_value"), sample_id=bindparam("b_sample_id"))
+        )
+        session.connection().execute(stmt, updates)
+        result.updated = len(updates)
+    return result

@@ -1,0 +1,163 @@
+"""Idempotent, batched ingest of samples and their images.
+
+A sample id sent twice is stored once (``INSERT ... ON CONFLICT DO NOTHING``); images are
+content-addressed by sha256 and stored once however many samples share them. Records that fail
+validation are returned as :class:`~storage.records.Rejected` and the rest of the batch is stored.
+The caller owns the transaction: ``with factory.begin() as s: ingest_samples(s, records)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage._sql import chunks, insert_ignore
+from storage.images import ImageError, inspect_image, url_key
+from storage.models import LABEL_SOURCES, Image, Label, Sample, utcnow
+from storage.records import Rejected, SampleRecord
+from storage.repo_labels import join_waiting_labels
+
+__all__ = ["IngestResult", "ingest_samples", "DEFAULT_LABEL_SOURCE"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LABEL_SOURCE = "ground_truth"  # a samples file's `label` is known truth (e.g. SynPOPE)
+_SAMPLES = Sample.__table__
+_IMAGES = Image.__table__
+_LABELS = Label.__table__
+_LIMITS = {"id": 128, "model": 256, "route": 256, "source": 32, "response_id": 128}
+
+
+@dataclass
+class IngestResult:
+    """What one call stored: new sample ids, how many were already there, and what was refused."""
+
+    inserted: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    images_inserted: int = 0
+    labels_inserted: int = 0
+
+
+def _check(rec: SampleRecord) -> str | None:
+    """Reason the record cannot be stored, or None."""
+    for name in ("id", "model", "prompt", "answer"):
+        v = getattr(rec, name)
+        if not isinstance(v, str) or (name in ("id", "model") and not v):
+            return f"field '{name}' must be a non-empty string" if name in ("id", "model") else f"field '{name}' must be a string"
+    for name, limit in _LIMITS.items():
+        v = getattr(rec, name)
+        if v is not None and (not isinstance(v, str) or len(v) > limit):
+            return f"field '{name}' must be a string of at most {limit} characters"
+    if not isinstance(rec.ts, datetime):
+        return "field 'ts' must be a datetime"
+    if rec.label is not None and not isinstance(rec.label, bool):
+        return "field 'label' must be true or false"
+    if rec.image is not None and rec.image_url is not None:
+        return "give either image bytes or image_url, not both"
+    if rec.meta is not None:
+        if not isinstance(rec.meta, dict):
+            return "field 'meta' must be an object"
+        try:
+            json.dumps(rec.meta)
+        except (TypeError, ValueError) as e:
+            return f"field 'meta' is not JSON-serialisable: {e}"
+    return None
+
+
+def _image_rows(session: Session, images: dict[str, dict[str, Any]]) -> int:
+    """Insert the images not stored yet (existing ones are not re-sent); returns how many were new."""
+    if not images:
+        return 0
+    keys = list(images)
+    existing: set[str] = set()
+    for part in chunks(keys):
+        existing.update(session.execute(select(Image.sha256).where(Image.sha256.in_(part))).scalars())
+    rows = [images[k] for k in keys if k not in existing]
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    res = session.execute(insert_ignore(_IMAGES, dialect).returning(_IMAGES.c.sha256), rows)
+    return len(res.all())
+
+
+def ingest_samples(
+    session: Session,
+    records: Sequence[SampleRecord],
+    *,
+    max_image_bytes: int = 20_000_000,
+    label_source: str = DEFAULT_LABEL_SOURCE,
+) -> IngestResult:
+    """Store ``records`` idempotently in the caller's transaction. Never raises for a bad record."""
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"label_source must be one of {', '.join(LABEL_SOURCES)}, not {label_source!r}")
+    result = IngestResult()
+    now = utcnow()
+    images: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    labels: dict[str, bool] = {}
+    seen: set[str] = set()
+    for i, rec in enumerate(records):
+        reason = _check(rec)
+        image_key: str | None = None
+        if reason is None and rec.image is not None:
+            try:
+                info = inspect_image(rec.image, max_image_bytes)
+            except ImageError as e:
+                reason = str(e)
+            else:
+                image_key = info.sha256
+                if image_key not in images:
+                    images[image_key] = {
+                        "sha256": info.sha256, "size": info.size, "format": info.format, "width": info.width,
+                        "height": info.height, "url": None, "data": rec.image, "created_at": now, "purged_at": None,
+                    }
+        elif reason is None and rec.image_url is not None:
+            image_key = url_key(rec.image_url)
+            images.setdefault(image_key, {
+                "sha256": image_key, "size": 0, "format": None, "width": None, "height": None,
+                "url": rec.image_url, "data": None, "created_at": now, "purged_at": None,
+            })
+        if reason is not None:
+            result.rejected.append(Rejected(key=str(rec.id), reason=reason, index=i))
+            continue
+        if rec.id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(rec.id)
+        ts = rec.ts if rec.ts.tzinfo is not None else rec.ts.replace(tzinfo=timezone.utc)
+        rows.append({
+            "id": rec.id, "response_id": rec.response_id, "model": rec.model, "route": rec.route,
+            "source": rec.source, "ts": ts, "received_at": now, "prompt": rec.prompt, "answer": rec.answer,
+            "image_sha256": image_key, "status": "pending", "attempts": 0, "error": None, "lease_owner": None,
+            "lease_expires_at": None, "spotcheck_status": "pending", "meta": rec.meta,
+        })
+        if rec.label is not None:
+            labels[rec.id] = rec.label
+    if not rows:
+        return result
+    result.images_inserted = _image_rows(session, images)
+    dialect = session.get_bind().dialect.name
+    res = session.execute(insert_ignore(_SAMPLES, dialect).returning(_SAMPLES.c.id), rows)
+    result.inserted = list(res.scalars())
+    result.duplicates += len(rows) - len(result.inserted)
+    new = set(result.inserted)
+    response_ids = [r["response_id"] for r in rows if r["id"] in new and r["response_id"]]
+    join_waiting_labels(session, response_ids)
+    label_rows = [
+        {"sample_id": r["id"], "response_id": r["response_id"], "correct": labels[r["id"]], "source": label_source,
+         "value": None, "created_at": now}
+        for r in rows if r["id"] in new and r["id"] in labels
+    ]
+    if label_rows:
+        res = session.execute(insert_ignore(_LABELS, dialect).returning(_LABELS.c.id), label_rows)
+        result.labels_inserted = len(res.all())
+    log.debug("ingest: %d new, %d duplicate, %d rejected", len(result.inserted), result.duplicates, len(result.rejected))
+    return result
