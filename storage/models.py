@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -54,25 +55,26 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class _TZDateTime(DateTime):
-    """DateTime that is always timezone-aware (SQLite drops tzinfo; we restore UTC on read)."""
+class _TZDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect.
 
+    SQLite has no timezone type: values are stored as naive UTC and read back with UTC attached.
+    Naive datetimes handed in are taken to be UTC.
+    """
+
+    impl = DateTime(timezone=True)
     cache_ok = True
 
-    def __init__(self) -> None:
-        super().__init__(timezone=True)
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        parent = super().result_processor(dialect, coltype)
-
-        def process(value: Any) -> Any:
-            if parent is not None:
-                value = parent(value)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-            return value
-
-        return process
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 TS = _TZDateTime
@@ -90,7 +92,7 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: TS}
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: TS()}
 
 
 class Image(Base):

@@ -46,3 +46,155 @@ def internal_errors():
     failopen.captured.clear()
     if errors:
         raise AssertionError(f"fail-open code swallowed {len(errors)} internal error(s): {errors[0]!r}") from errors[0]
+
+
+# --- storage: a fresh database on each backend -------------------------------------------------
+# SQLite in a temp file, and PostgreSQL on the real server at VLMWATCH_TEST_PG_URL (one fresh
+# database per test module, dropped afterwards). Without a server the postgres cases skip, saying
+# how to enable them; with VLMWATCH_REQUIRE_PG=1 (CI) they fail instead.
+
+_pg_state: dict[str, str | None] = {}
+
+
+def _pg_unavailable() -> str | None:
+    """None when the PostgreSQL test server answers, else why not (cached per session)."""
+    if "error" not in _pg_state:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        dsn = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            psycopg.connect(dsn, connect_timeout=3).close()
+            _pg_state["error"] = None
+        except Exception as e:
+            _pg_state["error"] = f"{type(e).__name__}: {e}".strip()
+    return _pg_state["error"]
+
+
+def _skip_or_fail_pg() -> None:
+    err = _pg_unavailable()
+    if err is None:
+        return
+    msg = (
+        f"PostgreSQL not reachable at {PG_URL} ({err}). Start a server with trust auth and a `test` "
+        "database (.ci/run does), or point VLMWATCH_TEST_PG_URL at one"
+    )
+    if os.environ.get("VLMWATCH_REQUIRE_PG") == "1":
+        pytest.fail(msg + "; VLMWATCH_REQUIRE_PG=1 makes this a failure", pytrace=False)
+    pytest.skip(msg + "; set VLMWATCH_REQUIRE_PG=1 to fail instead of skipping")
+
+
+class _FreshDatabase:
+    """Create and drop empty databases of one kind (sqlite file or postgres database)."""
+
+    def __init__(self, kind: str, tmp_dir) -> None:
+        self.kind, self.tmp_dir = kind, tmp_dir
+        self.created: list[str] = []
+
+    def create(self, tag: str) -> str:
+        import re
+        import uuid
+
+        name = f"vwt_{re.sub(r'[^a-z0-9]+', '_', tag.lower())[-30:]}_{uuid.uuid4().hex[:8]}"
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.tmp_dir / (name + '.db')}"
+        _skip_or_fail_pg()
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        admin = make_url(PG_URL)
+        with psycopg.connect(admin.set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return admin.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        dsn = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.created.clear()
+
+
+_DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="module", params=_DB_KINDS)
+def _migrated_database(request, tmp_path_factory):
+    from storage.db import upgrade
+
+    fresh = _FreshDatabase(request.param, tmp_path_factory.mktemp("db"))
+    try:
+        url = fresh.create(request.module.__name__)
+        upgrade(url)
+        yield url
+    finally:
+        fresh.drop_all()
+
+
+@pytest.fixture
+def db_url(_migrated_database):
+    """URL of a migrated, empty database (sqlite and postgres); tables are emptied before each test."""
+    from storage.db import make_engine
+    from storage.models import Base
+
+    engine = make_engine(_migrated_database)
+    try:
+        with engine.begin() as conn:
+            tables = list(reversed(Base.metadata.sorted_tables))
+            if engine.dialect.name == "postgresql":
+                names = ", ".join(f'"{t.name}"' for t in tables)
+                conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            else:
+                for t in tables:
+                    conn.execute(t.delete())
+    finally:
+        engine.dispose()
+    return _migrated_database
+
+
+@pytest.fixture
+def engine(db_url):
+    """An engine on ``db_url`` (disposed after the test)."""
+    from storage.db import make_engine
+
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(params=_DB_KINDS)
+def empty_db_url(request, tmp_path):
+    """URL of a fresh database that was never migrated (sqlite and postgres)."""
+    fresh = _FreshDatabase(request.param, tmp_path)
+    try:
+        yield fresh.create(request.node.name)
+    finally:
+        fresh.drop_all()
+
+
+@pytest.fixture
+def vlmwatch_cli(tmp_path):
+    """Run the installed ``vlmwatch`` console script in a subprocess: ``vlmwatch_cli(*args, db_url=...)``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "vlmwatch"
+
+    def run(*args: str, db_url: str | None = None, cwd=None, env: dict | None = None, timeout: float = 300):
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLMWATCH_")}
+        if db_url is not None:
+            full_env["VLMWATCH_STORAGE__URL"] = db_url
+        full_env.update(env or {})
+        return subprocess.run(
+            [str(exe), *args], cwd=cwd or tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run

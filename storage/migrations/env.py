@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, TypeDecorator
 
 from storage.models import Base
 
@@ -20,7 +20,7 @@ target_metadata = Base.metadata
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     # Our timezone-aware DateTime subclass is rendered as the plain SQL type, so migrations
     # never import storage.models (which keeps changing after a migration is written).
-    if type_ == "type" and isinstance(obj, DateTime):
+    if type_ == "type" and isinstance(obj, TypeDecorator) and isinstance(obj.impl, DateTime):
         return "sa.DateTime(timezone=True)"
     return False
 
