@@ -1,0 +1,135 @@
+"""Answer normalisation, grouping of equivalent answers, agreement and entropy over groups.
+
+Normalisation follows the VQA / SQuAD evaluation habit: lower case, punctuation removed,
+articles dropped, number words written as digits, whitespace collapsed. An answer that starts
+with "yes" or "no" (``"Yes, there is a dog."``) is grouped with the bare word, because for a
+yes/no question the rest of the sentence restates the question.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "normalize_answer",
+    "GroupStats",
+    "group_counts",
+    "group_stats",
+    "stats_from_distribution",
+]
+
+_ARTICLES = {"a", "an", "the"}
+_UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+_TENS = {
+    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+    "eighty": 80, "ninety": 90,
+}  # fmt: skip
+_YES_NO = {"yes", "no"}
+# keep digits' decimal point and hyphens between number words until the number pass has run
+_PUNCT = re.compile("[" + re.escape("".join(c for c in string.punctuation if c not in "-.")) + "]")
+
+
+def _numbers_to_digits(words: list[str]) -> list[str]:
+    """Rewrite number words (0-99, hyphenated or spaced compounds) as digits."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        parts = w.split("-")
+        if len(parts) == 2 and parts[0] in _TENS and parts[1] in _UNITS and 0 < _UNITS[parts[1]] < 10:
+            out.append(str(_TENS[parts[0]] + _UNITS[parts[1]]))
+        elif w in _TENS:
+            nxt = words[i + 1] if i + 1 < len(words) else ""
+            if nxt in _UNITS and 0 < _UNITS[nxt] < 10:
+                out.append(str(_TENS[w] + _UNITS[nxt]))
+                i += 1
+            else:
+                out.append(str(_TENS[w]))
+        elif w in _UNITS:
+            out.append(str(_UNITS[w]))
+        else:
+            out.append(w)
+        i += 1
+    return out
+
+
+def normalize_answer(text: str, *, yes_no_prefix: bool = True) -> str:
+    """Canonical form of an answer for grouping; ``""`` for an empty answer."""
+    if not isinstance(text, str):
+        raise TypeError(f"answer must be a str, got {type(text).__name__}")
+    t = unicodedata.normalize("NFKC", text).lower()
+    t = _PUNCT.sub(" ", t)
+    words = []
+    for w in t.split():
+        w = w.strip("-")
+        # a dot is punctuation unless it sits between digits ("3.5")
+        w = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", w).strip()
+        words.extend(w.split())
+    words = [w for w in words if w]
+    if len(words) > 1:  # a lone "A" is a multiple-choice letter, not an article
+        words = [w for w in words if w not in _ARTICLES] or words[:1]
+    words = _numbers_to_digits(words)
+    if yes_no_prefix and words and words[0] in _YES_NO:
+        return words[0]
+    return " ".join(words)
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Agreement of a served answer with a distribution over answer groups."""
+
+    served_group: str
+    agreement: float  # mass (share of K answers, or probability) in the served answer's group
+    entropy: float  # over groups, nats
+    majority_group: str  # group with the largest mass (ties: the served group, else lexicographic)
+    majority_share: float
+    agrees_with_majority: bool  # served group is (one of) the largest groups
+    groups: dict[str, float]  # group -> count (sampled) or probability (exact)
+
+
+def group_counts(answers: Iterable[str], *, yes_no_prefix: bool = True) -> Counter[str]:
+    """Count answers by normalised group."""
+    return Counter(normalize_answer(a, yes_no_prefix=yes_no_prefix) for a in answers)
+
+
+def stats_from_distribution(served_group: str, masses: Mapping[str, float]) -> GroupStats:
+    """Agreement and entropy for a served group against masses (counts or probabilities) per group."""
+    total = float(sum(masses.values()))
+    if total <= 0:
+        raise ValueError("group masses must have a positive total")
+    if any(v < 0 for v in masses.values()):
+        raise ValueError("group masses must be non-negative")
+    probs = {g: v / total for g, v in masses.items() if v > 0}
+    entropy = -sum(p * math.log(p) for p in probs.values())
+    top = max(probs.values())
+    tops = sorted(g for g, p in probs.items() if p >= top - 1e-12)
+    majority = served_group if served_group in tops else tops[0]
+    agreement = probs.get(served_group, 0.0)
+    return GroupStats(
+        served_group=served_group,
+        agreement=agreement,
+        entropy=max(0.0, entropy),
+        majority_group=majority,
+        majority_share=top,
+        agrees_with_majority=served_group in tops,
+        groups=dict(masses),
+    )
+
+
+def group_stats(served_answer: str, sampled: Iterable[str], *, yes_no_prefix: bool = True) -> GroupStats:
+    """Agreement of ``served_answer`` with K sampled answers, grouped after normalisation."""
+    counts = group_counts(sampled, yes_no_prefix=yes_no_prefix)
+    if not counts:
+        raise ValueError("no sampled answers to compare with")
+    served = normalize_answer(served_answer, yes_no_prefix=yes_no_prefix)
+    return stats_from_distribution(served, {g: float(c) for g, c in counts.items()})
