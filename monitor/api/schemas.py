@@ -1,0 +1,119 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SampleIn",
+    "SamplesIn",
+    "SamplesOut",
+    "RejectedOut",
+    "LabelIn",
+    "LabelsOut",
+    "CalibrationRow",
+    "AlertOut",
+    "Health",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleIn(_In):
+    """One sample, as in a samples file; the image as a data URL, bare base64 or http(s) URL."""
+
+    id: str = Field(min_length=1, max_length=128, description="collector-chosen id; makes ingest idempotent")
+    ts: datetime | None = Field(None, description="when the request happened (ISO 8601; default: now)")
+    model: str = Field(min_length=1, max_length=256, description="served model name, as clients send it")
+    image: str | None = Field(None, description="data URL, bare base64, or http(s) URL (not fetched at ingest)")
+    prompt: str
+    answer: str
+    label: bool | None = Field(None, description="answer correct? stored as a ground_truth label")
+    response_id: str | None = Field(None, max_length=128)
+    route: str | None = Field(None, max_length=256)
+    meta: dict[str, Any] | None = None
+
+
+class SamplesIn(_In):
+    samples: list[SampleIn] = Field(min_length=1, max_length=1000)
+
+
+class RejectedOut(BaseModel):
+    index: int
+    id: str
+    reason: str
+
+
+class SamplesOut(BaseModel):
+    accepted: int = Field(description="new samples stored")
+    duplicates: int = Field(description="samples already stored (idempotent re-send)")
+    rejected: list[RejectedOut] = Field(default_factory=list)
+
+
+class LabelIn(_In):
+    """Correctness of a served answer, by ``response_id`` (the upstream ``chatcmpl-...`` id) or ``sample_id``."""
+
+    response_id: str | None = Field(None, min_length=1, max_length=128)
+    sample_id: str | None = Field(None, min_length=1, max_length=128)
+    correct: bool
+    source: Literal["human", "ground_truth"] = "human"
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "LabelIn":
+        if (self.response_id is None) == (self.sample_id is None):
+            raise ValueError("give exactly one of response_id or sample_id")
+        return self
+
+
+class LabelsOut(BaseModel):
+    stored: int = Field(description="new labels stored")
+    updated: int = Field(0, description="labels that changed an earlier verdict of the same source")
+    duplicates: int = Field(description="labels already present, unchanged (idempotent re-send)")
+    waiting: int = Field(0, description="labels stored by response_id whose sample has not arrived yet")
+    rejected: list[RejectedOut] = Field(default_factory=list)
+
+
+class CalibrationRow(BaseModel):
+    model: str
+    probe_version_id: int
+    kind: str
+    source: str
+    window_start: datetime
+    window_end: datetime
+    n: int
+    partial: bool
+    auroc: float | None
+    ece: float | None
+    brier: float | None
+    agreement: float | None
+    mean_score: float | None
+    metrics: dict[str, Any]
+
+
+class AlertOut(BaseModel):
+    id: str
+    fingerprint: str
+    rule: str
+    state: str
+    severity: str
+    model: str
+    probe_version: str | None
+    window: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    detector: dict[str, Any] | None
+    started_at: datetime
+    resolved_at: datetime | None
+    updated_at: datetime | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    schema_ok: bool
+    daemon: dict[str, Any] | None = None
+    error: str | None = None

@@ -1,0 +1,92 @@
+"""The leader's jobs: thin adapters from the scheduler to each package's documented entry point.
+
+Each entry point opens its own sessions, commits its own work and is idempotent (see
+docs/CONTRACTS.md), so a run cut short by a crash or SIGTERM is simply run again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from monitor.config import Settings
+from monitor.daemon.runner import JobContext
+
+__all__ = ["entry_point", "calibrate_job", "detect_job", "deliver_job", "spotcheck_job", "report_job"]
+
+logger = logging.getLogger(__name__)
+
+
+def entry_point(module: str, name: str) -> Callable[..., Any]:
+    """Import ``module.name``; raises ImportError naming what is missing."""
+    mod = importlib.import_module(module)
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise ImportError(f"{module} has no {name}") from None
+
+
+def _count(result: Any) -> int:
+    if result is None:
+        return 0
+    if isinstance(result, int):
+        return result
+    if isinstance(result, (list, tuple)) and not hasattr(result, "_fields"):
+        return len(result)
+    for attr in ("processed", "alerts_changed", "sent", "checked", "n"):
+        v = getattr(result, attr, None)
+        if isinstance(v, int):
+            return v
+        if isinstance(v, (list, tuple)):
+            return len(v)
+    return 0
+
+
+def calibrate_job(settings: Settings) -> Callable[[JobContext], int]:
+    def run(ctx: JobContext) -> int:
+        fn = entry_point("monitor.calibration.history", "run_calibrate")
+        return _count(fn(ctx.sessions, settings))
+
+    return run
+
+
+def detect_job(settings: Settings) -> Callable[[JobContext], int]:
+    def run(ctx: JobContext) -> int:
+        fn = entry_point("monitor.detect", "run_detect")
+        res = fn(ctx.sessions, settings)
+        signals = getattr(res, "signals", None)
+        return _count(signals) if signals is not None else _count(res)
+
+    return run
+
+
+def deliver_job(settings: Settings) -> Callable[[JobContext], int]:
+    def run(ctx: JobContext) -> int:
+        fn = entry_point("alerts.outbox", "deliver_due")
+        res = fn(ctx.sessions, settings.alerts)
+        return int(getattr(res, "sent", 0) or 0) + int(getattr(res, "gave_up", 0) or 0)
+
+    return run
+
+
+def spotcheck_job(settings: Settings) -> Callable[[JobContext], int]:
+    def run(ctx: JobContext) -> int:
+        fn = entry_point("monitor.spotcheck", "run_spotcheck")
+        return _count(fn(ctx.sessions, settings, worker=ctx.worker, should_stop=ctx.should_stop))
+
+    return run
+
+
+def report_job(settings: Settings) -> Callable[[JobContext], int]:
+    def run(ctx: JobContext) -> int:
+        from monitor.report import build_report
+
+        out = Path(settings.daemon.report_dir)
+        summary = build_report(ctx.sessions, settings, since=settings.daemon.report_since, out_dir=out)
+        logger.info("report written to %s", out)
+        return int(summary.get("samples", 0))
+
+    return run

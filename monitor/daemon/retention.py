@@ -1,0 +1,92 @@
+"""The retention job: image bytes are purged once no sample needs them, data ages out.
+
+An image is *needed* while a sample that shows it is still pending scoring or may still be
+spot-checked. Unless ``storage.keep_images`` is set, bytes of images nobody needs are deleted
+(the row, hash, size and dimensions stay); after ``storage.image_ttl_hours`` they are deleted
+whether needed or not. Samples (with their scores, spot checks and labels, by cascade), job runs
+and calibration history older than ``daemon.retention_days`` are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from monitor.config import Settings
+from monitor.daemon import metrics
+from monitor.daemon.runner import JobContext
+from storage.models import CalibrationWindow, Image, JobRun, Label, Sample, Score, SpotCheck, utcnow
+
+__all__ = ["purge_images", "delete_old", "RetentionJob"]
+
+logger = logging.getLogger(__name__)
+
+_NEEDED_STATUS = ("pending",)
+_NEEDED_SPOTCHECK = ("pending", "selected")
+
+
+def purge_images(session: Session, settings: Settings, now: datetime | None = None, limit: int = 1000) -> int:
+    """Delete image bytes that are no longer needed (or past their TTL). Returns images purged."""
+    now = now or utcnow()
+    ttl_cut = now - timedelta(hours=settings.storage.image_ttl_hours)
+    needed = exists().where(
+        Sample.image_sha256 == Image.sha256,
+        or_(Sample.status.in_(_NEEDED_STATUS), Sample.spotcheck_status.in_(_NEEDED_SPOTCHECK)),
+    )
+    cond = [Image.purged_at.is_(None)]
+    if settings.storage.keep_images:
+        cond.append(Image.created_at < ttl_cut)
+    else:
+        cond.append(or_(~needed, Image.created_at < ttl_cut))
+    shas = list(session.scalars(select(Image.sha256).where(*cond).limit(limit)))
+    if not shas:
+        return 0
+    session.execute(
+        update(Image)
+        .where(Image.sha256.in_(shas), Image.purged_at.is_(None))
+        .values(data=None, purged_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    metrics.IMAGES_PURGED.inc(len(shas))
+    return len(shas)
+
+
+def delete_old(session: Session, settings: Settings, now: datetime | None = None, limit: int = 1000) -> int:
+    """Delete samples and history older than ``daemon.retention_days``. Returns rows deleted."""
+    now = now or utcnow()
+    cut = now - timedelta(days=settings.daemon.retention_days)
+    ids = list(session.scalars(select(Sample.id).where(Sample.ts < cut).limit(limit)))
+    n = 0
+    if ids:
+        # children first: SQLite only cascades with foreign keys on, so don't rely on it
+        for model in (Score, SpotCheck, Label):
+            session.execute(delete(model).where(model.sample_id.in_(ids)).execution_options(synchronize_session=False))
+        n += int(session.execute(delete(Sample).where(Sample.id.in_(ids))).rowcount or 0)
+    n += int(session.execute(delete(CalibrationWindow).where(CalibrationWindow.window_end < cut)).rowcount or 0)
+    job_cut = now - timedelta(days=min(settings.daemon.retention_days, settings.daemon.job_runs_keep_days))
+    n += int(session.execute(delete(JobRun).where(JobRun.started_at < job_cut)).rowcount or 0)
+    session.commit()
+    return n
+
+
+class RetentionJob:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, ctx: JobContext) -> int:
+        total = 0
+        with ctx.sessions() as s:
+            while not ctx.should_stop():
+                got = purge_images(s, self.settings)
+                total += got
+                if got == 0:
+                    break
+            if not ctx.should_stop():
+                total += delete_old(s, self.settings)
+        if total:
+            logger.info("retention: %d images purged / rows deleted", total)
+        return total

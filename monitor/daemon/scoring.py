@@ -1,0 +1,152 @@
+"""The score job: claim pending samples, run each served model's probe scorer, write scores.
+
+Scorers are loaded once per served model (config ``models``) by a *scorer factory* and kept for
+the life of the daemon; a model whose scorer cannot be loaded (no active probe yet, missing
+weights) is skipped this run and its samples stay pending. A batch that raises is recorded on
+its samples; after ``daemon.max_attempts`` claims a sample is ``failed`` (a poison sample cannot
+wedge the queue or crash-loop the daemon).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from monitor.config import ModelEntry, Settings
+from monitor.daemon import metrics
+from monitor.daemon.leases import claim_samples, mark_failed, write_scores
+from monitor.daemon.runner import JobContext
+from storage.models import Image
+
+__all__ = ["ScoreInput", "Scorer", "ScorerFactory", "ScoreJob"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """One claimed sample, as a scorer sees it."""
+
+    sample_id: str
+    model: str
+    prompt: str
+    answer: str
+    image: bytes | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Scorer(Protocol):
+    """Scores samples of one served model with its active probe version."""
+
+    probe_version_id: int
+
+    def score(self, items: Sequence[ScoreInput]) -> list[dict[str, Any]]:
+        """One dict per item, in order: ``p_correct`` and optional ``answer_prob``,
+        ``attn_entropy``, ``attn_topk_mass``, ``latency_ms``."""
+        ...
+
+
+ScorerFactory = Callable[[str, ModelEntry, Settings, sessionmaker[Session]], Scorer]
+
+_SCORE_FIELDS = ("p_correct", "answer_prob", "attn_entropy", "attn_topk_mass", "latency_ms")
+
+
+class ScoreJob:
+    """Callable job object; keeps the loaded scorers between runs."""
+
+    def __init__(self, settings: Settings, factory: ScorerFactory, *, max_attempts: int = 3) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.max_attempts = max_attempts
+        self._scorers: dict[str, Scorer] = {}
+        self._load_errors: dict[str, tuple[float, str]] = {}
+        self.retry_load_seconds = 30.0
+
+    def _scorer(self, name: str, sessions: sessionmaker[Session]) -> Scorer | None:
+        if name in self._scorers:
+            return self._scorers[name]
+        last = self._load_errors.get(name)
+        if last and time.monotonic() - last[0] < self.retry_load_seconds:
+            return None
+        try:
+            scorer = self.factory(name, self.settings.models[name], self.settings, sessions)
+        except Exception as e:
+            msg = f"{type(e).__name__}: {e}"
+            if not last or last[1] != msg:
+                logger.warning("model %s: scorer not available, its samples stay pending: %s", name, msg)
+            self._load_errors[name] = (time.monotonic(), msg)
+            return None
+        self._load_errors.pop(name, None)
+        self._scorers[name] = scorer
+        logger.info("model %s: scorer loaded (probe version %s)", name, scorer.probe_version_id)
+        return scorer
+
+    def forget(self, name: str) -> None:
+        """Drop a cached scorer (e.g. after a new probe version was activated)."""
+        self._scorers.pop(name, None)
+
+    def __call__(self, ctx: JobContext) -> int:
+        ready = [m for m in self.settings.models if self._scorer(m, ctx.sessions) is not None]
+        done = 0
+        while ready and not ctx.should_stop():
+            with ctx.sessions() as s:
+                claimed = claim_samples(
+                    s,
+                    worker=ctx.worker,
+                    models=ready,
+                    limit=self.settings.scoring.batch_size,
+                    lease_seconds=self.settings.scoring.lease_seconds,
+                )
+                if not claimed:
+                    break
+                images = _load_images(s, {c.image_sha256 for c in claimed if c.image_sha256})
+                items = [
+                    ScoreInput(c.id, c.model, c.prompt, c.answer, images.get(c.image_sha256 or ""), dict(c.meta or {}))
+                    for c in claimed
+                ]
+            by_model: dict[str, list[ScoreInput]] = defaultdict(list)
+            for it in items:
+                by_model[it.model].append(it)
+            for name, group in by_model.items():
+                done += self._score_group(ctx, name, group)
+        return done
+
+    def _score_group(self, ctx: JobContext, name: str, group: list[ScoreInput]) -> int:
+        scorer = self._scorers[name]
+        ids = [g.sample_id for g in group]
+        try:
+            results = scorer.score(group)
+            if len(results) != len(group):
+                raise RuntimeError(f"scorer returned {len(results)} results for {len(group)} samples")
+        except Exception as e:
+            logger.exception("model %s: scoring a batch of %d failed", name, len(group))
+            with ctx.sessions() as s:
+                failed = mark_failed(s, ids, f"{type(e).__name__}: {e}", max_attempts=self.max_attempts)
+            if failed:
+                metrics.SAMPLES_FAILED.labels(name).inc(failed)
+                logger.error("model %s: %d samples failed %d times and were given up", name, failed, self.max_attempts)
+            return 0
+        rows = []
+        for item, res in zip(group, results):
+            row = {k: res.get(k) for k in _SCORE_FIELDS}
+            row["p_correct"] = float(res["p_correct"])
+            row.update(sample_id=item.sample_id, probe_version_id=int(res.get("probe_version_id", scorer.probe_version_id)))
+            rows.append(row)
+        with ctx.sessions() as s:
+            write_scores(s, ctx.worker, rows)
+        metrics.SAMPLES_SCORED.labels(name).inc(len(rows))
+        return len(rows)
+
+
+def _load_images(session: Session, shas: set[str]) -> dict[str, bytes]:
+    if not shas:
+        return {}
+    rows = session.execute(select(Image.sha256, Image.data).where(Image.sha256.in_(shas)))
+    return {sha: data for sha, data in rows if data is not None}

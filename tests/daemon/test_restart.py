@@ -1,0 +1,156 @@
+"""The daemon survives kill -9 and SIGTERM without losing or double-counting work; one per SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.daemon.helpers import (
+    PY,
+    ROOT,
+    add_probe_version,
+    count,
+    free_port,
+    ingest,
+    rows,
+    sqlite_db,
+    start_test_daemon,
+    wait_for,
+)
+
+N = 240
+
+
+def _scored(url: str) -> int:
+    return count(url, "SELECT COUNT(*) FROM samples WHERE status = 'scored'")
+
+
+def _post_labels(port: int, ids: range) -> None:
+    """Labels by response id, each sent twice (a client retrying): stored once."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        for i in ids:
+            for _ in range(2):
+                r = c.post("/v1/labels", json={"response_id": f"chatcmpl-{i:05d}", "correct": i % 3 != 0,
+                                               "source": "ground_truth"})
+                assert r.status_code == 200, r.text
+
+
+def _api_up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow
+def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -> None:
+    url = sqlite_db(tmp_path)
+    add_probe_version(url)
+    assert len(ingest(url, N)) == N
+    port = free_port()
+    kills = 0
+    label_from = 0
+    # three daemons in turn, each SIGKILLed mid-run (mid-batch: the scorer sleeps inside a batch)
+    for gen in range(3):
+        proc = start_test_daemon(url, tmp_path, f"w{gen}", delay=0.15, api_port=port)
+        try:
+            wait_for(lambda: _api_up(port), 30, "the daemon's API")
+            _post_labels(port, range(label_from, label_from + 20))
+            label_from += 20
+            target = _scored(url) + 40
+            wait_for(lambda: _scored(url) >= target, 60, f"{target} scored samples")
+            time.sleep(0.07)  # land inside the next batch
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills += 1
+        assert _scored(url) < N, "the daemon finished before it was killed: the test proves nothing"
+    # samples the killed daemons had claimed are leased to them in the database right now
+    assert count(url, "SELECT COUNT(*) FROM samples WHERE lease_owner IS NOT NULL AND status='pending'") > 0
+    # a fresh daemon continues (the lock files of killed daemons do not block it)
+    proc = start_test_daemon(url, tmp_path, "final", delay=0.0, api_port=port)
+    try:
+        wait_for(lambda: _api_up(port), 30, "the final daemon's API")
+        _post_labels(port, range(0, label_from))  # re-sends of everything: no duplicates
+        wait_for(lambda: _scored(url) == N, 90, "all samples scored")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert kills == 3
+    assert count(url, "SELECT COUNT(*) FROM scores") == N
+    assert count(url, "SELECT COUNT(DISTINCT sample_id) FROM scores") == N
+    assert count(url, "SELECT COUNT(*) FROM samples WHERE status != 'scored'") == 0
+    assert count(url, "SELECT COUNT(*) FROM samples WHERE lease_owner IS NOT NULL") == 0
+    assert count(url, "SELECT COUNT(*) FROM labels") == label_from
+    assert count(url, "SELECT COUNT(DISTINCT response_id) FROM labels") == label_from
+    assert count(url, "SELECT COUNT(*) FROM labels WHERE sample_id IS NULL") == 0
+    # every sample was scored by someone; re-scoring happened only for batches in flight at a kill
+    logs = [p.read_text().split() for p in sorted(tmp_path.glob("scored-*.txt"))]
+    seen = [sid for log in logs for sid in log]
+    assert set(seen) == {f"s{i:05d}" for i in range(N)}
+    assert len(seen) - N <= 3 * 8, "more re-scoring than the three in-flight batches"
+    # the database's score is the deterministic one, whoever wrote it
+    from tests.daemon.helpers import hash_score
+
+    for sid, p in rows(url, "SELECT sample_id, p_correct FROM scores"):
+        assert abs(p - hash_score(sid)) < 1e-9
+
+
+def test_second_daemon_on_sqlite_refuses_to_start(tmp_path: Path) -> None:
+    url = sqlite_db(tmp_path)
+    add_probe_version(url)
+    first = start_test_daemon(url, tmp_path, "first")
+    try:
+        lock = Path(url.removeprefix("sqlite:///") + ".daemon.lock")
+        wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), 30, "the daemon lock")
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text(f"storage:\n  url: {url}\ndaemon:\n  start_api: false\n")
+        t0 = time.monotonic()
+        second = subprocess.run([PY, "-m", "monitor.cli", "--config", str(cfg), "daemon"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert second.returncode == 3, second.stderr
+        assert "already running" in second.stderr and str(first.pid) in second.stderr, second.stderr
+        assert "PostgreSQL" in second.stderr  # says what to do instead
+        assert time.monotonic() - t0 < 30
+        assert first.poll() is None  # the first one is unaffected
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+    # once the first has stopped, a new one starts fine (and stops on SIGTERM)
+    again = start_test_daemon(url, tmp_path, "again")
+    try:
+        wait_for(lambda: "started" in (tmp_path / "again.log").read_text(), 30, "the second daemon to start")
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0
+
+
+def test_sigterm_mid_batch_exits_in_time_and_releases_leases(tmp_path: Path) -> None:
+    url = sqlite_db(tmp_path)
+    add_probe_version(url)
+    ingest(url, 64, images=False)
+    # each batch of 8 takes 2 s; shutdown budget 5 s
+    proc = start_test_daemon(url, tmp_path, "slow", delay=2.0, extra=["--shutdown-timeout", "5"])
+    try:
+        wait_for(lambda: count(url, "SELECT COUNT(*) FROM samples WHERE lease_owner IS NOT NULL") > 0, 30, "a claim")
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0
+    assert took < 5 + 3, f"shutdown took {took:.1f}s"
+    # the batch in flight was finished (scored) and nothing else stays leased
+    assert _scored(url) == 8
+    assert count(url, "SELECT COUNT(*) FROM samples WHERE lease_owner IS NOT NULL") == 0
+    log = (tmp_path / "slow.log").read_text()
+    assert "stopped (clean)" in log
