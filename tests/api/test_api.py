@@ -1,0 +1,155 @@
+"""The HTTP API on a real uvicorn server on loopback, over SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from monitor.api.server import make_server, parse_listen
+from monitor.config import Settings
+from storage.db import session_factory
+from storage.models import Alert, CalibrationWindow, ProbeVersion
+from tests.daemon.helpers import free_port, png
+
+
+@pytest.fixture
+def api(engine, monkeypatch) -> Iterator[httpx.Client]:
+    monkeypatch.delenv("VLMWATCH_TEST_API_TOKEN", raising=False)
+    yield from _serve(engine)
+
+
+def _serve(engine) -> Iterator[httpx.Client]:
+    port = free_port()
+    settings = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}",
+                                                               "token_env": "VLMWATCH_TEST_API_TOKEN"})
+    server = make_server(settings, engine=engine)
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.02)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        yield c
+    server.should_exit = True
+    t.join(10)
+
+
+def _sample(i: int, **kw) -> dict:
+    d = {"id": f"a{i}", "ts": "2026-11-25T10:00:00Z", "model": "m", "prompt": "Is there a dog?", "answer": "yes",
+         "image": "data:image/png;base64," + base64.b64encode(png(i)).decode(), "response_id": f"chatcmpl-a{i}"}
+    d.update(kw)
+    return d
+
+
+def test_ingest_is_idempotent_and_names_bad_fields(api: httpx.Client) -> None:
+    r = api.post("/v1/samples", json={"samples": [_sample(1), _sample(2, image=base64.b64encode(png(2)).decode())]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    r = api.post("/v1/samples", json={"samples": [_sample(1), _sample(3, label=True)]})
+    assert r.json()["accepted"] == 1 and r.json()["duplicates"] == 1
+    # schema errors: 422 with the offending field
+    bad = _sample(4)
+    del bad["prompt"]
+    r = api.post("/v1/samples", json={"samples": [_sample(5), bad]})
+    assert r.status_code == 422 and "samples.1.prompt" in r.json()["error"]
+    r = api.post("/v1/samples", json={"samples": [_sample(6, colour="red")]})
+    assert r.status_code == 422 and "samples.0.colour" in r.json()["error"]
+    r = api.post("/v1/samples", json={"samples": []})
+    assert r.status_code == 422 and "samples" in r.json()["error"]
+    # a record storage cannot take comes back by index; the rest of the batch is stored
+    r = api.post("/v1/samples", json={"samples": [_sample(7), _sample(8, image="not an image!")]})
+    assert r.status_code == 200
+    assert r.json()["accepted"] == 1
+    assert r.json()["rejected"][0]["index"] == 1 and "samples.1.image" in r.json()["rejected"][0]["reason"]
+    # server-side paths are not read
+    r = api.post("/v1/samples", json={"samples": [_sample(9, image="/etc/passwd")]})
+    assert r.status_code == 422 and "image" in r.text
+
+
+def test_labels_by_sample_or_response_id(api: httpx.Client) -> None:
+    api.post("/v1/samples", json={"samples": [_sample(1), _sample(2)]})
+    r = api.post("/v1/labels", json={"sample_id": "a1", "correct": True, "source": "human"})
+    assert r.status_code == 200 and r.json()["stored"] == 1
+    r = api.post("/v1/labels", json={"sample_id": "a1", "correct": True, "source": "human"})
+    assert r.json()["stored"] == 0 and r.json()["duplicates"] == 1
+    r = api.post("/v1/labels", json={"response_id": "chatcmpl-a2", "correct": False})
+    assert r.json()["stored"] == 1
+    # a label ahead of its sample waits for it
+    r = api.post("/v1/labels", json={"response_id": "chatcmpl-a3", "correct": False, "source": "ground_truth"})
+    assert r.json()["waiting"] == 1
+    r = api.post("/v1/labels", json=[{"sample_id": "a2", "correct": True, "source": "ground_truth"},
+                                     {"response_id": "chatcmpl-a1", "correct": False, "source": "ground_truth"}])
+    assert r.status_code == 200 and r.json()["stored"] == 2
+    # bad bodies name the field
+    r = api.post("/v1/labels", json={"sample_id": "a1"})
+    assert r.status_code == 422 and "correct" in r.json()["error"]
+    r = api.post("/v1/labels", json={"sample_id": "a1", "response_id": "x", "correct": True})
+    assert r.status_code == 422 and "response_id or sample_id" in r.json()["error"]
+    r = api.post("/v1/labels", json={"sample_id": "a1", "correct": True, "source": "oracle"})
+    assert r.status_code == 422 and "source" in r.json()["error"]
+    r = api.post("/v1/labels", json={"sample_id": "nope", "correct": True})
+    assert r.status_code == 404 and "sample_id" in r.text
+
+
+def test_write_auth_when_token_configured(engine, monkeypatch) -> None:
+    monkeypatch.setenv("VLMWATCH_TEST_API_TOKEN", "s3cret")
+    for c in _serve(engine):
+        body = {"samples": [_sample(1)]}
+        assert c.post("/v1/samples", json=body).status_code == 401
+        assert c.post("/v1/samples", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/v1/labels", json={"sample_id": "a1", "correct": True}).status_code == 401
+        r = c.post("/v1/samples", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+        assert c.get("/v1/alerts").status_code == 200  # reads stay open
+        assert c.get("/healthz").status_code == 200
+
+
+def test_calibration_alerts_health_metrics_openapi(api: httpx.Client, engine) -> None:
+    t0 = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)
+    with session_factory(engine)() as s:
+        pv = ProbeVersion(model="m", version="v1", path="-", model_fingerprint="0" * 64, layer=2, pooling="last")
+        s.add(pv)
+        s.flush()
+        for h in range(3):
+            for source in ("human", "self_consistency"):
+                s.add(CalibrationWindow(model="m", probe_version_id=pv.id, kind="time", source=source,
+                                        window_start=t0 + timedelta(hours=h), window_end=t0 + timedelta(hours=h + 1),
+                                        n=100 + h, partial=h == 0, auroc=0.9 - h / 10, ece=0.05, brier=0.1,
+                                        agreement=0.8, mean_score=0.7, metrics={"auroc_ci": [0.8, 0.95]}))
+        s.add(Alert(id="al1", fingerprint="f1", rule="probe_disagreement_drift", state="firing", severity="critical",
+                    model="m", started_at=t0 + timedelta(hours=2)))
+        s.add(Alert(id="al0", fingerprint="f0", rule="probe_score_shift", state="resolved", severity="info",
+                    model="m", started_at=t0, resolved_at=t0 + timedelta(hours=1)))
+        s.commit()
+    rows = api.get("/v1/calibration", params={"model": "m", "source": "human"}).json()
+    assert [r["n"] for r in rows] == [100, 101, 102]  # oldest first
+    assert rows[1]["metrics"]["auroc_ci"] == [0.8, 0.95]
+    rows = api.get("/v1/calibration", params={"since": (t0 + timedelta(hours=1, minutes=30)).isoformat(),
+                                              "include_partial": "false"}).json()
+    assert {(r["source"], r["n"]) for r in rows} == {("human", 102), ("self_consistency", 102),
+                                                    ("human", 101), ("self_consistency", 101)}
+    assert api.get("/v1/calibration", params={"limit": 0}).status_code == 422
+    alerts = api.get("/v1/alerts").json()
+    assert [a["id"] for a in alerts] == ["al1", "al0"]
+    assert [a["id"] for a in api.get("/v1/alerts", params={"state": "firing"}).json()] == ["al1"]
+    h = api.get("/healthz")
+    assert h.status_code == 200 and h.json()["schema_ok"] is True
+    api.post("/v1/samples", json={"samples": [_sample(1)]})
+    m = api.get("/metrics")
+    assert m.status_code == 200 and 'vlmwatch_api_samples_total{outcome="accepted"}' in m.text
+    spec = api.get("/openapi.json").json()
+    assert {"/v1/samples", "/v1/labels", "/v1/calibration", "/v1/alerts", "/healthz", "/metrics"} <= set(spec["paths"])
+
+
+def test_listen_parsing() -> None:
+    assert parse_listen("127.0.0.1:8090") == ("127.0.0.1", 8090)
+    assert parse_listen("[::1]:9") == ("::1", 9)
+    with pytest.raises(ValueError, match="host:port"):
+        parse_listen("8090")
