@@ -1,0 +1,254 @@
+"""Turn one OpenAI Chat Completions exchange into a :class:`CollectedSample` (off the request path).
+
+Every way a sample can be unusable raises :class:`DropSample` with a counted reason: malformed
+JSON (``bad_json``), an answer that cannot be read (``bad_response``), content we do not handle
+(``unsupported_content``), no image or several (``no_image``), corrupt base64 or bytes that are
+not an image (``bad_image``), an oversized body or image (``too_large``), a non-2xx answer
+(``upstream_error``).
+"""
+
+from __future__ import annotations
+
+import binascii
+import gzip
+import json
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from collectors.sample import CollectedImage, CollectedSample, DropSample, new_sample_id
+from collectors.sampling import DEFAULT_ROUTE, SamplingPolicy
+
+__all__ = [
+    "RawExchange",
+    "build_sample",
+    "parse_chat_request",
+    "answer_from_json",
+    "answer_from_sse",
+    "load_image_ref",
+    "check_image_bytes",
+]
+
+
+@dataclass
+class RawExchange:
+    """What the request path hands to the worker: bytes as seen on the wire, nothing parsed."""
+
+    ts: datetime
+    route: str
+    fraction: float  # hash_fraction of the request body
+    request_body: bytes
+    status: int = 0
+    response_body: bytes = b""
+    content_type: str = ""
+    content_encoding: str = ""
+    too_large: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _text_of(content: Any) -> tuple[list[str], list[str]]:
+    """Text parts and image references of one message's ``content``."""
+    if content is None:
+        return [], []
+    if isinstance(content, str):
+        return [content], []
+    if not isinstance(content, list):
+        raise DropSample("unsupported_content", f"message content is {type(content).__name__}")
+    texts: list[str] = []
+    images: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            raise DropSample("unsupported_content", "content part is not an object")
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind == "image_url":
+            ref = part.get("image_url")
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(url, str):
+                raise DropSample("unsupported_content", "image_url without a url string")
+            images.append(url)
+        else:
+            raise DropSample("unsupported_content", f"content part type {kind!r}")
+    return texts, images
+
+
+def parse_chat_request(body: Any) -> tuple[str, str, str, dict[str, Any]]:
+    """``(model, prompt, image_ref, meta)`` of a chat request with exactly one image.
+
+    The prompt is the text of the last user message; the image is the single image of the
+    conversation (the monitor re-runs one image and one prompt).
+    """
+    if not isinstance(body, dict):
+        raise DropSample("bad_json", "request body is not a JSON object")
+    model = body.get("model")
+    messages = body.get("messages")
+    if not isinstance(model, str) or not model:
+        raise DropSample("unsupported_content", "request has no model name")
+    if not isinstance(messages, list) or not messages:
+        raise DropSample("unsupported_content", "request has no messages")
+    images: list[str] = []
+    prompt: str | None = None
+    system: list[str] = []
+    for msg in messages:
+        if not isinstance(msg, dict):
+            raise DropSample("unsupported_content", "message is not an object")
+        texts, imgs = _text_of(msg.get("content"))
+        images.extend(imgs)
+        role = msg.get("role")
+        if role == "user":
+            prompt = "\n".join(texts)
+        elif role == "system":
+            system.extend(texts)
+    if prompt is None:
+        raise DropSample("unsupported_content", "no user message")
+    if len(images) != 1:
+        raise DropSample("no_image", f"{len(images)} images in the conversation (need exactly 1)")
+    meta: dict[str, Any] = {"n_messages": len(messages), "stream": bool(body.get("stream", False))}
+    if system:
+        meta["system"] = "\n".join(system)
+    for key in ("temperature", "top_p", "max_tokens", "max_completion_tokens", "seed"):
+        if key in body:
+            meta[key] = body[key]
+    return model, prompt, images[0], meta
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    if content is None:
+        return ""
+    raise DropSample("bad_response", f"answer content is {type(content).__name__}")
+
+
+def answer_from_json(resp: Any) -> tuple[str, str | None]:
+    """``(answer, response_id)`` of a non-streamed chat completion."""
+    try:
+        choice = resp["choices"][0]
+        answer = _content_text(choice["message"].get("content"))
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise DropSample("bad_response", f"no choices[0].message in the answer ({e!r})") from None
+    rid = resp.get("id")
+    return answer, rid if isinstance(rid, str) else None
+
+
+def answer_from_sse(body: bytes) -> tuple[str, str | None]:
+    """Reassemble a streamed answer (``data: {chunk}`` events) into ``(answer, response_id)``."""
+    parts: list[str] = []
+    rid: str | None = None
+    seen = False
+    for line in body.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]" or not payload:
+            continue
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise DropSample("bad_response", "an SSE event is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise DropSample("bad_response", "an SSE event is not an object")
+        seen = True
+        if rid is None and isinstance(chunk.get("id"), str):
+            rid = chunk["id"]
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                delta = choice.get("delta") or {}
+                if isinstance(delta, dict) and delta.get("content"):
+                    parts.append(_content_text(delta["content"]))
+    if not seen:
+        raise DropSample("bad_response", "stream had no data events")
+    return "".join(parts), rid
+
+
+def check_image_bytes(data: bytes, max_bytes: int) -> CollectedImage:
+    """Verify that ``data`` is a decodable image (storage's own check); hash, size, format, dimensions."""
+    from storage.images import ImageError, inspect_image
+
+    if len(data) > max_bytes:
+        raise DropSample("too_large", f"image of {len(data)} bytes (limit {max_bytes})")
+    try:
+        info = inspect_image(data, max_bytes)
+    except ImageError as e:
+        raise DropSample("bad_image", str(e)) from None
+    return CollectedImage(
+        sha256=info.sha256, size=info.size, format=info.format, width=info.width, height=info.height, data=data
+    )
+
+
+def load_image_ref(ref: str, max_bytes: int) -> CollectedImage:
+    """A data URL is decoded and checked; an http(s) URL is only recorded (fetched later)."""
+    if ref.startswith(("http://", "https://")):
+        return CollectedImage(url=ref)
+    if not ref.startswith("data:"):
+        raise DropSample("unsupported_content", "image is neither a data URL nor an http(s) URL")
+    header, sep, payload = ref.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise DropSample("unsupported_content", "data URL is not base64-encoded")
+    if not header[5:].startswith("image/"):
+        raise DropSample("unsupported_content", f"data URL type {header[5:-7]!r} is not an image")
+    if len(payload) * 3 // 4 > max_bytes:
+        raise DropSample("too_large", f"image data URL of {len(payload)} characters (limit {max_bytes} bytes)")
+    try:
+        data = binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError) as e:
+        raise DropSample("bad_image", f"corrupt base64 ({e})") from None
+    return check_image_bytes(data, max_bytes)
+
+
+def _decode_body(raw: RawExchange) -> bytes:
+    enc = raw.content_encoding.lower().strip()
+    if not enc or enc == "identity":
+        return raw.response_body
+    try:
+        if enc == "gzip":
+            return gzip.decompress(raw.response_body)
+        if enc == "deflate":
+            return zlib.decompress(raw.response_body)
+    except (OSError, zlib.error, EOFError) as e:
+        raise DropSample("bad_response", f"cannot decode {enc} answer ({e})") from None
+    raise DropSample("unsupported_content", f"answer content-encoding {enc!r}")
+
+
+def build_sample(
+    raw: RawExchange, policy: SamplingPolicy, *, max_image_bytes: int, source: str = "proxy"
+) -> CollectedSample:
+    """Finish the sampling decision and build the sample, or raise :class:`DropSample`."""
+    if raw.too_large:
+        raise DropSample("too_large", "request or answer body over the proxy's max_body_bytes")
+    try:
+        body = json.loads(raw.request_body)
+    except (ValueError, UnicodeDecodeError):
+        raise DropSample("bad_json", "request body is not JSON") from None
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and not policy.keep(raw.fraction, model, raw.route or DEFAULT_ROUTE):
+        raise DropSample("sampled_out")
+    if not 200 <= raw.status < 300:
+        raise DropSample("upstream_error", f"upstream answered {raw.status}")
+    model, prompt, image_ref, meta = parse_chat_request(body)
+    resp = _decode_body(raw)
+    if "text/event-stream" in raw.content_type.lower() or resp.lstrip().startswith(b"data:"):
+        answer, rid = answer_from_sse(resp)
+    else:
+        try:
+            answer, rid = answer_from_json(json.loads(resp))
+        except (ValueError, UnicodeDecodeError):
+            raise DropSample("bad_response", "answer is not JSON") from None
+    image = load_image_ref(image_ref, max_image_bytes)
+    meta.update(raw.meta)
+    return CollectedSample(
+        id=new_sample_id(source),
+        source=source,
+        ts=raw.ts,
+        model=model,
+        route=raw.route or DEFAULT_ROUTE,
+        prompt=prompt,
+        answer=answer,
+        response_id=rid,
+        image=image,
+        meta=meta,
+    )

@@ -1,0 +1,140 @@
+"""Long-running collector services (what ``vlmwatch proxy`` and ``vlmwatch tail`` run).
+
+Plain arguments in, no config objects, so the collectors stay independent of ``monitor``.
+The shipper runs in its own process beside a collector: its SQL work must not compete with
+the proxy's event loop for the GIL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import re
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collectors.metrics import CollectorMetrics
+from collectors.pipeline import Pipeline, load_redactor
+from collectors.proxy import ProxyServer, exchange_builder, parse_listen, serve
+from collectors.sampling import SamplingPolicy
+from collectors.spool import SpoolWriter
+
+__all__ = ["CollectorOptions", "run_proxy", "run_tail", "start_shipper_process", "tail_lane"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectorOptions:
+    spool_dir: str
+    spool_max_bytes: int = 1_000_000_000
+    storage_url: str | None = None  # None: no shipper here (the daemon ships spool_dir)
+    ship_interval: float = 2.0
+    sample_rate: float = 0.1
+    rates: dict[str, float] = field(default_factory=dict)
+    queue_size: int = 1000
+    max_image_bytes: int = 20_000_000
+    redact_hook: str = ""
+    log_level: str = "INFO"
+
+
+def _shipper_main(spool_dir: str, storage_url: str, interval: float, max_image_bytes: int, level: str) -> None:
+    from collectors.shipper import Shipper
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    shipper = Shipper(spool_dir, storage_url, interval=interval, max_image_bytes=max_image_bytes)
+    signal.signal(signal.SIGTERM, lambda *_: shipper._stop.set())
+    signal.signal(signal.SIGINT, lambda *_: shipper._stop.set())
+    shipper.run()
+    shipper.stop()
+
+
+def start_shipper_process(opts: CollectorOptions) -> Any:
+    """A shipper in a child process (spawned: no inherited event loop or threads)."""
+    if not opts.storage_url:
+        return None
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(
+        target=_shipper_main,
+        args=(opts.spool_dir, opts.storage_url, opts.ship_interval, opts.max_image_bytes, opts.log_level),
+        name="vlmwatch-shipper",
+        daemon=True,
+    )
+    proc.start()
+    log.info("shipper process %d ships %s to storage", proc.pid, opts.spool_dir)
+    return proc
+
+
+def _stop_process(proc: Any) -> None:
+    if proc is not None and proc.is_alive():
+        proc.terminate()  # SIGTERM: it finishes its round; shipping is idempotent anyway
+        proc.join(15)
+
+
+def run_proxy(
+    opts: CollectorOptions,
+    *,
+    upstream_url: str,
+    listen: str,
+    max_body_bytes: int = 25_000_000,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 600.0,
+    metrics_path: str = "/metrics",
+    ready: Any = None,
+) -> int:
+    host, port = parse_listen(listen)
+    policy = SamplingPolicy(opts.sample_rate, opts.rates)
+    redact = load_redactor(opts.redact_hook)
+    metrics = CollectorMetrics("proxy")
+    writer = SpoolWriter(opts.spool_dir, f"proxy-{port}", max_bytes=opts.spool_max_bytes,
+                         on_drop=lambda n: metrics.drop("spool_full", n))
+    pipeline = Pipeline(build=exchange_builder(policy, opts.max_image_bytes), sink=writer, metrics=metrics,
+                        queue_size=opts.queue_size, redact=redact, name="proxy")
+    server = ProxyServer(upstream_url, policy=policy, pipeline=pipeline, metrics=metrics,
+                         connect_timeout=connect_timeout, read_timeout=read_timeout,
+                         max_body_bytes=max_body_bytes, metrics_path=metrics_path)
+    shipper = start_shipper_process(opts)
+    try:
+        serve(server, host, port, ready)
+    finally:
+        pipeline.close()
+        writer.close()
+        _stop_process(shipper)
+    return 0
+
+
+def tail_lane(path: str | Path) -> str:
+    """Spool lane of a tailed file: its name plus a hash of its absolute path."""
+    p = Path(path).resolve()
+    stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", p.name)[:60]
+    return f"tail-{stem}-{hashlib.sha256(str(p).encode()).hexdigest()[:8]}"
+
+
+def run_tail(opts: CollectorOptions, path: str, *, from_end: bool = False, poll_interval: float = 0.5) -> int:
+    from collectors.tailer import Tailer
+
+    lane = tail_lane(path)
+    metrics = CollectorMetrics("tailer")
+    writer = SpoolWriter(opts.spool_dir, lane, max_bytes=opts.spool_max_bytes,
+                         on_drop=lambda n: metrics.drop("spool_full", n))
+    tailer = Tailer(path, checkpoint=Path(opts.spool_dir) / lane / "tail-checkpoint.json", sink=writer,
+                    policy=SamplingPolicy(opts.sample_rate, opts.rates), metrics=metrics,
+                    max_image_bytes=opts.max_image_bytes, redact=load_redactor(opts.redact_hook),
+                    poll_interval=poll_interval, from_end=from_end)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: tailer.stop())
+        signal.signal(signal.SIGINT, lambda *_: tailer.stop())
+    shipper = start_shipper_process(opts)
+    log.info("tailing %s into spool lane %s", path, lane)
+    try:
+        tailer.run()
+    finally:
+        tailer.close()
+        writer.close()
+        _stop_process(shipper)
+        log.info("tailer stopped: %d lines read, %d unusable", tailer.lines_read, tailer.bad_lines)
+    return 0

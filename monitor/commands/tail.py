@@ -1,0 +1,48 @@
+"""``vlmwatch tail FILE``: follow a JSONL request log into the spool.
+
+Survives rotation and truncation and resumes from its checkpoint (in the spool lane) after a
+restart, with no line lost or repeated. Unusable lines are counted and logged with their offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from collectors.service import CollectorOptions, run_tail
+    from monitor.config import load_config
+
+    s = load_config(args.config)
+    ships = s.spool.collector_ships and not args.no_ship
+    opts = CollectorOptions(
+        spool_dir=args.spool or s.spool.dir,
+        spool_max_bytes=s.spool.max_bytes,
+        storage_url=s.storage.url if ships else None,
+        ship_interval=s.spool.ship_interval_seconds,
+        sample_rate=s.proxy.sample_rate if args.sample_rate is None else args.sample_rate,
+        rates=dict(s.proxy.rates),
+        max_image_bytes=s.storage.max_image_bytes,
+        redact_hook=s.spool.redact_hook,
+        log_level=(args.log_level or s.log_level).upper(),
+    )
+    try:
+        return run_tail(opts, args.file, from_end=args.from_end, poll_interval=args.poll_interval)
+    except (ValueError, OSError) as e:
+        print(f"vlmwatch tail: {e}", file=sys.stderr)
+        return 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("tail", help="follow a JSONL request log into the spool", description=__doc__)
+    p.add_argument("file", metavar="FILE", help="JSONL log (samples-file lines or {request, response} lines)")
+    p.add_argument("--spool", metavar="DIR", help="spool directory (spool.dir)")
+    p.add_argument("--sample-rate", type=float, default=None,
+                   help="sampling rate (default proxy.sample_rate; 1.0 keeps every line)")
+    p.add_argument("--from-end", action="store_true", help="without a checkpoint, start at the end of the file")
+    p.add_argument("--poll-interval", type=float, default=0.5, help="seconds between polls at end of file")
+    p.add_argument("--no-ship", action="store_true", help="do not ship the spool to storage from here")
+    p.set_defaults(func=_run)
