@@ -127,12 +127,17 @@ class ProxyConfig(_Section):
     rates: dict[str, float] = Field(default_factory=dict)  # per model or "model:route" overrides
     queue_size: int = 1000  # bounded hand-off queue between request path and sampler
     max_body_bytes: int = 25_000_000  # larger requests pass through but are not sampled
+    connect_timeout_seconds: float = 5.0  # upstream unreachable for this long: the client gets a 502
+    read_timeout_seconds: float = 600.0  # upstream silent this long during a request: 502 (or close mid-answer)
+    metrics_path: str = "/metrics"  # answered by the proxy itself (Prometheus); "" relays it upstream too
 
 
 class SpoolConfig(_Section):
     dir: str = "vlmwatch-spool"  # append-only, fsync'd spool of accepted samples
     max_bytes: int = 1_000_000_000  # oldest records are dropped (and counted) beyond this
     ship_interval_seconds: float = 2.0  # how often the shipper drains the spool into storage
+    collector_ships: bool = True  # proxy/tail run their own shipper process; false leaves it to the daemon
+    redact_hook: str = ""  # "package.module:function" run on each sample before it is stored; "" = none
 
 
 class ApiConfig(_Section):
