@@ -53,6 +53,10 @@ class ScoringConfig(_Section):
     dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU
     image_cache_size: int = 512  # image-feature cache entries (by image hash)
     lease_seconds: float = 300.0  # a claimed sample returns to the queue if not scored within this
+    full_pass: bool = False  # run every layer + LM head to read answer_prob (else: probe layer only, answer_prob from captured logprobs)
+    attention_signals: bool = True  # attention entropy / top-k mass over image tokens, from the probe-layer pass
+    attention_topk_share: float = 0.1  # top-k mass counts the top 10% of image tokens
+    head_backend: str = "onnx"  # onnx (ONNX Runtime, CUDA provider when present) | torch
 
 
 class SpotcheckConfig(_Section):

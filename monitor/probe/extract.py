@@ -1,0 +1,145 @@
+"""Hidden-state extraction: batched, length-bucketed forward passes and pooling.
+
+One pass gives, per sample, the pooled hidden states at the requested layers and the free
+signals the pass can see: answer-token probability (needs the LM head, so only a full pass with
+``logits=True``) and attention sharpness over the image tokens (the attention of the last prompt
+token at the last computed layer, so at the probe layer when the pass stops there).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from monitor.probe.head import POOLINGS
+
+__all__ = ["PassOutput", "positions_needed", "pool", "buckets", "run_pass", "attention_sharpness", "answer_prob_from_logprobs"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPK_SHARE = 0.1  # top-k mass counts the top 10% of image tokens (k = 2 of 16, 58 of 576)
+
+
+@dataclass
+class PassOutput:
+    features: dict[str, np.ndarray]  # pooling -> [N, len(layers), H] float32
+    layers: list[int]
+    answer_prob: np.ndarray | None  # [N]: exp(mean log p) over the served answer tokens
+    attn_entropy: np.ndarray | None  # [N] nats, over image tokens (attention renormalised)
+    attn_topk_mass: np.ndarray | None  # [N] share of image attention on the top-k image tokens
+    attn_sharpness: np.ndarray | None  # [N] 1 - entropy / log(n_image): 1 = one token, 0 = uniform
+    seconds: float  # wall time of the forward passes (not the encoding)
+
+
+def positions_needed(enc: Any) -> list[int]:
+    """Token positions a pass keeps per sample: the last prompt token, then the answer tokens."""
+    return [enc.prompt_last, *enc.answer_positions]
+
+
+def pool(kept: Any, pooling: str) -> Any:
+    """Pool one sample's hidden states at one layer, kept at :func:`positions_needed` ([1 + A, H])."""
+    if pooling == "prompt_last":
+        return kept[0]
+    if kept.shape[0] < 2:
+        raise ValueError(f"pooling {pooling!r} needs the served answer in the input, but the sample has none")
+    if pooling == "answer":
+        return kept[1]
+    if pooling == "answer_mean":
+        return kept[1:].mean(dim=0)
+    raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+
+
+def buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted, stable), so padding stays small."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def attention_sharpness(attn: Any, topk_share: float = DEFAULT_TOPK_SHARE) -> tuple[float, float, float]:
+    """(entropy in nats, top-k mass, 1 - normalised entropy) of attention over image tokens."""
+    a = np.asarray(attn, dtype=np.float64)
+    n = a.size
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    total = a.sum()
+    p = a / total if total > 0 else np.full(n, 1.0 / n)
+    nz = p[p > 0]
+    ent = float(-(nz * np.log(nz)).sum())
+    k = max(1, math.ceil(topk_share * n))
+    topk = float(np.sort(p)[::-1][:k].sum())
+    sharp = 1.0 - ent / math.log(n) if n > 1 else 1.0
+    return ent, topk, sharp
+
+
+def answer_prob_from_logprobs(logprobs: Sequence[float]) -> float:
+    """Geometric-mean probability of the served answer's tokens (its exact p for one token)."""
+    lp = np.asarray(list(logprobs), dtype=np.float64)
+    if not lp.size:
+        return math.nan
+    return float(np.exp(lp.mean()))
+
+
+def run_pass(
+    adapter: Any,
+    encs: Sequence[Any],
+    layers: Sequence[int],
+    poolings: Sequence[str],
+    *,
+    stop_at: int | None,
+    logits: bool = False,
+    attentions: bool = False,
+    batch_size: int = 16,
+    topk_share: float = DEFAULT_TOPK_SHARE,
+    progress: bool = False,
+    desc: str = "extracting hidden states",
+) -> PassOutput:
+    """Forward ``encs`` in length buckets; return pooled features and free signals in input order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    n = len(encs)
+    layers = list(layers)
+    for p in poolings:
+        if p not in POOLINGS:
+            raise ValueError(f"unknown pooling {p!r}; expected one of {POOLINGS}")
+    feats: dict[str, np.ndarray | None] = {p: None for p in poolings}
+    ans = np.full(n, np.nan) if logits else None
+    ent = np.full(n, np.nan) if attentions else None
+    topk = np.full(n, np.nan) if attentions else None
+    sharp = np.full(n, np.nan) if attentions else None
+    spent = 0.0
+    with tqdm(total=n, desc=desc, unit="sample", disable=not progress) as bar, torch.inference_mode():
+        for idx in buckets([e.length for e in encs], batch_size):
+            t0 = time.perf_counter()
+            batch = [encs[i] for i in idx]
+            out = adapter.forward(batch, layers=layers, stop_at=stop_at, attentions=attentions, logits=logits,
+                                  positions=[positions_needed(e) for e in batch])
+            spent += time.perf_counter() - t0
+            for j, i in enumerate(idx):
+                for p in poolings:
+                    vecs = torch.stack([pool(out.hidden[layer][j], p) for layer in layers])
+                    arr = feats[p]
+                    if arr is None:
+                        arr = feats[p] = np.empty((n, len(layers), vecs.shape[-1]), dtype=np.float32)
+                    arr[i] = vecs.float().numpy()
+                if ans is not None:
+                    ans[i] = answer_prob_from_logprobs(out.answer_logprobs[j].tolist())
+                if attentions:
+                    ent[i], topk[i], sharp[i] = attention_sharpness(out.image_attention[j].float().numpy(), topk_share)
+            bar.update(len(idx))
+    return PassOutput(
+        features={p: a for p, a in feats.items() if a is not None},
+        layers=layers,
+        answer_prob=ans,
+        attn_entropy=ent,
+        attn_topk_mass=topk,
+        attn_sharpness=sharp,
+        seconds=spent,
+    )

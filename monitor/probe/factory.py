@@ -1,0 +1,115 @@
+"""Builds the daemon's scorer for one served model: the ``ScorerFactory`` of ``monitor.daemon``.
+
+Order matters: the served folder's fingerprint is checked against the probe *before* the model
+is loaded, so a stale model costs a hash (cached by file size and mtime), not a model load, each
+time the daemon retries it; the ``probe_stale`` alert is written then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from monitor.config import ModelEntry, Settings
+from monitor.probe.artifact import load_artifact
+from monitor.probe.registry import active_probe, register_probe
+from monitor.probe.scorer import ProbeScorer, ScorerOptions
+from monitor.probe.stale import ProbeStaleError, check_fresh, raise_probe_stale
+
+__all__ = ["make_scorer", "folder_fingerprint", "scorer_options"]
+
+log = logging.getLogger(__name__)
+
+_fp_cache: dict[str, tuple[tuple, str]] = {}
+_fp_lock = threading.Lock()
+
+
+def _stat_key(path: Path) -> tuple:
+    items = []
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            items.append((str(p.relative_to(path)), st.st_size, st.st_mtime_ns))
+    return tuple(items)
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """The adapter's fingerprint of a model folder, recomputed only when a file there changed."""
+    from monitor.adapter.loading import fingerprint_folder
+
+    p = Path(path).resolve()
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"model folder {p} has no config.json")
+    key = _stat_key(p)
+    with _fp_lock:
+        hit = _fp_cache.get(str(p))
+        if hit and hit[0] == key:
+            return hit[1]
+    fp = fingerprint_folder(p)
+    with _fp_lock:
+        _fp_cache[str(p)] = (key, fp)
+    return fp
+
+
+def scorer_options(settings: Settings) -> ScorerOptions:
+    sc = settings.scoring
+    return ScorerOptions(
+        batch_size=sc.batch_size,
+        head_backend=sc.head_backend,
+        full_pass=sc.full_pass,
+        attention_signals=sc.attention_signals,
+        topk_share=sc.attention_topk_share,
+        device=sc.device,
+    )
+
+
+def _stale(sessions: sessionmaker[Session], err: ProbeStaleError, model_path: str) -> None:
+    with sessions() as s:
+        raise_probe_stale(s, err, model_path=model_path)
+        s.commit()
+
+
+def make_scorer(name: str, entry: ModelEntry, settings: Settings, sessions: sessionmaker[Session]) -> ProbeScorer:
+    """Load the probe (``entry.probe`` or the active one in storage) and the model; refuse a stale probe.
+
+    Raises ``LookupError`` when the model has no probe, :class:`ProbeStaleError` (after writing
+    the ``probe_stale`` alert) when the served weights are not the probe's model.
+    """
+    with sessions() as s:
+        if entry.probe:
+            artifact = load_artifact(entry.probe)
+            row = register_probe(s, name, artifact, activate=True)  # the config pins this probe
+            s.commit()
+        else:
+            row = active_probe(s, name)
+            if row is None:
+                raise LookupError(
+                    f"model {name!r} has no active probe: run `vlmwatch probe train ... --register --served-name {name}`"
+                )
+            artifact = load_artifact(row.path)
+        row_id, version = row.id, row.version
+    served_fp = folder_fingerprint(entry.path)
+    try:
+        check_fresh(name, version, artifact.meta.model_fingerprint, served_fp)
+    except ProbeStaleError as e:
+        _stale(sessions, e, entry.path)
+        raise
+    from monitor.adapter import load_vlm
+
+    adapter = load_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
+
+    def current() -> str:
+        return folder_fingerprint(entry.path)
+
+    def on_stale(err: ProbeStaleError) -> None:
+        _stale(sessions, err, entry.path)
+
+    return ProbeScorer(
+        adapter, artifact, served_name=name, probe_version_id=row_id, options=scorer_options(settings),
+        current_fingerprint=current, on_stale=on_stale,
+    )

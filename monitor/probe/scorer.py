@@ -1,0 +1,181 @@
+"""The daemon's probe scorer: early-exit forward, ONNX head, free signals, stale-probe guard.
+
+Per batch of samples of one served model: encode with the adapter, bucket by length, run the
+decoder only up to the probe layer (``adapter.forward(..., stop_at=layer)``: no later layers, no
+LM head), pool the probe layer's hidden state, and run the head in ONNX Runtime.
+
+Free signals, decided here because the early-exit pass cannot see the LM head:
+- attention sharpness (entropy, top-k mass over image tokens) comes from the same pass: the
+  attention of the last prompt token at the last computed layer, i.e. the probe layer
+  (``scoring.attention_signals``; needs eager attention);
+- answer probability comes from the log-probs the proxy captured with the response when the
+  sample carries them (``meta.answer_logprobs``: list of floats, or OpenAI ``meta.logprobs``
+  with ``content[].logprob``); otherwise it is left empty, unless ``scoring.full_pass`` is on,
+  which runs every layer and the LM head (the answer tokens only) and reads it exactly, at the
+  price of the full pass (attention then comes from the last layer).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from monitor.probe.artifact import ProbeArtifact
+from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, run_pass
+from monitor.probe.stale import ProbeStaleError, check_fresh
+
+__all__ = ["ScoreItem", "ScorerOptions", "ProbeScorer", "captured_answer_prob"]
+
+log = logging.getLogger(__name__)
+
+
+class ScoreItem(Protocol):
+    """What the scorer reads from a sample (``monitor.daemon.scoring.ScoreInput`` fits)."""
+
+    prompt: str
+    answer: str
+    image: bytes | None
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ScorerOptions:
+    batch_size: int = 16  # samples per forward pass (after length bucketing)
+    head_backend: str = "onnx"  # onnx | torch
+    full_pass: bool = False  # run every layer + LM head to read the answer probability
+    attention_signals: bool = True  # attention entropy / top-k mass over image tokens
+    topk_share: float = DEFAULT_TOPK_SHARE
+    device: str = "auto"  # for the ONNX head
+
+
+def captured_answer_prob(meta: dict[str, Any] | None) -> float | None:
+    """Answer probability from log-probs captured with the response, when the sample has them."""
+    if not meta:
+        return None
+    lps = meta.get("answer_logprobs")
+    if lps is None and isinstance(meta.get("logprobs"), dict):
+        content = meta["logprobs"].get("content") or []
+        lps = [c.get("logprob") for c in content if isinstance(c, dict)]
+    if not lps or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in lps):
+        return None
+    return answer_prob_from_logprobs(lps)
+
+
+class ProbeScorer:
+    """Scores samples of one served model with one probe version; refuses a stale probe."""
+
+    def __init__(
+        self,
+        adapter: Any,
+        artifact: ProbeArtifact,
+        *,
+        served_name: str,
+        probe_version_id: int = 0,
+        options: ScorerOptions = ScorerOptions(),
+        current_fingerprint: Callable[[], str] | None = None,
+        on_stale: Callable[[ProbeStaleError], None] | None = None,
+    ) -> None:
+        meta = artifact.meta
+        check_fresh(served_name, meta.version, meta.model_fingerprint, adapter.fingerprint)
+        if meta.layer > adapter.num_layers:
+            raise ValueError(f"probe layer {meta.layer} exceeds the model's {adapter.num_layers} layers")
+        if options.head_backend not in ("onnx", "torch"):
+            raise ValueError(f"head_backend must be onnx or torch, got {options.head_backend!r}")
+        self.adapter = adapter
+        self.artifact = artifact
+        self.served_name = served_name
+        self.probe_version_id = probe_version_id
+        self.options = options
+        self.layer = meta.layer
+        self.pooling = meta.pooling
+        # re-checked before every batch: a redeploy into the same folder must stop scoring
+        self._current_fingerprint = current_fingerprint or (lambda: adapter.fingerprint)
+        self._on_stale = on_stale
+        self._head = self._make_head()
+
+    def _make_head(self) -> Any:
+        if self.options.head_backend == "onnx":
+            from monitor.probe.runner import OnnxHeadRunner
+
+            return OnnxHeadRunner(self.artifact.onnx_path, self.artifact.head, device=self.options.device)
+        import torch
+
+        from monitor.probe.head import torch_head
+
+        module = torch_head(self.artifact.head)
+        head = self.artifact.head
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return head.calibrate(module(torch.from_numpy(x))[:, 0].numpy())
+
+        return run
+
+    def check_fingerprint(self, fingerprint: str) -> None:
+        """Raise :class:`ProbeStaleError` if ``fingerprint`` (the served model now) is not the probe's."""
+        check_fresh(self.served_name, self.artifact.meta.version, self.artifact.meta.model_fingerprint, fingerprint)
+
+    def encode(self, items: Sequence[ScoreItem]) -> list[Any]:
+        from PIL import Image
+
+        encs = []
+        for it in items:
+            image = None
+            if it.image is not None:
+                with Image.open(io.BytesIO(it.image)) as im:
+                    image = im.convert("RGB")
+            encs.append(self.adapter.encode(image, it.prompt, it.answer))
+        return encs
+
+    def score(self, items: Sequence[ScoreItem]) -> list[dict[str, Any]]:
+        """One dict per item, in order: ``p_correct``, ``answer_prob``, ``attn_entropy``,
+        ``attn_topk_mass``, ``latency_ms`` (the batch's wall time shared out per sample)."""
+        if not items:
+            return []
+        try:
+            self.check_fingerprint(self._current_fingerprint())
+        except ProbeStaleError as e:
+            if self._on_stale is not None:
+                self._on_stale(e)
+            raise
+        t0 = time.perf_counter()
+        encs = self.encode(items)
+        opts = self.options
+        out = run_pass(
+            self.adapter, encs, [self.layer], [self.pooling],
+            stop_at=None if opts.full_pass else self.layer,
+            logits=opts.full_pass,
+            attentions=opts.attention_signals and self.layer > 0,
+            batch_size=opts.batch_size,
+            topk_share=opts.topk_share,
+        )
+        p = self._head(out.features[self.pooling][:, 0])
+        per_ms = 1000.0 * (time.perf_counter() - t0) / len(items)
+        results = []
+        for i, it in enumerate(items):
+            ans = captured_answer_prob(getattr(it, "meta", None))
+            if ans is None and out.answer_prob is not None and math.isfinite(out.answer_prob[i]):
+                ans = float(out.answer_prob[i])
+            results.append(
+                {
+                    "p_correct": float(p[i]),
+                    "answer_prob": ans,
+                    "attn_entropy": _opt(out.attn_entropy, i),
+                    "attn_topk_mass": _opt(out.attn_topk_mass, i),
+                    "latency_ms": per_ms,
+                    "probe_version_id": self.probe_version_id,
+                }
+            )
+        return results
+
+
+def _opt(arr: np.ndarray | None, i: int) -> float | None:
+    if arr is None or not math.isfinite(arr[i]):
+        return None
+    return float(arr[i])
