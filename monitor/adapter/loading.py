@@ -12,7 +12,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from monitor.adapter.families import FamilySpec, UnsupportedModelError, detect_family, supported_architectures
+from monitor.adapter.families import (
+    FAMILIES,
+    FamilySpec,
+    UnsupportedModelError,
+    detect_family,
+    supported_architectures,
+)
 
 __all__ = ["resolve_device", "resolve_dtype", "load_parts", "fingerprint_folder", "WEIGHT_SUFFIXES"]
 
@@ -54,16 +60,22 @@ def _read_config(path: Path) -> Any:
 
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {str(path)!r} does not exist or is not a folder")
-    if not (path / "config.json").is_file():
+    config_file = path / "config.json"
+    if not config_file.is_file():
         raise FileNotFoundError(f"model folder {str(path)!r} has no config.json (save_pretrained layout expected)")
     try:
-        return AutoConfig.from_pretrained(path, local_files_only=True)
-    except (KeyError, ValueError) as e:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        raw = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_file} is not valid JSON: {e}") from e
+    # decide before transformers parses it: an unknown model_type should not read as a transformers bug
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type not in {s.model_type for s in FAMILIES.values()}:
+        archs = ", ".join(raw.get("architectures") or []) if isinstance(raw, dict) else ""
         raise UnsupportedModelError(
-            f"unsupported model in {path}: model_type {model_type!r} ({e}); "
+            f"unsupported model in {path}: model_type {model_type!r} (architectures {archs or 'not given'}); "
             f"the adapter supports {supported_architectures()}"
-        ) from e
+        )
+    return AutoConfig.from_pretrained(path, local_files_only=True)
 
 
 def _load_processor(spec: FamilySpec, path: Path) -> Any:
