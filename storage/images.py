@@ -94,11 +94,18 @@ def decode_image_ref(value: object, base_dir: Path | None = None, max_bytes: int
         path = Path(text).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        if path.is_file():
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise _too_big(size, max_bytes)
-            return ImageRef(data=path.read_bytes())
+        try:
+            is_file = path.is_file()
+        except OSError:  # e.g. a name too long to be a path: long base64
+            is_file = False
+        if is_file:
+            try:
+                size = path.stat().st_size
+                if size > max_bytes:
+                    raise _too_big(size, max_bytes)
+                return ImageRef(data=path.read_bytes())
+            except OSError as e:
+                raise ImageError(f"cannot read image file {path}: {e.strerror or e}") from None
         # base64 never contains '.', and no image encodes to under _MIN_BASE64_LEN characters
         if "." in text or len(text) < _MIN_BASE64_LEN:
             raise ImageError(f"image file not found: {path}")
