@@ -1,0 +1,92 @@
+"""Probe registry (one active probe per model) and the stale-probe guard, on SQLite and PostgreSQL."""
+
+import shutil
+
+import pytest
+from sqlalchemy import select
+
+from monitor.config import ModelEntry, Settings
+from monitor.probe.factory import make_scorer
+from monitor.probe.registry import ProbeNotFoundError, activate_probe, active_probe, register_probe
+from monitor.probe.stale import STALE_RULE, ProbeStaleError
+from storage.db import session_factory
+from storage.models import Alert, ProbeVersion
+from tests.probe.conftest import make_artifact
+
+
+def _redeploy(model_dir):
+    """Rewrite the weights with one tensor nudged: a new deploy of 'the same' model."""
+    from safetensors.torch import load_file, save_file
+
+    path = model_dir / "model.safetensors"
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def test_one_active_probe_per_model(engine, tmp_path):
+    sessions = session_factory(engine)
+    a = make_artifact(tmp_path / "a", "a" * 64, 8, 4, seed=1)
+    b = make_artifact(tmp_path / "b", "a" * 64, 8, 4, seed=2)
+    other = make_artifact(tmp_path / "o", "b" * 64, 8, 4, seed=3)
+    with sessions() as s:
+        register_probe(s, "m1", a)
+        register_probe(s, "m1", b)
+        register_probe(s, "m2", other)
+        s.commit()
+    with sessions() as s:
+        assert active_probe(s, "m1").version == b.meta.version
+        assert active_probe(s, "m2").version == other.meta.version
+        activate_probe(s, "m1", a.meta.version)
+        s.commit()
+    with sessions() as s:
+        rows = s.scalars(select(ProbeVersion).where(ProbeVersion.model == "m1")).all()
+        assert sorted((r.version, r.active) for r in rows) == sorted([(a.meta.version, True), (b.meta.version, False)])
+        assert active_probe(s, "m2").active  # activation is per model
+        with pytest.raises(ProbeNotFoundError, match="no probe version 'nope'"):
+            activate_probe(s, "m1", "nope")
+        register_probe(s, "m1", a, activate=False)  # re-registering is an update, not a duplicate
+        s.commit()
+        assert len(s.scalars(select(ProbeVersion).where(ProbeVersion.model == "m1")).all()) == 2
+
+
+def test_stale_probe_stops_scoring_and_raises_probe_stale_alert(engine, db_url, tmp_path, llava_dir, llava, synpope_items):
+    deploy = tmp_path / "deploy"
+    shutil.copytree(llava_dir, deploy)
+    sessions = session_factory(engine)
+    art = make_artifact(tmp_path / "probe", llava.fingerprint, llava.model.config.get_text_config().hidden_size,
+                        llava.num_layers)
+    with sessions() as s:
+        register_probe(s, "tiny-llava", art)
+        s.commit()
+    settings = Settings(storage={"url": db_url}, scoring={"device": "cpu", "dtype": "float32"},
+                        models={"tiny-llava": ModelEntry(path=str(deploy))})
+    entry = settings.models["tiny-llava"]
+    scorer = make_scorer("tiny-llava", entry, settings, sessions)
+    assert len(scorer.score(synpope_items[:2])) == 2  # fresh probe: scores
+
+    _redeploy(deploy)
+    calls = []
+    handle = scorer.adapter.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ProbeStaleError, match="stale"):
+            scorer.score(synpope_items[:2])
+    finally:
+        handle.remove()
+    assert calls == []  # not one forward pass with the mismatched probe
+
+    with pytest.raises(ProbeStaleError):  # the daemon's next load attempt refuses too
+        make_scorer("tiny-llava", entry, settings, sessions)
+    with sessions() as s:
+        alerts = s.scalars(select(Alert).where(Alert.rule == STALE_RULE)).all()
+    assert len(alerts) == 1  # refreshed, not duplicated
+    a = alerts[0]
+    assert (a.state, a.model, a.severity, a.probe_version) == ("firing", "tiny-llava", "critical", art.meta.version)
+    assert a.metrics["probe_fingerprint"] == llava.fingerprint != a.metrics["served_fingerprint"]
+
+
+def test_factory_without_an_active_probe_says_how_to_get_one(engine, db_url, llava_dir):
+    settings = Settings(storage={"url": db_url}, models={"x": ModelEntry(path=str(llava_dir))})
+    with pytest.raises(LookupError, match="vlmwatch probe train"):
+        make_scorer("x", settings.models["x"], settings, session_factory(engine))
