@@ -2,11 +2,13 @@
 
 Every candidate gets an inclusion probability before its draw (Poisson sampling):
 
-    pi_i = s * rate * (u + (1 - u) * w_i / mean(w))        clipped to [0, 1]
+    a_i  = u + (1 - u) * w_i / mean(w)           relative priority, mean 1
+    pi_i = s * min(1, c * a_i)                    c such that mean(min(1, c * a_i)) = rate
 
 ``u`` is the uniform share, ``w_i = max(0, 1 - |p_i - threshold| / width)`` a triangular weight
-that is largest at the threshold, and ``mean(w)`` is taken over the candidates decided together,
-so that before clipping and budget scaling the expected share checked equals ``rate``. The
+that is largest at the threshold, and ``mean(w)`` is taken over the candidates decided together.
+Probabilities capped at 1 pass their excess to the others, so before budget scaling the expected
+share checked equals ``rate`` (``rate = 1`` checks everything). The
 budget scale ``s`` (<= 1) shrinks every probability so the expected compute per hour fits
 ``seconds_per_hour``. Because pi_i is fixed before sample i's draw and recorded, the
 Horvitz-Thompson estimator sum(y_i / pi_i) over checked samples is unbiased for the population
@@ -33,6 +35,26 @@ __all__ = [
 
 REASON_BOUNDARY = "boundary"
 REASON_UNIFORM = "uniform"
+
+
+def _capped(a: np.ndarray, total: float) -> np.ndarray:
+    """Probabilities proportional to ``a`` summing to ``total``, capped at 1 (excess redistributed)."""
+    pi = np.zeros(a.size)
+    capped = np.zeros(a.size, dtype=bool)
+    for _ in range(a.size + 1):
+        free = ~capped
+        rest = total - capped.sum()
+        mass = a[free].sum()
+        if rest <= 0 or mass <= 0:
+            pi[free] = 0.0
+            break
+        pi[free] = a[free] * (rest / mass)
+        over = free & (pi >= 1.0)
+        if not over.any():
+            break
+        capped |= over
+        pi[capped] = 1.0
+    return np.clip(pi, 0.0, 1.0)
 
 
 def boundary_weights(scores: np.ndarray, threshold: np.ndarray | float, width: float) -> np.ndarray:
@@ -81,12 +103,10 @@ class SelectionPolicy:
         scale = float(np.clip(scale, 0.0, 1.0))
         w = boundary_weights(s, np.asarray(threshold, dtype=float), self.boundary_width)
         u = self.uniform_share
-        if w.mean() > 0:
-            raw = self.rate * (u + (1.0 - u) * w / w.mean())
-        else:  # nobody near the boundary: the boundary part goes uniform
-            raw = np.full(s.size, self.rate)
-        pi = np.clip(scale * raw, 0.0, 1.0)
-        pi_uniform = np.minimum(pi, scale * self.rate * u)
+        # relative priority a_i (mean 1); where nobody is near the boundary it is uniform
+        a = u + (1.0 - u) * w / w.mean() if w.mean() > 0 else np.ones(s.size)
+        pi = scale * _capped(a, self.rate * s.size)
+        pi_uniform = pi * np.where(a > 0, u / np.maximum(a, 1e-300), 0.0) if w.mean() > 0 else pi
         return pi, pi_uniform
 
     def budget_scale(

@@ -85,3 +85,12 @@ def test_bad_settings_are_named(field, value, message):
     kw[field] = value
     with pytest.raises(ValueError, match=message):
         SelectionPolicy(**kw)
+
+
+def test_capped_probabilities_pass_their_excess_on():
+    scores, _ = _population(200)
+    high = SelectionPolicy(rate=0.6, uniform_share=0.3, boundary_width=0.15, seconds_per_hour=600.0)
+    pi, _ = high.probabilities(scores, 0.5)
+    assert pi.max() == 1.0 and pi.mean() == pytest.approx(0.6)
+    allp, _ = SelectionPolicy(1.0, 0.3, 0.15, 600.0).probabilities(scores, 0.5)
+    assert np.all(allp == 1.0)

@@ -1,0 +1,263 @@
+"""The daemon's spot-check run: choose scored samples, check them, store results and evidence.
+
+``run_spotcheck(sessions, settings, ...)`` (docs/CONTRACTS.md, "Spot-check entry points"):
+
+1. Candidates: samples scored by their model's active probe whose ``spotcheck_status`` is
+   ``pending``, oldest first, at most ``spotcheck.max_candidates_per_run``.
+2. Budget: the compute spent on spot checks in the last hour (``spot_checks.compute_seconds``:
+   device seconds on GPU, wall seconds on CPU) against ``spotcheck.gpu_seconds_per_hour``. The
+   inclusion probabilities are scaled so the expected hourly spend fits; once the hour's budget is
+   spent the run decides nothing more (undecided samples stay ``pending``) and says so.
+3. Each candidate is drawn with its inclusion probability (``monitor.spotcheck.policy``):
+   not drawn -> ``skipped``; drawn -> checked, then ``done`` with a ``spot_checks`` row (its
+   inclusion probability and reason) and a ``labels`` row, source ``self_consistency``,
+   ``correct`` = the served answer agrees with the majority, ``value`` = agreement.
+
+Writes are conditional on the sample still being ``pending``, so two workers never store two
+results for one sample (at worst both compute it). A run stopped by the daemon (``should_stop``)
+or by its time budget leaves the rest ``pending``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from monitor.config import Settings
+from monitor.spotcheck.policy import SelectionPolicy
+from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
+
+__all__ = ["SpotcheckRun", "run_spotcheck", "load_adapters", "prompt_inputs"]
+
+log = logging.getLogger(__name__)
+
+HOUR = timedelta(hours=1)
+COST_HISTORY = 50  # recent checks averaged for the expected cost of one check
+_ADAPTERS: dict[tuple[str, str], Any] = {}  # (served name, path) -> adapter, kept for the process
+_LOAD_FAILED: dict[tuple[str, str], float] = {}
+RETRY_LOAD_SECONDS = 60.0
+
+
+@dataclass
+class SpotcheckRun:
+    """What one run did (``processed`` = checks stored)."""
+
+    candidates: int = 0
+    processed: int = 0
+    skipped: int = 0  # drawn out by the policy
+    undecided: int = 0  # left pending (budget, stop request, model not loadable)
+    missing_image: int = 0
+    budget_exhausted: bool = False
+    budget_scale: float = 1.0
+    spent_last_hour: float = 0.0
+    compute_seconds: float = 0.0
+    stopped: str | None = None  # budget | stop | time
+    by_model: dict[str, int] = field(default_factory=dict)
+
+
+def _cfg(settings: Settings, key: str, default: Any) -> Any:
+    return getattr(settings.spotcheck, key, default)
+
+
+def load_adapters(settings: Settings, names: set[str]) -> dict[str, Any]:
+    """Adapters for the served models in ``names``, loaded once per process (failures retried later)."""
+    from monitor.adapter import load_vlm
+
+    out: dict[str, Any] = {}
+    for name in sorted(names):
+        entry = settings.models.get(name)
+        if entry is None:
+            continue
+        key = (name, entry.path)
+        if key not in _ADAPTERS:
+            failed = _LOAD_FAILED.get(key)
+            if failed is not None and time.monotonic() - failed < RETRY_LOAD_SECONDS:
+                continue
+            try:
+                _ADAPTERS[key] = load_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
+            except Exception as e:  # a model that cannot load leaves its samples pending
+                _LOAD_FAILED[key] = time.monotonic()
+                log.warning("spot checks for %s skipped: cannot load %s: %s", name, entry.path, e)
+                continue
+        out[name] = _ADAPTERS[key]
+    return out
+
+
+def prompt_inputs(adapter: Any, image: Any, prompt: str) -> tuple[Any, dict[str, Any]]:
+    """``input_ids`` [1, T] ending where the answer starts, and the model kwargs for the prefill."""
+    enc = adapter.encode(image, prompt, None)
+    end = enc.prompt_last + 1
+    ids = enc.input_ids[:end].unsqueeze(0)
+    extra = dict(enc.extra)
+    for name, value in enc.token_inputs.items():  # e.g. PaliGemma's token_type_ids
+        extra[name] = value[:end].unsqueeze(0)
+    return ids, extra
+
+
+def _eos_ids(adapter: Any) -> list[int]:
+    ids: set[int] = set()
+    eos = getattr(adapter.model.generation_config, "eos_token_id", None)
+    for v in eos if isinstance(eos, (list, tuple)) else [eos]:
+        if v is not None:
+            ids.add(int(v))
+    if adapter.tokenizer.eos_token_id is not None:
+        ids.add(int(adapter.tokenizer.eos_token_id))
+    return sorted(ids)
+
+
+def _candidates(session: Session, models: set[str], limit: int) -> list[Any]:
+    q = (
+        select(Sample.id, Sample.model, Sample.prompt, Sample.answer, Sample.image_sha256, Score.p_correct,
+               ProbeVersion.threshold)  # fmt: skip
+        .join(Score, Score.sample_id == Sample.id)
+        .join(ProbeVersion, (ProbeVersion.id == Score.probe_version_id) & ProbeVersion.active.is_(True))
+        .where(Sample.status == "scored", Sample.spotcheck_status == "pending", Sample.model.in_(sorted(models)))
+        .where(ProbeVersion.model == Sample.model)
+        .order_by(Sample.ts, Sample.id)
+        .limit(limit)
+    )
+    return list(session.execute(q).all())
+
+
+def _cost_state(session: Session, now: datetime, models: set[str], prior: float) -> tuple[float, float, float]:
+    """(seconds spent in the last hour, mean seconds per check, candidates scored in the last hour)."""
+    since = now - HOUR
+    spent = session.scalar(select(func.coalesce(func.sum(SpotCheck.compute_seconds), 0.0)).where(SpotCheck.created_at >= since))
+    recent = session.scalars(select(SpotCheck.compute_seconds).order_by(SpotCheck.id.desc()).limit(COST_HISTORY)).all()
+    per_check = float(np.mean(recent)) if recent else prior
+    arrivals = session.scalar(
+        select(func.count(Score.id)).join(Sample, Sample.id == Score.sample_id)
+        .where(Score.created_at >= since, Sample.model.in_(sorted(models)))
+    )  # fmt: skip
+    return float(spent or 0.0), per_check, float(arrivals or 0)
+
+
+def _load_image(session: Session, sha: str | None) -> Any:
+    from PIL import Image as PILImage
+
+    if sha is None:
+        return None
+    data = session.scalar(select(Image.data).where(Image.sha256 == sha))
+    if data is None:
+        raise LookupError(f"image {sha[:12]} has no bytes (purged or never fetched)")
+    return PILImage.open(io.BytesIO(data)).convert("RGB")
+
+
+def _mark(session: Session, sample_id: str, status: str) -> bool:
+    res = session.execute(
+        update(Sample).where(Sample.id == sample_id, Sample.spotcheck_status == "pending").values(spotcheck_status=status)
+    )
+    return res.rowcount == 1
+
+
+def run_spotcheck(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    adapters: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+    budget: float | None = None,
+    worker: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    rng: np.random.Generator | None = None,
+) -> SpotcheckRun:
+    """One spot-check run. ``budget``: wall seconds this run may take new work for (None: no limit)."""
+    cfg = settings.spotcheck
+    now = now or utcnow()
+    rng = rng or np.random.default_rng()
+    started = time.monotonic()
+    models = set(adapters) if adapters is not None else set(settings.models)
+    run = SpotcheckRun()
+    if not models:
+        return run
+    policy = SelectionPolicy(cfg.rate, cfg.uniform_share, cfg.boundary_width, cfg.gpu_seconds_per_hour)
+    with sessions() as s:
+        cands = _candidates(s, models, int(_cfg(settings, "max_candidates_per_run", 500)))
+        spent, per_check, arrivals = _cost_state(s, now, models, float(_cfg(settings, "seconds_per_check_prior", 2.0)))
+    run.candidates, run.spent_last_hour = len(cands), spent
+    if not cands:
+        return run
+    scores = np.array([np.nan if c.p_correct is None else c.p_correct for c in cands])
+    thresholds = np.array([c.threshold for c in cands])
+    pi0, _ = policy.probabilities(scores, thresholds)
+    run.budget_scale = policy.budget_scale(
+        candidates_per_hour=arrivals, seconds_per_check=per_check, spent_last_hour=spent, mean_unscaled_pi=float(pi0.mean())
+    )
+    if run.budget_scale <= 0.0:
+        run.budget_exhausted, run.stopped, run.undecided = True, "budget", len(cands)
+        log.info("spot-check budget spent (%.1f of %.1f s in the last hour): %d samples left pending",
+                 spent, cfg.gpu_seconds_per_hour, len(cands))  # fmt: skip
+        return run
+    if adapters is None:
+        adapters = load_adapters(settings, {c.model for c in cands})
+    decisions = policy.decide(scores, thresholds, rng, scale=run.budget_scale)
+    for cand, dec in zip(cands, decisions):
+        if should_stop is not None and should_stop():
+            run.stopped = "stop"
+        elif budget is not None and time.monotonic() - started >= budget:
+            run.stopped = "time"
+        elif spent + run.compute_seconds >= cfg.gpu_seconds_per_hour:
+            run.stopped, run.budget_exhausted = "budget", True
+        if run.stopped:
+            run.undecided = len(cands) - run.processed - run.skipped - run.missing_image
+            break
+        if not dec.selected:
+            with sessions.begin() as s:
+                run.skipped += int(_mark(s, cand.id, "skipped"))
+            continue
+        ad = adapters.get(cand.model)
+        if ad is None:
+            run.undecided += 1
+            continue
+        try:
+            with sessions() as s:
+                image = _load_image(s, cand.image_sha256)
+        except LookupError as e:
+            log.warning("spot check of %s skipped: %s", cand.id, e)
+            with sessions.begin() as s:
+                run.missing_image += int(_mark(s, cand.id, "skipped"))
+            continue
+        result = _check(ad, image, cand, settings)
+        run.compute_seconds += result.compute_seconds
+        with sessions.begin() as s:
+            if not _mark(s, cand.id, "done"):
+                continue  # another worker stored it first
+            st = result.stats
+            s.add(SpotCheck(
+                sample_id=cand.id, k=result.k, one_token=result.one_token, agreement=st.agreement,
+                entropy=st.entropy, majority_answer=st.majority_group, groups=st.groups,
+                inclusion_prob=dec.inclusion_prob, reason=dec.reason, compute_seconds=result.compute_seconds,
+                created_at=now,
+            ))  # fmt: skip
+            s.add(Label(sample_id=cand.id, correct=st.agrees_with_majority, source="self_consistency",
+                        value=st.agreement, created_at=now))  # fmt: skip
+        run.processed += 1
+        run.by_model[cand.model] = run.by_model.get(cand.model, 0) + 1
+    if run.stopped == "budget":
+        log.info("spot-check budget reached (%.1f s in the last hour): %d samples left pending",
+                 spent + run.compute_seconds, run.undecided)  # fmt: skip
+    log.debug("spot checks: %s", run)
+    return run
+
+
+def _check(ad: Any, image: Any, cand: Any, settings: Settings) -> Any:
+    from monitor.spotcheck.check import run_spot_check, stream_seeds
+
+    cfg = settings.spotcheck
+    ids, extra = prompt_inputs(ad, image, cand.prompt)
+    max_streams = int(_cfg(settings, "max_streams", 0)) or None
+    with ad.lock:
+        return run_spot_check(
+            ad.model, ad.tokenizer, ids, extra, cand.answer, k=cfg.k, temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens, seeds=stream_seeds(cand.id, cfg.k, int(_cfg(settings, "seed", 0))),
+            eos_token_ids=_eos_ids(ad), max_streams=max_streams,
+        )  # fmt: skip
