@@ -2,7 +2,8 @@
 
 Order matters: the served folder's fingerprint is checked against the probe *before* the model
 is loaded, so a stale model costs a hash (cached by file size and mtime), not a model load, each
-time the daemon retries it; the ``probe_stale`` alert is written then.
+time the daemon retries it; the ``probe_stale`` alert is written then, and resolved by the first
+load whose probe matches again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from monitor.config import ModelEntry, Settings
 from monitor.probe.artifact import load_artifact
 from monitor.probe.registry import active_probe, register_probe
 from monitor.probe.scorer import ProbeScorer, ScorerOptions
-from monitor.probe.stale import ProbeStaleError, check_fresh, raise_probe_stale
+from monitor.probe.stale import ProbeStaleError, check_fresh, raise_probe_stale, resolve_probe_stale
 
 __all__ = ["make_scorer", "folder_fingerprint", "scorer_options"]
 
@@ -68,9 +69,9 @@ def scorer_options(settings: Settings) -> ScorerOptions:
     )
 
 
-def _stale(sessions: sessionmaker[Session], err: ProbeStaleError, model_path: str) -> None:
+def _stale(sessions: sessionmaker[Session], settings: Settings, err: ProbeStaleError, model_path: str) -> None:
     with sessions() as s:
-        raise_probe_stale(s, err, model_path=model_path)
+        raise_probe_stale(s, err, alerts_config=settings.alerts, model_path=model_path)
         s.commit()
 
 
@@ -97,8 +98,12 @@ def make_scorer(name: str, entry: ModelEntry, settings: Settings, sessions: sess
     try:
         check_fresh(name, version, artifact.meta.model_fingerprint, served_fp)
     except ProbeStaleError as e:
-        _stale(sessions, e, entry.path)
+        _stale(sessions, settings, e, entry.path)
         raise
+    with sessions() as s:
+        if resolve_probe_stale(s, name, alerts_config=settings.alerts):
+            log.info("model %s: probe %s matches the served model again; probe_stale resolved", name, version)
+        s.commit()
     from monitor.adapter import load_vlm
 
     adapter = load_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
@@ -107,7 +112,7 @@ def make_scorer(name: str, entry: ModelEntry, settings: Settings, sessions: sess
         return folder_fingerprint(entry.path)
 
     def on_stale(err: ProbeStaleError) -> None:
-        _stale(sessions, err, entry.path)
+        _stale(sessions, settings, err, entry.path)
 
     return ProbeScorer(
         adapter, artifact, served_name=name, probe_version_id=row_id, options=scorer_options(settings),

@@ -1,20 +1,20 @@
 """Stale-probe guard: a probe is only used on the exact model (fingerprint) it was trained on.
 
 A new deploy of a served model changes its fingerprint (hash of config and weights). From then on
-its active probe reads hidden states it has never seen; rather than emit confident nonsense,
+its active probe would read hidden states it has never seen; rather than emit confident nonsense,
 scoring for that model stops and a ``probe_stale`` alert fires until a probe trained on the new
-model is activated.
+model is activated (the next successful scorer load resolves it).
 
-The alert row is written straight into ``alerts`` through the storage models (the alerts package
-had no public API for raising an alert from outside its detectors when this was written); a
-still-firing alert with the same fingerprint is refreshed rather than duplicated.
+Alerts go through the alerts package's lifecycle (``alerts.lifecycle.evaluate``) with a built-in
+rule, so they get its dedupe (one firing alert per rule + model + probe version), renotify and an
+outbox row per configured channel, like every other alert.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from storage.models import Alert, utcnow
 
-__all__ = ["ProbeStaleError", "STALE_RULE", "check_fresh", "raise_probe_stale"]
+__all__ = ["ProbeStaleError", "STALE_RULE", "check_fresh", "raise_probe_stale", "resolve_probe_stale"]
 
 log = logging.getLogger(__name__)
 
@@ -40,39 +40,66 @@ class ProbeStaleError(RuntimeError):
         self.model, self.probe_version, self.expected, self.actual = model, probe_version, expected, actual
 
 
-def _fingerprint(model: str) -> str:
-    return hashlib.sha256(f"{STALE_RULE}|{model}".encode()).hexdigest()
+@dataclass(frozen=True)
+class _StaleRule:
+    name: str = STALE_RULE
+    detector: str = STALE_RULE
+    severity: str = "critical"
+    metric: str | None = None
+    op: str = "<"
+    threshold: float | None = None
+    resolve_after: int = 1
 
 
-def raise_probe_stale(session: Session, err: ProbeStaleError, *, model_path: str | None = None) -> Alert:
-    """Write (or refresh) the firing ``probe_stale`` alert for ``err.model``. The caller commits."""
-    fp = _fingerprint(err.model)
-    now = utcnow()
-    metrics: dict[str, Any] = {"probe_fingerprint": err.expected, "served_fingerprint": err.actual}
-    alert = session.scalars(
-        select(Alert).where(Alert.fingerprint == fp, Alert.state == "firing")
-    ).first()
-    if alert is None:
-        alert = Alert(
-            id=uuid.uuid4().hex,
-            fingerprint=fp,
-            rule=STALE_RULE,
-            state="firing",
-            severity="critical",
-            model=err.model,
-            probe_version=err.probe_version,
-            started_at=now,
-            clear_count=0,
-        )
-        session.add(alert)
-        log.error("%s", err)
-    alert.probe_version = err.probe_version
-    alert.metrics = metrics
-    alert.detector = {"name": "fingerprint_guard"}
-    alert.evidence = {"model_path": model_path} if model_path else None
-    alert.updated_at = now
-    session.flush()
-    return alert
+@dataclass(frozen=True)
+class _StaleAlertsConfig:
+    """The alerts section, with only the built-in stale rule (and no no-data rule)."""
+
+    channels: tuple[Any, ...] = ()
+    renotify_minutes: float = 240.0
+    delivery_deadline_minutes: float = 60.0
+    no_data_minutes: float = 0.0
+    rules: tuple[Any, ...] = field(default_factory=lambda: (_StaleRule(),))
+
+
+def _config(alerts_config: Any | None) -> _StaleAlertsConfig:
+    if alerts_config is None:
+        return _StaleAlertsConfig()
+    return _StaleAlertsConfig(
+        channels=tuple(alerts_config.channels),
+        renotify_minutes=float(alerts_config.renotify_minutes),
+        delivery_deadline_minutes=float(alerts_config.delivery_deadline_minutes),
+    )
+
+
+def raise_probe_stale(session: Session, err: ProbeStaleError, *, alerts_config: Any | None = None,
+                      model_path: str | None = None, now: datetime | None = None) -> None:
+    """Fire (or keep firing) the ``probe_stale`` alert for ``err``; the caller commits."""
+    from alerts.lifecycle import Signal, evaluate
+
+    sig = Signal(
+        detector=STALE_RULE, model=err.model, probe_version=err.probe_version, status="firing",
+        metrics={"probe_fingerprint": err.expected, "served_fingerprint": err.actual},
+        detector_state={"name": "fingerprint_guard"},
+        evidence={"model_path": model_path} if model_path else {},
+        summary=str(err),
+    )
+    for t in evaluate(session, _config(alerts_config), [sig], now or utcnow()):
+        log.error("%s (alert %s %s)", err, t.alert_id, t.event)
+
+
+def resolve_probe_stale(session: Session, model: str, *, alerts_config: Any | None = None,
+                        now: datetime | None = None) -> int:
+    """Resolve firing ``probe_stale`` alerts of ``model`` (its probe is fresh again); returns how many."""
+    from alerts.lifecycle import Signal, evaluate
+
+    versions = session.scalars(
+        select(Alert.probe_version).where(Alert.rule == STALE_RULE, Alert.model == model, Alert.state == "firing")
+    ).all()
+    if not versions:
+        return 0
+    sigs = [Signal(detector=STALE_RULE, model=model, probe_version=v, status="clear") for v in set(versions)]
+    return sum(t.event == "resolved" for t in evaluate(session, _config(alerts_config), sigs, now or utcnow()))
 
 
 def check_fresh(model: str, probe_version: str, probe_fingerprint: str, served_fingerprint: str) -> None:

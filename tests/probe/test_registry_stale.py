@@ -10,7 +10,7 @@ from monitor.probe.factory import make_scorer
 from monitor.probe.registry import ProbeNotFoundError, activate_probe, active_probe, register_probe
 from monitor.probe.stale import STALE_RULE, ProbeStaleError
 from storage.db import session_factory
-from storage.models import Alert, ProbeVersion
+from storage.models import Alert, AlertDelivery, ProbeVersion
 from tests.probe.conftest import make_artifact
 
 
@@ -61,7 +61,8 @@ def test_stale_probe_stops_scoring_and_raises_probe_stale_alert(engine, db_url, 
         register_probe(s, "tiny-llava", art)
         s.commit()
     settings = Settings(storage={"url": db_url}, scoring={"device": "cpu", "dtype": "float32"},
-                        models={"tiny-llava": ModelEntry(path=str(deploy))})
+                        models={"tiny-llava": ModelEntry(path=str(deploy))},
+                        alerts={"channels": [{"name": "ops", "url": "http://127.0.0.1:9/hook"}]})
     entry = settings.models["tiny-llava"]
     scorer = make_scorer("tiny-llava", entry, settings, sessions)
     assert len(scorer.score(synpope_items[:2])) == 2  # fresh probe: scores
@@ -84,6 +85,22 @@ def test_stale_probe_stops_scoring_and_raises_probe_stale_alert(engine, db_url, 
     a = alerts[0]
     assert (a.state, a.model, a.severity, a.probe_version) == ("firing", "tiny-llava", "critical", art.meta.version)
     assert a.metrics["probe_fingerprint"] == llava.fingerprint != a.metrics["served_fingerprint"]
+    with sessions() as s:  # one outbox row for the configured channel: the alert is delivered like any other
+        rows = s.scalars(select(AlertDelivery).where(AlertDelivery.alert_id == a.id)).all()
+        assert [(r.channel, r.event) for r in rows] == [("ops", "firing")]
+
+    # a probe trained on the new deploy is activated: scoring resumes and the alert resolves
+    from monitor.adapter.loading import fingerprint_folder
+
+    fresh = make_artifact(tmp_path / "probe2", fingerprint_folder(deploy), art.meta.hidden_size, llava.num_layers,
+                          seed=7)
+    with sessions() as s:
+        register_probe(s, "tiny-llava", fresh)
+        s.commit()
+    scorer = make_scorer("tiny-llava", entry, settings, sessions)
+    assert len(scorer.score(synpope_items[:1])) == 1
+    with sessions() as s:
+        assert s.get(Alert, a.id).state == "resolved"
 
 
 def test_factory_without_an_active_probe_says_how_to_get_one(engine, db_url, llava_dir):
