@@ -67,6 +67,10 @@ class SpotcheckConfig(_Section):
     uniform_share: float = 0.3  # share of the budget spent on a uniform slice (unbiased estimates)
     boundary_width: float = 0.15  # |p - threshold| below this counts as near the decision boundary
     gpu_seconds_per_hour: float = 600.0  # compute budget for spot checks (seconds of device time per hour)
+    max_candidates_per_run: int = 500  # scored samples considered per run, oldest first
+    seconds_per_check_prior: float = 2.0  # expected compute seconds of one check until measured checks exist
+    max_streams: int = 0  # decode at most this many of the K streams at once (0 = all; halved on out-of-memory)
+    seed: int = 0  # salt of the per-sample RNG seeds: a check is reproducible from its sample id
 
 
 class CalibrationConfig(_Section):
