@@ -1,0 +1,47 @@
+"""``vlmwatch report``: the calibration drift report for a period."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="calibration drift report: Evidently HTML, reliability diagrams, timelines, JSON summary",
+        description="Write the calibration drift report for the last --since span into --out: score_drift.html "
+        "(Evidently, reference vs current score distributions), reliability.png (per window), timelines.png "
+        "(AUROC / ECE / agreement with 95%% bands and alert markers) and summary.json.",
+    )
+    p.add_argument("--since", default="7d", help="time span back from now: 30m, 12h, 7d, 2w (default 7d)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--model", default=None, help="only this served model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
+    from monitor.report import build_report, parse_since
+    from storage.db import SchemaError, make_engine, require_schema, session_factory
+
+    try:
+        parse_since(args.since)
+    except ValueError as e:
+        print(f"vlmwatch report: {e}", file=sys.stderr)
+        return 2
+    settings = load_config(args.config)
+    engine = make_engine(settings.storage.url, settings.storage.password_env)
+    try:
+        require_schema(engine)
+    except SchemaError as e:
+        print(f"vlmwatch report: {e}", file=sys.stderr)
+        return 2
+    summary = build_report(session_factory(engine), settings, since=args.since, out_dir=args.out, model=args.model,
+                           progress=not args.no_progress and sys.stderr.isatty())
+    print(f"report: {summary['scored']} scored samples, {summary['labelled']} labelled, "
+          f"{len(summary['alerts'])} alerts -> {args.out}")
+    return 0
