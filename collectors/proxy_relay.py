@@ -171,7 +171,6 @@ class ClientConnection(asyncio.Protocol):
         self.last_up = 0.0
         self.local_mode = False
         self.closing = False
-        self.client_eof = False
         self.fail_msg = ""
 
     # connection events
@@ -188,10 +187,8 @@ class ClientConnection(asyncio.Protocol):
         self.inflight.clear()
 
     def eof_received(self) -> bool | None:
-        # a half-closed client still gets the answers to what it already sent
-        self.client_eof = True
-        if self.inflight or self.cur is not None or self.state == _CONNECTING:
-            return True
+        # like nginx (proxy_ignore_client_abort off): a client that closes its side has gone away;
+        # closing the upstream connection lets the model server stop generating for it
         return None
 
     def pause_writing(self) -> None:
@@ -364,8 +361,6 @@ class ClientConnection(asyncio.Protocol):
                       + (f" ({exc})" if exc else ""))
             return
         self.state = _NONE  # an idle keep-alive connection closed by the upstream: reopen on demand
-        if self.client_eof:
-            self.transport.close()
 
     def timed_out(self, now: float) -> bool:
         """Called by the server's sweeper; True if the upstream stayed silent too long."""
@@ -381,8 +376,6 @@ class ClientConnection(asyncio.Protocol):
     def response_done(self, ex: Exchange) -> None:
         if ex.candidate:
             self.server.hand_off(ex)
-        if self.client_eof and not self.inflight and self.cur is None:
-            self.transport.close()
 
     def go_blind(self, why: str) -> None:
         if not self.blind:
