@@ -41,6 +41,7 @@ class VLMAdapter:
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
         self.answer_words = tuple(answer_words)
+        self._first_ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
         # generate() reseeds the global RNG; one caller at a time keeps seeded sampling reproducible
         self.lock = threading.RLock()
 
@@ -62,6 +63,9 @@ class VLMAdapter:
 
     def first_token_ids(self, words: Sequence[str]) -> dict[str, list[int]]:
         """word -> distinct first-token ids of its spellings (as is, Capitalised, UPPER), unk excluded."""
+        key = tuple(words)
+        if key in self._first_ids_cache:
+            return self._first_ids_cache[key]
         unk = self.tokenizer.unk_token_id
         result: dict[str, list[int]] = {}
         for word in words:
@@ -73,6 +77,7 @@ class VLMAdapter:
             if not ids:
                 raise ValueError(f"answer word {word!r} has no token in this model's vocabulary")
             result[word] = ids
+        self._first_ids_cache[key] = result
         return result
 
     def encode(self, image: Image.Image | None, prompt: str, answer: str | None = None) -> Encoded:
