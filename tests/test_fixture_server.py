@@ -181,3 +181,36 @@ def test_paligemma_refuses_a_request_without_image(served):
         return
     with pytest.raises(openai.BadRequestError, match="needs an image"):
         client.chat.completions.create(model=name, messages=[{"role": "user", "content": PROMPT}], max_tokens=3)
+
+
+def test_serve_runs_the_folder_in_its_own_process(tmp_path_factory):
+    """``serve`` (what ``vlmwatch fixture serve`` calls) answers on its port, named after the folder."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    folder = _fixture_dir("paligemma", tmp_path_factory)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = f"from monitor.fixtures.server import serve; serve({str(folder)!r}, '127.0.0.1', {port})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"serve did not come up: {proc.stdout.read().decode()[-2000:]}") from None
+                time.sleep(0.2)
+        assert r.json()["data"][0]["id"] == folder.name
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        resp = client.chat.completions.create(model=folder.name, messages=_messages(_data_url(_image())),
+                                              max_tokens=2, temperature=0)
+        assert isinstance(resp.choices[0].message.content, str)
+    finally:
+        proc.terminate()
+        proc.wait(10)
