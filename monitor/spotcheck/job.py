@@ -64,10 +64,6 @@ class SpotcheckRun:
     by_model: dict[str, int] = field(default_factory=dict)
 
 
-def _cfg(settings: Settings, key: str, default: Any) -> Any:
-    return getattr(settings.spotcheck, key, default)
-
-
 def load_adapters(settings: Settings, names: set[str]) -> dict[str, Any]:
     """Adapters for the served models in ``names``, loaded once per process (failures retried later)."""
     from monitor.adapter import load_vlm
@@ -181,8 +177,8 @@ def run_spotcheck(
         return run
     policy = SelectionPolicy(cfg.rate, cfg.uniform_share, cfg.boundary_width, cfg.gpu_seconds_per_hour)
     with sessions() as s:
-        cands = _candidates(s, models, int(_cfg(settings, "max_candidates_per_run", 500)))
-        spent, per_check, arrivals = _cost_state(s, now, models, float(_cfg(settings, "seconds_per_check_prior", 2.0)))
+        cands = _candidates(s, models, cfg.max_candidates_per_run)
+        spent, per_check, arrivals = _cost_state(s, now, models, cfg.seconds_per_check_prior)
     run.candidates, run.spent_last_hour = len(cands), spent
     if not cands:
         return run
@@ -254,10 +250,10 @@ def _check(ad: Any, image: Any, cand: Any, settings: Settings) -> Any:
 
     cfg = settings.spotcheck
     ids, extra = prompt_inputs(ad, image, cand.prompt)
-    max_streams = int(_cfg(settings, "max_streams", 0)) or None
+    max_streams = cfg.max_streams or None
     with ad.lock:
         return run_spot_check(
             ad.model, ad.tokenizer, ids, extra, cand.answer, k=cfg.k, temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, seeds=stream_seeds(cand.id, cfg.k, int(_cfg(settings, "seed", 0))),
+            max_new_tokens=cfg.max_new_tokens, seeds=stream_seeds(cand.id, cfg.k, cfg.seed),
             eos_token_ids=_eos_ids(ad), max_streams=max_streams,
         )  # fmt: skip
