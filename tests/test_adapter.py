@@ -363,3 +363,32 @@ def test_fixture_families_on_gpu_in_bfloat16(ad):
     cpu = ad.forward([ad.encode(_image(), PROMPT, "yes")], [gpu.num_layers], logits=True)
     assert out.hidden[gpu.num_layers][0].dtype == torch.float32
     torch.testing.assert_close(out.answer_logprobs[0], cpu.answer_logprobs[0], rtol=0, atol=0.1)
+
+
+def test_image_feature_cache_gives_the_same_states_and_reuses_features(ad):
+    cached = load_vlm(ad.path, device="cpu", image_cache_size=2)
+    samples = [(_image(), PROMPT, "yes"), (_image(), "is there a blue circle ?", "no"),
+               (_image("blue", "rectangle"), PROMPT, "no")]
+    layers = [0, 2, ad.num_layers]
+    plain = ad.forward([ad.encode(*s) for s in samples], layers, logits=True, attentions=True)
+    for _ in range(2):  # first pass fills the cache, the second reads it
+        out = cached.forward([cached.encode(*s) for s in samples], layers, logits=True, attentions=True)
+        for l in layers:
+            for i in range(3):
+                torch.testing.assert_close(out.hidden[l][i], plain.hidden[l][i], rtol=0, atol=1e-5)
+        for i in range(3):
+            torch.testing.assert_close(out.answer_logprobs[i], plain.answer_logprobs[i], rtol=0, atol=1e-5)
+    assert (cached.image_cache.misses, cached.image_cache.hits) == (2, 4)  # 2 distinct images, 6 lookups
+    cached.forward([cached.encode(_image("green"), PROMPT, "no")], [1])
+    assert len(cached.image_cache) == 2  # bounded: the least recently used image was dropped
+
+
+def test_qwen2_vl_image_feature_cache(qwen_dir):
+    plain, cached = load_vlm(qwen_dir, device="cpu"), load_vlm(qwen_dir, device="cpu", image_cache_size=8)
+    samples = [(_image(size=(64, 48)), "is there a red circle ?", "yes"), (_image("blue"), "is there a circle ?", "no")]
+    a = plain.forward([plain.encode(*s) for s in samples], [3], logits=True)
+    for _ in range(2):
+        b = cached.forward([cached.encode(*s) for s in samples], [3], logits=True)
+        for i in range(2):
+            torch.testing.assert_close(b.hidden[3][i], a.hidden[3][i], rtol=0, atol=1e-5)
+    assert cached.image_cache.hits == 2
