@@ -70,6 +70,7 @@ class Shipper:
         self.max_image_bytes = max_image_bytes
         self.metrics = metrics or CollectorMetrics("shipper")
         self._engine = engine
+        self._own_engine = engine is None
         self._factory: Any = None
         self._readers: dict[str, SpoolReader] = {}
         self._stop = threading.Event()
@@ -174,8 +175,9 @@ class Shipper:
         for r in self._readers.values():
             r.close()
         self._readers.clear()
-        if self._engine is not None:
+        if self._engine is not None and self._own_engine:
             self._engine.dispose()
+            self._engine, self._factory = None, None
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Tests: ship until nothing is left or ``timeout`` passes."""

@@ -1,0 +1,159 @@
+"""``kill -9`` of the proxy process mid-traffic loses no sample the spool had accepted; storage
+down never fails a client request."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from collectors.shipper import Shipper
+from collectors.spool import SpoolReader
+from tests.collectors.helpers import chat_body, data_url, png_bytes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_proxy(cwd: Path, upstream_port: int, port: int, env: dict[str, str] | None = None,
+                 ship: bool = False) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLMWATCH_")}
+    full_env.update(env or {})
+    args = [sys.executable, "-m", "monitor.cli", "--log-level", "WARNING", "proxy",
+            "--upstream", f"http://127.0.0.1:{upstream_port}", "--listen", f"127.0.0.1:{port}",
+            "--spool", str(cwd / "spool"), "--sample-rate", "1.0"]
+    if not ship:
+        args.append("--no-ship")
+    proc = subprocess.Popen(args, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"proxy exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+    proc.kill()
+    raise RuntimeError("proxy did not start")
+
+
+def _spooled(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    m = re.search(r'vlmwatch_collector_samples_spooled_total\{source="proxy"\} ([0-9.e+]+)', text)
+    return float(m.group(1)) if m else 0.0
+
+
+def _traffic(port: int, stop: threading.Event, counts: dict[str, int]) -> None:
+    img = data_url(png_bytes(7, side=24))
+    i = 0
+    with httpx.Client(timeout=5) as c:
+        while not stop.is_set():
+            i += 1
+            try:
+                r = c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=chat_body(f"kill {i}?", img))
+                counts["ok" if r.status_code == 200 else "bad"] += 1
+            except httpx.HTTPError:
+                counts["error"] += 1
+                time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_kill9_mid_traffic_loses_no_accepted_sample(tmp_path, canned, db_url):
+    _, upstream = canned
+    port = _free_port()
+    proc = _start_proxy(tmp_path, upstream, port)
+    stop = threading.Event()
+    counts = {"ok": 0, "bad": 0, "error": 0}
+    threads = [threading.Thread(target=_traffic, args=(port, stop, counts)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while _spooled(port) < 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        accepted = _spooled(port)  # the spool had fsync'd at least this many
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        if proc.poll() is None:
+            proc.kill()
+    assert accepted >= 50 and counts["ok"] >= accepted
+
+    # restart on the same spool lane (recovers any torn tail), then ship everything
+    proc2 = _start_proxy(tmp_path, upstream, port)
+    try:
+        httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                   json=chat_body("after restart?", data_url(png_bytes(8, side=24))), timeout=5).raise_for_status()
+        deadline = time.monotonic() + 10
+        while _spooled(port) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc2.send_signal(signal.SIGTERM)
+        proc2.wait(20)
+    lane = f"proxy-{port}"
+    reader = SpoolReader(tmp_path / "spool", lane)
+    in_spool, _ = reader.read(max_records=100_000)
+    reader.close()
+    assert len(in_spool) >= accepted + 1
+
+    shipper = Shipper(tmp_path / "spool", db_url)
+    assert shipper.wait_idle(60)
+    shipper.stop()
+    from storage.db import make_engine
+    from storage.models import Sample
+
+    eng = make_engine(db_url)
+    with eng.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(Sample)).scalar_one()
+        prompts = set(conn.execute(select(Sample.prompt)).scalars())
+    eng.dispose()
+    assert stored == len(in_spool) >= accepted + 1
+    assert "after restart?" in prompts
+    # shipping again after a restart duplicates nothing
+    (tmp_path / "spool" / lane / "cursor.json").unlink(missing_ok=True)
+    shipper = Shipper(tmp_path / "spool", db_url)
+    shipper.wait_idle(60)
+    shipper.stop()
+    eng = make_engine(db_url)
+    with eng.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Sample)).scalar_one() == stored
+    eng.dispose()
+
+
+def test_storage_down_fails_no_client_request(tmp_path, canned):
+    _, upstream = canned
+    port = _free_port()
+    dead = f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/none"
+    proc = _start_proxy(tmp_path, upstream, port, env={"VLMWATCH_STORAGE__URL": dead}, ship=True)
+    img = data_url(png_bytes(9, side=24))
+    try:
+        with httpx.Client(timeout=5) as c:
+            codes = [c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=chat_body(f"down {i}", img)).status_code
+                     for i in range(100)]
+        deadline = time.monotonic() + 10
+        while _spooled(port) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert codes == [200] * 100
+        assert _spooled(port) == 100  # kept in the spool while storage is unreachable
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, out
+    assert "shipping to storage failed" in out
