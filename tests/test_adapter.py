@@ -271,8 +271,21 @@ def test_fingerprint_identifies_the_weights(ad, tmp_path):
 
 
 def test_device_and_dtype_selection(ad):
-    assert ad.device.type == ("cpu")
-    assert ad.dtype == torch.float32  # auto on CPU
+    from monitor.adapter.loading import resolve_device, resolve_dtype
+
+    assert ad.device.type == "cpu" and ad.dtype == torch.float32  # auto on CPU
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="dtype 'int7'"):
+        load_vlm(ad.path, device="cpu", dtype="int7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            load_vlm(ad.path, device="cuda")
+    half = load_vlm(ad.path, device="cpu", dtype="bfloat16")
+    out = half.forward([half.encode(_image(), PROMPT, "yes")], [half.num_layers], logits=True)
+    assert half.dtype == torch.bfloat16 and out.hidden[half.num_layers][0].dtype == torch.float32
 
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path):
