@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table, any_, bindparam
 from sqlalchemy.sql.dml import Insert
 
-__all__ = ["insert_ignore", "chunks"]
+__all__ = ["insert_ignore", "chunks", "in_values"]
 
 T = TypeVar("T")
 
@@ -30,3 +30,13 @@ def chunks(items: Sequence[T], size: int = 900) -> Iterator[Sequence[T]]:
     """Slices of at most ``size`` items (keeps ``IN (...)`` lists under SQLite's parameter limit)."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def in_values(column: ColumnElement, values: Sequence[object], dialect_name: str) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead of
+    thousands (psycopg parses every placeholder of a statement in Python)."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)

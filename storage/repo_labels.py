@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from storage._sql import chunks, insert_ignore
+from storage._sql import chunks, in_values, insert_ignore
 from storage.models import LABEL_SOURCES, Label, Sample, utcnow
 from storage.records import LabelRecord, Rejected
 
@@ -42,6 +42,8 @@ def join_waiting_labels(session: Session, response_ids: Iterable[str]) -> int:
     """Attach labels that arrived before their sample to the samples now stored; returns how many."""
     rids = sorted({r for r in response_ids if r})
     joined = 0
+    if not rids or session.execute(select(_LABELS.c.id).where(_LABELS.c.sample_id.is_(None)).limit(1)).first() is None:
+        return 0  # the common case: no label is waiting for its sample
     for part in chunks(rids):
         sid = (
             select(func.min(Sample.id)).where(Sample.response_id == _LABELS.c.response_id).scalar_subquery()
@@ -76,6 +78,7 @@ def _check(lab: LabelRecord) -> str | None:
 def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
     """Store ``labels`` in the caller's transaction; bad ones are returned in ``rejected``."""
     result = LabelResult()
+    dialect = session.get_bind().dialect.name
     valid: list[tuple[int, LabelRecord]] = []
     for i, lab in enumerate(labels):
         reason = _check(lab)
@@ -88,10 +91,10 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
     rid_of: dict[str, str | None] = {}
     sid_of: dict[str, str] = {}
     for part in chunks(sids):
-        for sid, rid in session.execute(select(Sample.id, Sample.response_id).where(Sample.id.in_(part))):
+        for sid, rid in session.execute(select(Sample.id, Sample.response_id).where(in_values(Sample.id, part, dialect))):
             rid_of[sid] = rid
     for part in chunks(rids):
-        for sid, rid in session.execute(select(Sample.id, Sample.response_id).where(Sample.response_id.in_(part))):
+        for sid, rid in session.execute(select(Sample.id, Sample.response_id).where(in_values(Sample.response_id, part, dialect))):
             sid_of.setdefault(rid, sid)
 
     # resolve each label to (sample_id, response_id); later labels in the batch win
@@ -115,8 +118,8 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
     want_s = sorted({k[1] for k in resolved if k[0] == "s"})
     want_r = sorted({v["response_id"] for v in resolved.values() if v["response_id"]})
     cols = (_LABELS.c.id, _LABELS.c.sample_id, _LABELS.c.response_id, _LABELS.c.source, _LABELS.c.correct, _LABELS.c.value)
-    queries = [select(*cols).where(_LABELS.c.sample_id.in_(p)) for p in chunks(want_s)]
-    queries += [select(*cols).where(_LABELS.c.response_id.in_(p)) for p in chunks(want_r)]
+    queries = [select(*cols).where(in_values(_LABELS.c.sample_id, p, dialect)) for p in chunks(want_s)]
+    queries += [select(*cols).where(in_values(_LABELS.c.response_id, p, dialect)) for p in chunks(want_r)]
     for q in queries:
         for row in session.execute(q):
             if row.sample_id:
@@ -140,7 +143,6 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
             updates.append({"b_id": row.id, "b_correct": v["correct"], "b_value": v["value"],
                             "b_sample_id": v["sample_id"] or row.sample_id})
     if inserts:
-        dialect = session.get_bind().dialect.name
         res = session.execute(insert_ignore(_LABELS, dialect).returning(_LABELS.c.id), inserts)
         result.inserted = len(res.all())
         result.unchanged += len(inserts) - result.inserted  # lost a race to an identical insert
