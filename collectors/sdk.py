@@ -191,26 +191,23 @@ def watch_openai(client: Any, collector: SdkCollector) -> Any:
     original = completions.create
     if getattr(original, "__vlmwatch__", False):
         return client
-    if inspect.iscoroutinefunction(original):
-        @functools.wraps(original)
-        async def acreate(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.time()
-            result = await original(*args, **kwargs)
-            _after_openai(collector, kwargs, result, t0)
-            return result
 
-        acreate.__vlmwatch__ = True  # type: ignore[attr-defined]
-        completions.create = acreate
-    else:
-        @functools.wraps(original)
-        def create(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.time()
-            result = original(*args, **kwargs)
-            _after_openai(collector, kwargs, result, t0)
-            return result
+    async def finish(pending: Any, kwargs: dict[str, Any], t0: float) -> Any:
+        result = await pending
+        _after_openai(collector, kwargs, result, t0)
+        return result
 
-        create.__vlmwatch__ = True  # type: ignore[attr-defined]
-        completions.create = create
+    @functools.wraps(original)
+    def create(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.time()
+        result = original(*args, **kwargs)
+        if inspect.isawaitable(result):  # AsyncOpenAI: record once the caller awaits it
+            return finish(result, kwargs, t0)
+        _after_openai(collector, kwargs, result, t0)
+        return result
+
+    create.__vlmwatch__ = True  # type: ignore[attr-defined]
+    completions.create = create
     return client
 
 
