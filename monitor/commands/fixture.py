@@ -1,0 +1,130 @@
+"""``vlmwatch fixture build|list|eval|serve``: the tiny fixture VLMs trained on SynPOPE."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+_FAMILY_FIXTURE = {"llava": "tiny-llava", "paligemma": "tiny-paligemma"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("fixture", help="build, list, evaluate and serve the tiny fixture VLMs")
+    sub = parser.add_subparsers(dest="fixture_command", metavar="SUBCOMMAND")
+
+    build = sub.add_parser("build", help="train fixture models from scratch on SynPOPE (CPU, ~30 min each)")
+    build.add_argument("--family", choices=tuple(_FAMILY_FIXTURE), default=None, help="one family (default: both)")
+    build.add_argument("--seed", type=int, default=0, help="training seed (default 0, the shipped checkpoints)")
+    build.add_argument("--out", metavar="DIR", default=None,
+                       help="parent folder for the built models (default: the shipped folder monitor/fixtures/models)")
+    build.add_argument("--checkpoints", metavar="DIR", default=None, help="save the model after each phase under DIR/<name>/<phase>")
+    build.add_argument("--resume", action="store_true", help="with --checkpoints: restart after the last saved phase")
+    build.add_argument("--threads", type=int, default=1, help="torch threads (default 1: run one build per core)")
+    build.set_defaults(func=_build)
+
+    lst = sub.add_parser("list", help="names and folders of the built fixtures")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=_list)
+
+    ev = sub.add_parser("eval", help="held-out accuracy per fixture and SynPOPE split")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument("--n", type=int, default=500, help="questions per split (default 500)")
+    ev.add_argument("--seed", type=int, default=None, help="held-out seed (default: the evaluation seed)")
+    ev.add_argument("--fixture", action="append", default=None, metavar="NAME_OR_DIR",
+                    help="fixture name or model folder (repeatable; default: all built fixtures)")
+    ev.set_defaults(func=_eval)
+
+    serve = sub.add_parser("serve", help="serve a fixture with an OpenAI-compatible Chat Completions API")
+    serve.add_argument("--model", required=True, metavar="NAME_OR_DIR", help="fixture name (tiny-llava, tiny-paligemma) or model folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_serve)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _resolve(name_or_dir: str) -> tuple[str, Path]:
+    from monitor.fixtures.registry import FIXTURES, fixture_dir
+
+    if name_or_dir in FIXTURES:
+        return name_or_dir, fixture_dir(name_or_dir)
+    path = Path(name_or_dir)
+    if (path / "config.json").is_file():
+        return path.name, path
+    raise SystemExit(f"vlmwatch fixture: {name_or_dir!r} is neither a fixture name ({', '.join(FIXTURES)}) "
+                     "nor a model folder with config.json")
+
+
+def _build(args: argparse.Namespace) -> int:
+    # Passive OpenMP waiting: spinning worker threads collapse throughput on a shared machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from dataclasses import replace
+
+    from monitor.fixtures.registry import MODELS_DIR
+    from monitor.fixtures.train import Recipe, train_fixture
+
+    families = [args.family] if args.family else list(_FAMILY_FIXTURE)
+    parent = Path(args.out) if args.out else MODELS_DIR
+    recipe = replace(Recipe(), threads=args.threads)
+    summary = {}
+    for family in families:
+        out = parent / _FAMILY_FIXTURE[family]
+        ck = Path(args.checkpoints) / _FAMILY_FIXTURE[family] if args.checkpoints else None
+        info = train_fixture(family, out, seed=args.seed, recipe=recipe, progress=lambda m: print(m, flush=True),
+                             checkpoints=ck, resume=args.resume)
+        summary[_FAMILY_FIXTURE[family]] = {"path": str(out), "build_seconds": info["build_seconds"], "eval": info["phases"][-1]["eval"]}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from monitor.fixtures.registry import FIXTURES, built_fixtures
+
+    built = built_fixtures()
+    rows = {name: {"family": FIXTURES[name], "path": str(path)} for name, path in built.items()}
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for name, row in rows.items():
+            print(f"{name}\t{row['family']}\t{row['path']}")
+        if not rows:
+            print("no fixtures built; run `vlmwatch fixture build`", file=sys.stderr)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from monitor.fixtures.evaluate import EVAL_SEED, evaluate_dir
+    from monitor.fixtures.registry import built_fixtures
+
+    if args.n <= 0:
+        print(f"vlmwatch fixture eval: --n must be > 0, got {args.n}", file=sys.stderr)
+        return 2
+    targets = [_resolve(x) for x in args.fixture] if args.fixture else list(built_fixtures().items())
+    if not targets:
+        print("vlmwatch fixture eval: no fixtures built; run `vlmwatch fixture build`", file=sys.stderr)
+        return 1
+    seed = EVAL_SEED if args.seed is None else args.seed
+    result = {name: evaluate_dir(path, n=args.n, seed=seed) for name, path in targets}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for name, acc in result.items():
+            splits = ", ".join(f"{s} {acc[s]:.3f} (yes {acc['yes_ratio'][s]:.2f})" for s in acc["yes_ratio"])
+            print(f"{name}: {splits}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from monitor.fixtures.server import serve
+
+    _, path = _resolve(args.model)
+    serve(path, args.host, args.port)
+    return 0
