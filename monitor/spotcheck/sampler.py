@@ -184,9 +184,9 @@ def decode_streams(
             cache.batch_select_indices(keep)
             active, nxt = active[keep], nxt[keep]
             gens = [gens[i] for i in keep.tolist()]
-        seq = pre.length + step + 1
-        mask = torch.ones((active.numel(), seq), dtype=torch.long, device=device)
-        out = model(input_ids=nxt.unsqueeze(1), attention_mask=mask, use_cache=True, **{kw: cache})
+        # no attention mask: the streams share one unpadded prompt, and without a mask the model
+        # derives positions from the cache length (Qwen2-VL adds its M-RoPE deltas to those)
+        out = model(input_ids=nxt.unsqueeze(1), use_cache=True, **{kw: cache})
         cache = _out_cache(out)
         logits = out.logits[:, -1].float()
     step_logits = [torch.stack(x) if x else torch.empty(0) for x in logs] if logs is not None else None

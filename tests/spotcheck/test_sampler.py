@@ -15,13 +15,13 @@ PROMPT = torch.tensor([[0, 5, 6, 2, 3]])
 EOS = 1
 
 
-def _naive_stream(model, ids, extra, seed, n, temperature=1.0):
+def _naive_stream(model, ids, extra, seed, n, eos, temperature=1.0):
     """One HF generate call at batch 1 with the global RNG seeded: the '10 separate calls' path."""
     torch.manual_seed(seed)
     out = model.generate(
         input_ids=ids, attention_mask=torch.ones_like(ids), **extra, do_sample=True, temperature=temperature,
         top_k=None, top_p=None, max_new_tokens=n, output_logits=True, return_dict_in_generate=True,
-        eos_token_id=EOS if extra == {} else 3, pad_token_id=0,
+        eos_token_id=eos, pad_token_id=0,
     )  # fmt: skip
     return out.sequences[0, ids.shape[1] :].tolist(), [x[0] for x in out.logits]
 
@@ -30,21 +30,38 @@ def _strip(tokens, eos):
     return tokens[: tokens.index(eos)] if eos in tokens else tokens
 
 
-@pytest.mark.parametrize("which", ["llama", "llava"])
-def test_same_rng_gives_the_naive_paths_tokens_and_logits(which, llama, llava):
+def _adapter_inputs(name, tmp_path_factory):
+    """Model, prompt ids and kwargs through the model adapter (its chat template and processor)."""
+    from PIL import Image
+
+    from monitor.adapter import load_vlm
+    from monitor.fixtures.registry import fixture_dir
+    from monitor.spotcheck.job import prompt_inputs
+
+    if name == "qwen2_vl":
+        from tests.test_adapter import build_tiny_qwen2_vl
+
+        path, size = build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen") / "tiny-qwen2-vl"), 56
+    else:
+        path, size = fixture_dir(name), 64
+    ad = load_vlm(path, device="cpu")
+    ids, extra = prompt_inputs(ad, Image.new("RGB", (size, size), (200, 30, 30)), "is there a cat?")
+    return ad.model, ids, extra, ad.tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("which", ["llama", "tiny-llava", "tiny-paligemma", "qwen2_vl"])
+def test_same_rng_gives_the_naive_paths_tokens_and_logits(which, llama, tmp_path_factory):
     if which == "llama":
         model, ids, extra, eos = llama, PROMPT, {}, EOS
     else:
-        model, _, ids, extra = llava
-        eos = 3
-        extra = {k: v for k, v in extra.items() if k != "attention_mask"}
+        model, ids, extra, eos = _adapter_inputs(which, tmp_path_factory)
     seeds = [11, 12, 13, 14, 15]
     got = sample_shared_prefill(
         model, ids, extra, k=len(seeds), temperature=1.0, max_new_tokens=6, seeds=seeds,
         eos_token_ids=[eos], record_logits=True,
     )  # fmt: skip
     for i, s in enumerate(seeds):
-        tokens, logits = _naive_stream(model, ids, extra, s, 6)
+        tokens, logits = _naive_stream(model, ids, extra, s, 6, eos)
         assert got.tokens[i] == _strip(tokens, eos)
         assert got.step_logits[i].shape[0] == len(got.tokens[i]) + int(got.finished[i])
         for step, ref in enumerate(logits[: got.step_logits[i].shape[0]]):
