@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import tempfile
 import time
 import uuid
@@ -87,8 +88,13 @@ def _proc_cpu(pid: int | None) -> float:
 
 
 def machine() -> dict[str, Any]:
+    try:
+        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        uname = " ".join(platform.uname())
     return {
-        "uname": " ".join(platform.uname()),
+        "uname": uname,
+        "niceness": os.nice(0),  # the shared dev machine asks for nice -n 10
         "cores": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -113,6 +119,8 @@ def main() -> None:
     recs = records(args.n)
     result: dict[str, Any] = {
         "benchmark": "ingest_samples without image bytes, one transaction per batch",
+        "note": "samples_per_s is wall clock and depends on how busy the machine is (see load_average); "
+                "samples_per_cpu_s counts the CPU time of this process plus the PostgreSQL backend",
         "batch": args.batch, "target_samples_per_s": TARGET, "machine": info,
         "versions": {"sqlalchemy": sqlalchemy.__version__, "psycopg": psycopg.__version__},
         "backends": {},

@@ -150,6 +150,8 @@ def db_url(_migrated_database):
             tables = list(reversed(Base.metadata.sorted_tables))
             if engine.dialect.name == "postgresql":
                 names = ", ".join(f'"{t.name}"' for t in tables)
+                # a connection left open by an earlier test would block TRUNCATE: fail clearly instead
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
                 conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
             else:
                 for t in tables:
