@@ -1,0 +1,150 @@
+"""The calibration-history job: windowed metrics per model × probe version × source, as rows.
+
+``run_calibrate`` (daemon job ``calibrate``) finds the evidence that arrived since its last run
+(cursor kept in ``detector_states`` under the name ``calibrate``), recomputes every time window
+that evidence falls into and the rolling window of the last ``calibration.rolling_n`` samples,
+and upserts ``CalibrationWindow`` rows (unique by model, probe version, kind, source, start), so
+re-running is idempotent and late evidence updates the windows it belongs to. Windows with fewer
+than ``calibration.min_labels`` samples are stored with ``partial=True`` and never fire.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from monitor.calibration.evidence import SOURCES, EvidenceRow, as_arrays, combine, dedupe_human, load_evidence
+from monitor.calibration.metrics import window_metrics
+from monitor.calibration.reference import active_reference, ensure_default_reference
+from storage.models import CalibrationWindow, DetectorState, ProbeVersion, Score, utcnow
+
+__all__ = ["parse_duration", "window_start", "run_calibrate", "calibrate_probe", "CURSOR_NAME"]
+
+log = logging.getLogger(__name__)
+
+CURSOR_NAME = "calibrate"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '1h', '1d' -> timedelta; a clear error otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"calibration.window must look like 30m, 1h or 1d, got {text!r}")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def window_start(ts: datetime, width: timedelta) -> datetime:
+    """Start of the fixed (epoch-aligned) window of ``width`` that holds ``ts``."""
+    secs = width.total_seconds()
+    return _EPOCH + timedelta(seconds=((ts - _EPOCH).total_seconds() // secs) * secs)
+
+
+def _upsert(session: Session, key: dict[str, Any], values: dict[str, Any]) -> None:
+    row = session.scalars(select(CalibrationWindow).filter_by(**key)).first()
+    if row is None:
+        session.add(CalibrationWindow(**key, **values))
+    else:
+        for k, v in values.items():
+            setattr(row, k, v)
+
+
+def _window_row(rows: list[EvidenceRow], pv: ProbeVersion, settings: Any, start: datetime, end: datetime,
+                ref_id: int | None) -> dict[str, Any]:
+    cal = settings.calibration
+    s, y = as_arrays(rows)
+    seed = int(start.timestamp()) ^ pv.id  # deterministic bootstrap: re-runs give the same CIs
+    m = window_metrics(s, y, threshold=pv.threshold, bins=cal.bins, bootstrap=cal.bootstrap,
+                       rng=np.random.default_rng(seed & 0xFFFFFFFF))
+    m["reference_id"] = ref_id
+    m["sample_ids_tail"] = [r.sample_id for r in rows[-20:]]
+    n = len(rows)
+    return {
+        "window_end": end, "n": n, "partial": n < cal.min_labels, "auroc": m.get("auroc"),
+        "ece": m.get("ece_mass"), "brier": m.get("brier"), "agreement": m.get("agreement"),
+        "mean_score": m.get("mean_score"), "metrics": m, "created_at": utcnow(),
+    }
+
+
+def _by_source(human: list[EvidenceRow], sc: list[EvidenceRow]) -> dict[str, list[EvidenceRow]]:
+    return {"human": dedupe_human(human), "self_consistency": sorted(sc, key=lambda r: (r.ts, r.row_id)),
+            "combined": combine(human, sc)}
+
+
+def _cursor(session: Session, pv: ProbeVersion) -> DetectorState:
+    st = session.scalars(select(DetectorState).filter_by(model=pv.model, probe_version_id=pv.id,
+                                                         detector=CURSOR_NAME)).first()
+    if st is None:
+        st = DetectorState(model=pv.model, probe_version_id=pv.id, detector=CURSOR_NAME, cursor=0,
+                           state={"spotcheck_cursor": 0})
+        session.add(st)
+    return st
+
+
+def calibrate_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetime) -> int:
+    """Update the history rows of one probe version; returns how many rows were written."""
+    width = parse_duration(settings.calibration.window)
+    st = _cursor(session, pv)
+    sc_cursor = int((st.state or {}).get("spotcheck_cursor", 0))
+    score_cursor = int((st.state or {}).get("score_cursor", 0))
+    max_score = int(session.scalar(select(func.max(Score.id)).where(Score.probe_version_id == pv.id)) or 0)
+    new_h = load_evidence(session, pv.model, pv.id, "human", after_id=st.cursor)
+    new_sc = load_evidence(session, pv.model, pv.id, "self_consistency", after_id=sc_cursor)
+    # evidence that arrived before its sample was scored becomes visible with the score: windows of
+    # newly scored samples with evidence are recomputed too, so late scores are never missed
+    late = (load_evidence(session, pv.model, pv.id, "human", scored_after=score_cursor)
+            + load_evidence(session, pv.model, pv.id, "self_consistency", scored_after=score_cursor))
+    ensure_default_reference(session, settings, pv)
+    new_state = {**(st.state or {}), "last_run": now.isoformat(), "score_cursor": max(score_cursor, max_score)}
+    if not new_h and not new_sc and not late:
+        st.state = new_state
+        return 0
+    ref = active_reference(session, pv.id)
+    ref_id = ref.id if ref is not None else None
+    written = 0
+    starts = sorted({window_start(r.ts, width) for r in new_h + new_sc + late})
+    for ws in starts:
+        we = ws + width
+        groups = _by_source(load_evidence(session, pv.model, pv.id, "human", start=ws, end=we),
+                            load_evidence(session, pv.model, pv.id, "self_consistency", start=ws, end=we))
+        for source, rows in groups.items():
+            if rows:
+                key = dict(model=pv.model, probe_version_id=pv.id, kind="time", source=source, window_start=ws)
+                _upsert(session, key, _window_row(rows, pv, settings, ws, we, ref_id))
+                written += 1
+    n = int(settings.calibration.rolling_n)
+    groups = _by_source(load_evidence(session, pv.model, pv.id, "human", newest=2 * n),
+                        load_evidence(session, pv.model, pv.id, "self_consistency", newest=n))
+    for source, rows in groups.items():
+        rows = rows[-n:]
+        if rows:
+            key = dict(model=pv.model, probe_version_id=pv.id, kind="rolling", source=source, window_start=rows[0].ts)
+            _upsert(session, key, _window_row(rows, pv, settings, rows[0].ts, rows[-1].ts, ref_id))
+            written += 1
+    st.cursor = max([st.cursor] + [r.row_id for r in new_h])
+    st.state = {**new_state, "spotcheck_cursor": max([sc_cursor] + [r.row_id for r in new_sc])}
+    return written
+
+
+def run_calibrate(session_factory: sessionmaker[Session], settings: Any, now: datetime | None = None) -> int:
+    """Daemon entry point: update calibration history for every probe version with scores."""
+    now = now or utcnow()
+    with session_factory() as s:
+        pv_ids = [i for (i,) in s.execute(select(Score.probe_version_id).distinct())]
+    total = 0
+    for pv_id in pv_ids:
+        with session_factory() as s:
+            pv = s.get(ProbeVersion, pv_id)
+            if pv is None:
+                continue
+            total += calibrate_probe(s, settings, pv, now)
+            s.commit()
+    log.info("calibration history: %d window row(s) written for %d probe version(s)", total, len(pv_ids))
+    return total

@@ -1,0 +1,150 @@
+"""Reference statistics a probe version is compared against, per evidence source.
+
+* Default: the first ``calibration.reference_n`` labelled samples (by sample time) after the probe
+  was activated. Until a source has that many, its stats are recomputed as evidence arrives; once
+  it has, they are frozen (``complete``) and the detectors can be tuned on them.
+* Pinned: ``vlmwatch reference set --window START..END`` takes all evidence in the window, marks
+  the reference ``pinned`` and makes it the only active one (detectors re-tune and restart).
+
+``stats[source]`` holds n, the disagreement count and rate at the probe threshold, the window
+metrics, and bounded samples of scores and residuals that tuning simulates from.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from monitor.calibration.evidence import SOURCES, EvidenceRow, as_arrays, dedupe_human, load_evidence
+from monitor.calibration.metrics import window_metrics
+from storage.models import ProbeVersion, Reference, Score, Sample
+
+__all__ = ["source_stats", "active_reference", "ensure_default_reference", "set_reference", "ReferenceError"]
+
+log = logging.getLogger(__name__)
+
+MAX_KEPT = 5000  # scores / residuals kept in the reference for simulation
+
+
+class ReferenceError(ValueError):
+    """A reference cannot be built (unknown model, empty window, too little evidence)."""
+
+
+def source_stats(rows: list[EvidenceRow], threshold: float, settings: Any, target_n: int | None) -> dict[str, Any]:
+    """Reference statistics of one source's evidence rows."""
+    s, y = as_arrays(rows)
+    n = int(s.size)
+    disagree = (s >= threshold) != (y == 1.0)
+    rng = np.random.default_rng(0)
+    keep = rng.permutation(n)[:MAX_KEPT] if n > MAX_KEPT else np.arange(n)
+    cal = settings.calibration
+    return {
+        "n": n,
+        "complete": target_n is None or n >= target_n,
+        "disagreements": int(disagree.sum()),
+        "disagreement": float(disagree.mean()) if n else None,
+        "metrics": window_metrics(s, y, threshold=threshold, bins=cal.bins, bootstrap=cal.bootstrap if n >= 10 else 0),
+        "scores": [round(float(v), 5) for v in s[keep]],
+        "residuals": [round(float(v), 5) for v in (y - s)[keep]],
+        "agree_bits": [int(v) for v in (~disagree)[keep]],
+        "first_ts": rows[0].ts.isoformat() if rows else None,
+        "last_ts": rows[-1].ts.isoformat() if rows else None,
+    }
+
+
+def active_reference(session: Session, probe_version_id: int) -> Reference | None:
+    return session.scalars(
+        select(Reference).where(Reference.probe_version_id == probe_version_id, Reference.active.is_(True))
+        .order_by(Reference.id.desc())
+    ).first()
+
+
+def _scores_sample(session: Session, pv: ProbeVersion, start: datetime | None, end: datetime | None) -> list[float]:
+    q = select(Score.p_correct).join(Sample, Sample.id == Score.sample_id).where(Score.probe_version_id == pv.id)
+    if start is not None:
+        q = q.where(Sample.ts >= start)
+    if end is not None:
+        q = q.where(Sample.ts <= end)
+    return [round(float(v), 5) for (v,) in session.execute(q.order_by(Sample.ts).limit(MAX_KEPT))]
+
+
+def ensure_default_reference(session: Session, settings: Any, pv: ProbeVersion) -> Reference | None:
+    """Create or grow the default reference of ``pv``; frozen sources are left alone (caller commits)."""
+    ref = active_reference(session, pv.id)
+    if ref is not None and (ref.pinned or all(ref.stats.get(src, {}).get("complete") for src in SOURCES)):
+        return ref
+    since = pv.activated_at or pv.created_at
+    target = int(settings.calibration.reference_n)
+    stats = dict(ref.stats) if ref is not None else {}
+    changed = False
+    for src in SOURCES:
+        if stats.get(src, {}).get("complete"):
+            continue
+        rows = load_evidence(session, pv.model, pv.id, src, start=since, oldest=target * 2 if src == "human" else target)
+        if src == "human":
+            rows = dedupe_human(rows)[:target]
+        if not rows or rows and stats.get(src, {}).get("n") == len(rows):
+            continue
+        stats[src] = source_stats(rows, pv.threshold, settings, target)
+        changed = True
+    if not changed:
+        return ref
+    last = max((datetime.fromisoformat(v["last_ts"]) for v in stats.values() if isinstance(v, dict) and v.get("last_ts")),
+               default=since)
+    stats["unlabelled_scores"] = _scores_sample(session, pv, since, last)
+    if ref is None:
+        ref = Reference(model=pv.model, probe_version_id=pv.id, window_start=since, window_end=last,
+                        pinned=False, active=True, stats=stats)
+        session.add(ref)
+        log.info("default reference started for %s probe %s", pv.model, pv.version)
+    else:
+        ref.stats = stats
+        ref.window_end = last
+    session.flush()
+    return ref
+
+
+def _probe_version(session: Session, model: str, version: str | None) -> ProbeVersion:
+    q = select(ProbeVersion).where(ProbeVersion.model == model)
+    q = q.where(ProbeVersion.version == version) if version else q.where(ProbeVersion.active.is_(True))
+    pv = session.scalars(q.order_by(ProbeVersion.id.desc())).first()
+    if pv is None:
+        what = f"probe version {version!r}" if version else "an active probe"
+        raise ReferenceError(f"model {model!r} has no {what}; register one with `vlmwatch probe`")
+    return pv
+
+
+def set_reference(
+    session: Session, settings: Any, model: str, start: datetime, end: datetime, probe_version: str | None = None
+) -> Reference:
+    """Pin the evidence in [start, end] as the reference of ``model``'s (active) probe (caller commits)."""
+    if end <= start:
+        raise ReferenceError(f"reference window is empty: end {end.isoformat()} is not after start {start.isoformat()}")
+    pv = _probe_version(session, model, probe_version)
+    stats: dict[str, Any] = {}
+    for src in SOURCES:
+        rows = load_evidence(session, model, pv.id, src, start=start, end=end)
+        if src == "human":
+            rows = dedupe_human(rows)
+        if rows:
+            stats[src] = source_stats(rows, pv.threshold, settings, None)
+    n = max((v["n"] for v in stats.values()), default=0)
+    if n < settings.calibration.min_labels:
+        raise ReferenceError(
+            f"window {start.isoformat()}..{end.isoformat()} has {n} labelled samples for {model} probe {pv.version}; "
+            f"a reference needs at least calibration.min_labels={settings.calibration.min_labels}"
+        )
+    stats["unlabelled_scores"] = _scores_sample(session, pv, start, end)
+    session.execute(update(Reference).where(Reference.probe_version_id == pv.id).values(active=False))
+    ref = Reference(model=model, probe_version_id=pv.id, window_start=start, window_end=end, pinned=True,
+                    active=True, stats=stats)
+    session.add(ref)
+    session.flush()
+    log.info("reference pinned for %s probe %s: %s..%s (%s)", model, pv.version, start, end,
+             ", ".join(f"{k}: n={v['n']}" for k, v in stats.items() if isinstance(v, dict)))
+    return ref

@@ -1,0 +1,70 @@
+"""``vlmwatch detect tune|run``: tune detector thresholds by simulation; run the detectors once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["register"]
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from monitor.commands._storage import open_database
+    from monitor.detect.tune import tune_detectors
+    from storage.db import session_factory
+
+    settings, engine = open_database(args)
+    try:
+        try:
+            rows = tune_detectors(session_factory(engine), settings, model=args.model, seed=args.seed)
+        except ValueError as e:
+            print(f"vlmwatch: {e}", file=sys.stderr)
+            return 2
+        out = [{"model": r.model, "probe_version_id": r.probe_version_id, "reference_id": r.reference_id,
+                "detector": r.detector, "params": r.params, "simulated_false_alarm_rate": r.simulated_false_alarm_rate}
+               for r in rows]
+    finally:
+        engine.dispose()
+    print(json.dumps(out, indent=2))
+    if not out:
+        print("nothing tuned: no active probe has a complete reference yet "
+              f"(calibration.reference_n={settings.calibration.reference_n} labelled samples)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from monitor.calibration.history import run_calibrate
+    from monitor.commands._storage import open_database
+    from monitor.detect import run_detect
+    from storage.db import session_factory
+
+    settings, engine = open_database(args)
+    try:
+        factory = session_factory(engine)
+        run_calibrate(factory, settings)
+        res = run_detect(factory, settings)
+        if args.deliver:
+            from alerts.outbox import deliver_due
+
+            deliver_due(factory, settings.alerts)
+    finally:
+        engine.dispose()
+    out = {"signals": [{"detector": s.detector, "model": s.model, "probe_version": s.probe_version,
+                        "status": s.status, "summary": s.summary} for s in res.signals],
+           "transitions": [t.__dict__ for t in res.transitions]}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("detect", help="tune drift detectors by simulation, or run them once")
+    sub = p.add_subparsers(dest="detect_command", metavar="ACTION", required=True)
+    t = sub.add_parser("tune", help="tune every detector on the active reference to detect.target_false_alarm_rate")
+    t.add_argument("--model", default=None, help="only this served model")
+    t.add_argument("--seed", type=int, default=None, help="RNG seed of the simulation")
+    t.set_defaults(func=_tune)
+    r = sub.add_parser("run", help="update calibration history and run the detectors once (what the daemon does)")
+    r.add_argument("--deliver", action="store_true", help="also send due alert notifications")
+    r.set_defaults(func=_run)

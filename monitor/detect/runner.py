@@ -1,0 +1,314 @@
+"""The detect job: feed new evidence to the persisted detectors, turn their state into alerts.
+
+Per active probe version, in one transaction (detector states, alerts and outbox rows commit
+together, so a crash never consumes evidence without its alert, or alerts twice):
+
+* ``cusum_disagreement:<source>`` — Bernoulli CUSUM on probe verdict != evidence;
+* ``cusum_residual:<source>`` — two-sided CUSUM on evidence − score;
+* ``adwin_scores`` — ADWIN on the unlabelled probe-score stream (early warning, needs labels to confirm);
+* ``adwin_spotcheck`` — ADWIN on probe/self-consistency agreement;
+* ``window_drift`` — Evidently drift test of the last complete time window's scores vs the reference;
+* ``metric`` — the latest complete rolling window's metrics, for ``detector: metric`` rules;
+* ``no_data`` — no evidence for ``alerts.no_data_minutes``.
+
+Label delay: each detector keeps a cursor (highest evidence id consumed) and a bounded list of
+*pending* ids — evidence past the cursor whose sample is not scored yet. Every run consumes, in id
+order, the pending ids that became scorable and the new ids past the cursor; a consumed id is never
+consumed again. Evidence for samples from the reference period is skipped (it is the reference).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from alerts.lifecycle import Signal, Transition, evaluate
+from monitor.calibration.evidence import HUMAN_SOURCES, SOURCES, EvidenceRow, load_evidence
+from monitor.calibration.history import parse_duration, window_start
+from monitor.calibration.metrics import wilson_interval
+from monitor.calibration.reference import active_reference, ensure_default_reference
+from monitor.detect.adwin import AdwinDetector
+from monitor.detect.cusum import BernoulliCusum, TwoSidedCusum
+from monitor.detect.tune import store_tuning, tuning_for
+from storage.models import (
+    CalibrationWindow, DetectorState, Label, ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow,
+)
+
+__all__ = ["DetectResult", "run_detect", "detect_probe"]
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 10_000  # evidence ids waiting for their sample's score; the oldest are dropped beyond this
+MAX_BATCH = 10_000  # evidence rows consumed per detector per run (the rest next run)
+
+
+@dataclass
+class DetectResult:
+    signals: list[Signal] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+    @property
+    def alerts_changed(self) -> int:
+        return len(self.transitions)
+
+
+def _state(session: Session, pv: ProbeVersion, name: str) -> DetectorState:
+    st = session.scalars(select(DetectorState).filter_by(model=pv.model, probe_version_id=pv.id, detector=name)).first()
+    if st is None:
+        st = DetectorState(model=pv.model, probe_version_id=pv.id, detector=name, cursor=0, state={})
+        session.add(st)
+    return st
+
+
+def _tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Reference | None, name: str) -> Any:
+    if ref is None:
+        return None
+    row = tuning_for(session, pv.id, ref.id, name)
+    if row is None:
+        row = store_tuning(session, settings, pv, ref, name, np.random.default_rng(ref.id * 7919 + len(name)))
+        if row is not None:
+            log.info("tuned %s for %s probe %s on reference %d (no stored tuning)", name, pv.model, pv.version, ref.id)
+    return row
+
+
+def _waiting(session: Session, pv: ProbeVersion, source: str, ids: set[int]) -> set[int]:
+    """Of ``ids``, those whose evidence may still become scorable (sample or its score missing)."""
+    if not ids:
+        return set()
+    tbl = Label if source == "human" else SpotCheck
+    scored = select(Score.id).where(Score.sample_id == tbl.sample_id, Score.probe_version_id == pv.id).exists()
+    out: set[int] = set()
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), 500):  # small IN lists: large ones are slow to plan
+        q = (select(tbl.id).outerjoin(Sample, Sample.id == tbl.sample_id)
+             .where(tbl.id.in_(ordered[i:i + 500]), (Sample.id.is_(None)) | ((Sample.model == pv.model) & ~scored)))
+        out |= set(session.scalars(q))
+    return out
+
+
+def _new_evidence(session: Session, pv: ProbeVersion, source: str, st: DetectorState, ref: Reference) -> list[EvidenceRow]:
+    """Evidence to consume now, in id order; moves the cursor and the pending list in ``st.state``.
+
+    Evidence from the reference period is consumed (its id leaves the queue) but not returned.
+    """
+    pending = set(st.state.get("pending", []))
+    id_col = Label.id if source == "human" else SpotCheck.id
+    q = select(id_col).where(id_col > st.cursor).order_by(id_col).limit(MAX_BATCH)
+    if source == "human":
+        q = q.where(Label.source.in_(HUMAN_SOURCES))
+    fresh = list(session.scalars(q))
+    top = max(fresh, default=st.cursor)
+    candidates = pending | set(fresh)
+    rows = [r for r in load_evidence(session, pv.model, pv.id, source, after_id=st.cursor, ids=sorted(pending),
+                                     first_only=(source == "human")) if r.row_id <= top or r.row_id in pending]
+    waiting = _waiting(session, pv, source, candidates - {r.row_id for r in rows})
+    dropped = max(0, len(waiting) - MAX_PENDING)
+    if dropped:
+        log.warning("%s %s: dropping %d oldest evidence id(s) still waiting for scores", pv.model, source, dropped)
+    st.cursor = top
+    st.state = {**st.state, "pending": sorted(waiting)[dropped:]}
+    return [r for r in rows if r.ts > ref.window_end]
+
+
+def _ref_brief(ref: Reference | None) -> dict[str, Any]:
+    if ref is None:
+        return {}
+    return {"id": ref.id, "pinned": ref.pinned, "window_start": ref.window_start.isoformat(),
+            "window_end": ref.window_end.isoformat(),
+            **{f"{s}_n": (ref.stats.get(s) or {}).get("n") for s in SOURCES},
+            **{f"{s}_disagreement": (ref.stats.get(s) or {}).get("disagreement") for s in SOURCES}}
+
+
+def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
+    out = []
+    for kind in ("cusum_disagreement", "cusum_residual"):
+        name = f"{kind}:{source}"
+        st = _state(session, pv, name)
+        tun = _tuning(session, settings, pv, ref, name)
+        win = {"source": source, "kind": "sequential"}
+        if ref is None or tun is None:
+            out.append(Signal(kind, pv.model, pv.version, "partial", window=win,
+                              summary=f"{name}: no complete reference / tuning yet"))
+            continue
+        state = dict(st.state or {})
+        det_state = state.get("detector")
+        if state.get("tuning_id") != tun.id or det_state is None:  # new reference or tuning: restart
+            p = tun.params
+            det = (BernoulliCusum(p0=p["p0"], p1=p["p1"], h=p["h"]) if kind == "cusum_disagreement"
+                   else TwoSidedCusum(mean=p["mean"], sd=p["sd"], k=p["k"], h=p["h"]))
+            state = {"pending": state.get("pending", [])}
+        else:
+            det = (BernoulliCusum.from_state(det_state) if kind == "cusum_disagreement"
+                   else TwoSidedCusum.from_state(det_state))
+        st.state = state
+        rows = _new_evidence(session, pv, source, st, ref)
+        recent = list(state.get("recent_disagreeing", []))
+        for r in rows:
+            disagree = (r.score >= pv.threshold) != r.correct
+            if kind == "cusum_disagreement":
+                det.update(disagree)
+            else:
+                det.update(float(r.correct) - r.score)
+            if disagree:
+                recent = (recent + [r.sample_id])[-20:]
+        st.state = {**st.state, "detector": det.to_state(), "tuning_id": tun.id, "recent_disagreeing": recent}
+        if rows:
+            win.update(from_id=rows[0].row_id, to_id=rows[-1].row_id, consumed=len(rows),
+                       last_ts=rows[-1].ts.isoformat())
+        status = "partial" if not rows else ("firing" if det.firing else "clear")
+        metrics: dict[str, Any] = {"n_consumed": det.n}
+        if isinstance(det, BernoulliCusum):
+            k, n = det.ones_since_zero, det.n_since_zero
+            rate = k / n if n else None
+            metrics.update(disagreement_since_change=rate, disagreement_since_change_ci=list(wilson_interval(k, n)) if n else None,
+                           samples_since_change=n, reference_disagreement=det.p0, statistic=det.s, threshold=det.h)
+            summary = (f"probe-evidence disagreement ({source}) {rate:.3f} over the last {n} samples vs reference "
+                       f"{det.p0:.3f}; CUSUM {det.s:.1f} (threshold {det.h:.1f})" if rate is not None
+                       else f"CUSUM {det.s:.1f} (threshold {det.h:.1f})")
+        else:
+            vals = np.asarray(det.recent, dtype=float)
+            metrics.update(residual_recent_mean=float(vals.mean()) if vals.size else None, reference_mean=det.mean,
+                           reference_sd=det.sd, statistic_up=det.hi, statistic_down=det.lo, threshold=det.h)
+            summary = (f"calibration residual ({source}) recent mean {metrics['residual_recent_mean']} vs reference "
+                       f"{det.mean:.3f}; CUSUM up {det.hi:.1f} / down {det.lo:.1f} (threshold {det.h:.1f})")
+        out.append(Signal(kind, pv.model, pv.version, status, metrics=metrics,  # type: ignore[arg-type]
+                          detector_state={"name": name, **{k: v for k, v in det.to_state().items() if k != "recent"},
+                                          "tuning_id": tun.id, "simulated_false_alarm_rate": tun.simulated_false_alarm_rate},
+                          window=win, evidence={"reference": _ref_brief(ref), "sample_ids": recent}, summary=summary))
+    return out
+
+
+def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
+    st = _state(session, pv, name)
+    tun = _tuning(session, settings, pv, ref, name)
+    delta = float(tun.params["delta"]) if tun is not None else float(settings.detect.adwin_delta)
+    det = AdwinDetector(delta, st.state)
+    if name == "adwin_scores":  # the unlabelled score stream, in score id order
+        rows = session.execute(select(Score.id, Score.p_correct, Score.sample_id).where(
+            Score.probe_version_id == pv.id, Score.id > st.cursor).order_by(Score.id).limit(MAX_BATCH)).all()
+        values = [float(r[1]) for r in rows]
+        ids = [r[0] for r in rows]
+        sample_ids = [r[2] for r in rows]
+    else:  # spot-check agreement: probe verdict == self-consistency verdict
+        rows = load_evidence(session, pv.model, pv.id, "self_consistency", after_id=st.cursor)[:MAX_BATCH]
+        values = [float((r.score >= pv.threshold) == r.correct) for r in rows]
+        ids = [r.row_id for r in rows]
+        sample_ids = [r.sample_id for r in rows]
+    hits = det.update_many(values)
+    if ids:
+        st.cursor = max(ids)
+    st.state = det.to_state()
+    status = "partial" if not values else ("firing" if hits else "clear")
+    what = "probe score" if name == "adwin_scores" else "probe/self-consistency agreement"
+    summary = (f"ADWIN: {what} mean moved {det.mean_before:.3f} -> {det.mean_after:.3f}"
+               if hits and det.mean_before is not None else f"ADWIN on {what}: no change")
+    return Signal(name, pv.model, pv.version, status,  # type: ignore[arg-type]
+                  metrics={"mean_before": det.mean_before, "mean_after": det.mean_after, "window_mean": det.estimation,
+                           "window_width": det.width, "consumed": len(values)},
+                  detector_state={"name": name, "delta": delta, "detections": det.detections, "n": det.n,
+                                  "tuned": tun is not None, "early_warning": True, "needs_label_confirmation": True},
+                  window={"kind": "stream", "from_id": ids[0] if ids else None, "to_id": ids[-1] if ids else None},
+                  evidence={"reference": _ref_brief(ref), "sample_ids": [sample_ids[i] for i in hits][-20:]},
+                  summary=summary)
+
+
+def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
+    name = "window_drift"
+    st = _state(session, pv, name)
+    width = parse_duration(settings.calibration.window)
+    ws = window_start(now, width) - width  # the last complete window
+    ref_scores = (ref.stats or {}).get("unlabelled_scores") if ref is not None else None
+    win = {"kind": "time", "start": ws.isoformat(), "end": (ws + width).isoformat()}
+    if not ref_scores or st.state.get("last_window") == ws.isoformat():
+        return Signal(name, pv.model, pv.version, "partial", window=win,
+                      summary="window drift: no reference scores yet" if not ref_scores else "window already tested")
+    cur = [float(v) for (v,) in session.execute(
+        select(Score.p_correct).join(Sample, Sample.id == Score.sample_id)
+        .where(Score.probe_version_id == pv.id, Sample.ts >= ws, Sample.ts < ws + width))]
+    st.state = {"last_window": ws.isoformat()}
+    if len(cur) < int(settings.calibration.min_labels):
+        return Signal(name, pv.model, pv.version, "partial", window={**win, "n": len(cur)},
+                      summary=f"window drift: {len(cur)} scores in the window (partial)")
+    from monitor.detect.window_drift import score_drift
+
+    res = score_drift(ref_scores, cur, method=settings.detect.drift_method, threshold=settings.detect.drift_threshold)
+    st.state = {"last_window": ws.isoformat(), "result": res}
+    return Signal(name, pv.model, pv.version, "firing" if res["drift"] else "clear",
+                  metrics={"drift_score": res["score"], "mean_score": float(np.mean(cur)),
+                           "reference_mean_score": float(np.mean(ref_scores))},
+                  detector_state={"name": name, **res}, window={**win, "n": len(cur)},
+                  evidence={"reference": _ref_brief(ref)},
+                  summary=f"score distribution drift ({res['method']} {res['score']:.3f}, threshold {res['threshold']})")
+
+
+def _metric_signal(session, pv) -> Signal:
+    row = session.scalars(select(CalibrationWindow).where(
+        CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
+        CalibrationWindow.source == "combined").order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
+    if row is None:
+        return Signal("metric", pv.model, pv.version, "partial", summary="no calibration window yet")
+    m = dict(row.metrics or {})
+    m.setdefault("ece", m.get("ece_mass"))
+    m.setdefault("ece_ci", m.get("ece_mass_ci"))
+    return Signal("metric", pv.model, pv.version, "partial" if row.partial else "clear", metrics=m,
+                  window={"kind": row.kind, "source": row.source, "start": row.window_start.isoformat(),
+                          "end": row.window_end.isoformat(), "n": row.n, "partial": row.partial},
+                  evidence={"sample_ids": m.get("sample_ids_tail", [])},
+                  summary=f"rolling window of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
+
+
+def _no_data_signal(session, settings, pv, now: datetime) -> Signal:
+    minutes = float(settings.alerts.no_data_minutes)
+    last_label = session.scalar(select(func.max(Label.created_at)).join(Sample, Sample.id == Label.sample_id)
+                                .where(Sample.model == pv.model))
+    last_sc = session.scalar(select(func.max(SpotCheck.created_at)).join(Sample, Sample.id == SpotCheck.sample_id)
+                             .where(Sample.model == pv.model))
+    last = max([t for t in (last_label, last_sc) if t is not None], default=None)
+    since = last or pv.activated_at or pv.created_at
+    silent = (now - since) > timedelta(minutes=minutes)
+    return Signal("no_data", pv.model, pv.version, "firing" if silent else "clear",
+                  metrics={"last_evidence_at": last.isoformat() if last else None,
+                           "minutes_without_evidence": round((now - since).total_seconds() / 60, 1)},
+                  detector_state={"name": "no_data", "no_data_minutes": minutes},
+                  summary=f"no correctness evidence for {pv.model} since {since.isoformat()}")
+
+
+def detect_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetime) -> list[Signal]:
+    """Run every detector of one probe version; returns its signals (caller evaluates and commits)."""
+    ref = ensure_default_reference(session, settings, pv)
+    signals: list[Signal] = []
+    for source in SOURCES:
+        signals += _cusum_signals(session, settings, pv, ref, source)
+    signals.append(_adwin_signal(session, settings, pv, ref, "adwin_scores"))
+    signals.append(_adwin_signal(session, settings, pv, ref, "adwin_spotcheck"))
+    signals.append(_window_drift_signal(session, settings, pv, ref, now))
+    signals.append(_metric_signal(session, pv))
+    if float(settings.alerts.no_data_minutes) > 0:
+        signals.append(_no_data_signal(session, settings, pv, now))
+    return signals
+
+
+def run_detect(session_factory: sessionmaker[Session], settings: Any, now: datetime | None = None) -> DetectResult:
+    """Daemon entry point: detectors + alert rules for every active probe version."""
+    now = now or utcnow()
+    result = DetectResult()
+    with session_factory() as s:
+        pv_ids = list(s.scalars(select(ProbeVersion.id).where(ProbeVersion.active.is_(True)).order_by(ProbeVersion.id)))
+    for pv_id in pv_ids:
+        with session_factory() as s:
+            pv = s.get(ProbeVersion, pv_id)
+            if pv is None:
+                continue
+            signals = detect_probe(s, settings, pv, now)
+            result.transitions += evaluate(s, settings.alerts, signals, now)
+            s.commit()
+            result.signals += signals
+    firing = sum(1 for sig in result.signals if sig.status == "firing")
+    log.info("detect: %d signal(s), %d firing, %d alert transition(s)", len(result.signals), firing, len(result.transitions))
+    return result
