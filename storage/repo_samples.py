@@ -153,9 +153,19 @@ def ingest_samples(
         existing.update(session.execute(select(Sample.id).where(in_values(Sample.id, part, dialect))).scalars())
     rows = [r for r in rows if r["id"] not in existing]
     result.duplicates += len(existing)
-    if rows:
-        session.execute(insert_ignore(_SAMPLES, dialect), rows)
     result.inserted = [r["id"] for r in rows]
+    if rows:
+        res = session.execute(insert_ignore(_SAMPLES, dialect), rows)
+        if res.rowcount is None or res.rowcount < len(rows):
+            # Another writer stored some of these ids since the SELECT (or the driver cannot say:
+            # psycopg's executemany reports -1). Ours are the rows carrying our received_at.
+            ours = []
+            for part in chunks(result.inserted):
+                ours += session.execute(
+                    select(Sample.id).where(in_values(Sample.id, part, dialect), Sample.received_at == now)
+                ).scalars()
+            result.duplicates += len(rows) - len(ours)
+            result.inserted = ours
     new = set(result.inserted)
     response_ids = [r["response_id"] for r in rows if r["id"] in new and r["response_id"]]
     join_waiting_labels(session, response_ids)

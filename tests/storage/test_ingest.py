@@ -100,3 +100,33 @@ def test_label_field_becomes_one_label_row(engine):
 def test_unknown_label_source_is_a_caller_error(engine):
     with session_factory(engine).begin() as s, pytest.raises(ValueError, match="label_source"):
         ingest_samples(s, [rec(1)], label_source="crowd")
+
+
+def test_concurrent_writers_store_each_id_once(engine):
+    """Two writers racing on overlapping ids: every id stored once, each counted by exactly one."""
+    import threading
+
+    records = [rec(i) for i in range(600)]
+    parts = [records[:400], records[:200] + records[400:] + records[200:400]]  # same first batches at once
+    results, errors = [], []
+    barrier = threading.Barrier(2)
+
+    def write(part):
+        try:
+            barrier.wait()
+            for i in range(0, len(part), 100):
+                with session_factory(engine).begin() as s:
+                    results.append(ingest_samples(s, part[i : i + 100]))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert count(engine, Sample) == 600
+    inserted = [i for r in results for i in r.inserted]
+    assert sorted(inserted) == sorted(r.id for r in records)
+    assert sum(r.duplicates for r in results) == sum(map(len, parts)) - 600
