@@ -20,6 +20,8 @@ from typing import Any
 from collectors.sample import CollectedImage, CollectedSample, DropSample, new_sample_id
 from collectors.sampling import DEFAULT_ROUTE, SamplingPolicy
 
+_B64_SLICE = 16384  # characters per decode call (a multiple of 4)
+
 __all__ = [
     "RawExchange",
     "build_sample",
@@ -193,11 +195,23 @@ def load_image_ref(ref: str, max_bytes: int) -> CollectedImage:
         raise DropSample("unsupported_content", f"data URL type {header[5:-7]!r} is not an image")
     if len(payload) * 3 // 4 > max_bytes:
         raise DropSample("too_large", f"image data URL of {len(payload)} characters (limit {max_bytes} bytes)")
+    return check_image_bytes(_b64decode(payload), max_bytes)
+
+
+def _b64decode(payload: str) -> bytes:
+    """Strict base64 decoding in slices: the worker releases the GIL between them, so a 100 KB
+    image never holds the proxy's event loop for the whole decode."""
+    if len(payload) % 4 or "=" in payload[:-2]:
+        raise DropSample("bad_image", "corrupt base64 (bad length or padding)")
+    step = _B64_SLICE
     try:
-        data = binascii.a2b_base64(payload, strict_mode=True)
+        if len(payload) <= step:
+            return binascii.a2b_base64(payload, strict_mode=True)
+        return b"".join(
+            binascii.a2b_base64(payload[i : i + step], strict_mode=True) for i in range(0, len(payload), step)
+        )
     except (binascii.Error, ValueError) as e:
         raise DropSample("bad_image", f"corrupt base64 ({e})") from None
-    return check_image_bytes(data, max_bytes)
 
 
 def _decode_body(raw: RawExchange) -> bytes:

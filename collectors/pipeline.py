@@ -116,7 +116,7 @@ class Pipeline:
                 return None
             sample = redacted
         try:
-            return sample.to_json()
+            return sample.to_bytes()
         except Exception as e:
             report_internal_error(log, "serialising a sample", e)
             self.metrics.drop("internal_error")

@@ -212,6 +212,8 @@ class ClientConnection(asyncio.Protocol):
         ):
             self.local_mode = True
         local = self.local_mode
+        if not local:
+            self._forward(data)  # relay first: observing the bytes must not delay them
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -221,9 +223,7 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.close()
                 return
             self.go_blind(f"unparseable client request ({e})")
-        if not local:
-            self._forward(data)
-        elif self.cur is None:
+        if local and self.cur is None:
             self.local_mode = False
 
     # request parsing callbacks

@@ -1,16 +1,15 @@
 """The collected sample: what a collector writes to the spool and the shipper hands to storage.
 
-It is plain data (JSON round-trip), independent of the storage schema, so that the spool format
+It is plain data (a JSON header plus raw image bytes), independent of the storage schema, so that the spool format
 stays stable while storage evolves; :mod:`collectors.shipper` converts it to
 ``storage.records.SampleRecord``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,20 +56,34 @@ class CollectedSample:
     image: CollectedImage | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> bytes:
-        d = asdict(self)
-        d["ts"] = self.ts.astimezone(timezone.utc).isoformat()
-        if self.image is not None and self.image.data is not None:
-            d["image"]["data"] = base64.b64encode(self.image.data).decode("ascii")
-        return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    def to_bytes(self) -> bytes:
+        """Spool payload: one JSON line of metadata, then the raw image bytes (no base64 round trip)."""
+        d: dict[str, Any] = {
+            "id": self.id, "source": self.source, "ts": self.ts.astimezone(timezone.utc).isoformat(),
+            "model": self.model, "route": self.route, "prompt": self.prompt, "answer": self.answer,
+            "response_id": self.response_id, "image": None, "meta": self.meta,
+        }
+        data = b""
+        img = self.image
+        if img is not None:
+            d["image"] = {"sha256": img.sha256, "size": img.size, "format": img.format, "width": img.width,
+                          "height": img.height, "url": img.url, "data": None}
+            if img.data is not None:
+                data = img.data
+                d["image"]["data"] = len(data)
+        head = json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return head + b"\n" + data  # json.dumps escapes newlines, so the first one ends the header
 
     @classmethod
-    def from_json(cls, raw: bytes) -> CollectedSample:
-        d = json.loads(raw)
+    def from_bytes(cls, raw: bytes) -> CollectedSample:
+        head, _, data = raw.partition(b"\n")
+        d = json.loads(head)
         img = d.pop("image", None)
         image = None
         if img is not None:
-            data = img.pop("data", None)
-            image = CollectedImage(**img, data=base64.b64decode(data) if data is not None else None)
+            n = img.pop("data", None)
+            if n is not None and n != len(data):
+                raise ValueError(f"spool record says {n} image bytes, has {len(data)}")
+            image = CollectedImage(**img, data=data if n is not None else None)
         ts = datetime.fromisoformat(d.pop("ts"))
         return cls(**d, ts=ts, image=image)

@@ -110,7 +110,7 @@ class Shipper:
             records = []
             for p in payloads:
                 try:
-                    records.append(to_record(CollectedSample.from_json(p)))
+                    records.append(to_record(CollectedSample.from_bytes(p)))
                 except (ValueError, KeyError, TypeError) as e:
                     log.error("spool %s: an unreadable record was skipped (%r)", reader.dir, e)
                     self.rejected += 1

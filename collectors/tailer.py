@@ -248,7 +248,7 @@ class Tailer:
                 if sample is None:
                     self.metrics.drop("redacted_out")
                     continue
-            payloads.append(sample.to_json())
+            payloads.append(sample.to_bytes())
         if payloads:
             n = self.sink.append(payloads)  # fsync'd before the checkpoint moves
             self.metrics.spooled.labels(self.metrics.source).inc(n)

@@ -85,7 +85,7 @@ class RunningProxy:
             payloads, _ = reader.read(max_records=100_000)
         finally:
             reader.close()
-        return [CollectedSample.from_json(p) for p in payloads]
+        return [CollectedSample.from_bytes(p) for p in payloads]
 
     def dropped(self, reason: str) -> float:
         self.pipeline.flush(10)

@@ -23,7 +23,7 @@ def _samples(tmp_path, collector: SdkCollector) -> list[CollectedSample]:
     r = SpoolReader(tmp_path, lane)
     payloads, _ = r.read(max_records=10_000)
     r.close()
-    return [CollectedSample.from_json(p) for p in payloads]
+    return [CollectedSample.from_bytes(p) for p in payloads]
 
 
 @pytest.fixture

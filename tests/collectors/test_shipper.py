@@ -36,7 +36,7 @@ def _rows(db_url):
 def test_ship_resume_and_idempotence(tmp_path, db_url):
     png = png_bytes(12, side=16)
     w = SpoolWriter(tmp_path, "proxy-1", max_bytes=10_000_000)
-    w.append([_sample(i, png if i % 2 else None).to_json() for i in range(30)])
+    w.append([_sample(i, png if i % 2 else None).to_bytes() for i in range(30)])
     sh = Shipper(tmp_path, db_url, batch=7)
     assert sh.ship_once() == 30
     sh.stop()
@@ -47,7 +47,7 @@ def test_ship_resume_and_idempotence(tmp_path, db_url):
     assert sum(1 for im in images if im.format == "PNG") == 1  # one content-addressed image
     assert sum(1 for im in images if im.url) == 15
     # more records after a restart: only the new ones are shipped
-    w.append([_sample(i, png).to_json() for i in range(30, 35)])
+    w.append([_sample(i, png).to_bytes() for i in range(30, 35)])
     sh = Shipper(tmp_path, db_url)
     assert sh.ship_once() == 5
     # a lost cursor (crash between insert and commit) re-ships everything, duplicating nothing
@@ -67,7 +67,7 @@ def _dead_url() -> str:
 
 def test_storage_down_keeps_the_spool_then_recovers(tmp_path, db_url):
     w = SpoolWriter(tmp_path, "proxy-1", max_bytes=10_000_000)
-    w.append([_sample(i, None).to_json() for i in range(5)])
+    w.append([_sample(i, None).to_bytes() for i in range(5)])
     down = Shipper(tmp_path, _dead_url())
     with pytest.raises(Exception):
         down.ship_once()
@@ -84,7 +84,7 @@ def test_run_loop_backs_off_and_stops(tmp_path):
     import time
 
     w = SpoolWriter(tmp_path, "proxy-1", max_bytes=10_000_000)
-    w.append([_sample(0, None).to_json()])
+    w.append([_sample(0, None).to_bytes()])
     sh = Shipper(tmp_path, _dead_url(), interval=0.05, max_backoff=0.2).start()
     time.sleep(0.6)
     sh.stop(5)

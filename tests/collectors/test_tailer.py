@@ -46,7 +46,7 @@ class _Setup:
         r = SpoolReader(self.tmp / "spool", "tail")
         payloads, _ = r.read(max_records=100_000)
         r.close()
-        return [CollectedSample.from_json(p).id for p in payloads]
+        return [CollectedSample.from_bytes(p).id for p in payloads]
 
 
 def test_reads_lines_into_spool_and_counts_bad_lines_with_offsets(tmp_path, caplog):
@@ -68,7 +68,7 @@ def test_reads_lines_into_spool_and_counts_bad_lines_with_offsets(tmp_path, capl
     assert s.metrics.dropped_count("bad_json") == 1 and s.metrics.dropped_count("bad_image") == 2
     assert f"offset {bad_offset}" in caplog.text
     r = SpoolReader(tmp_path / "spool", "tail")
-    ex = CollectedSample.from_json(r.read()[0][2])
+    ex = CollectedSample.from_bytes(r.read()[0][2])
     r.close()
     assert (ex.prompt, ex.answer, ex.response_id) == ("ex?", "no", "chatcmpl-abc")
 
