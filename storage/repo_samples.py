@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from storage._sql import chunks, in_values, insert_ignore
@@ -48,10 +48,12 @@ class IngestResult:
 
 def _check(rec: SampleRecord) -> str | None:
     """Reason the record cannot be stored, or None."""
-    for name in ("id", "model", "prompt", "answer"):
-        v = getattr(rec, name)
-        if not isinstance(v, str) or (name in ("id", "model") and not v):
-            return f"field '{name}' must be a non-empty string" if name in ("id", "model") else f"field '{name}' must be a string"
+    for name in ("id", "model"):
+        if not isinstance(getattr(rec, name), str) or not getattr(rec, name):
+            return f"field '{name}' must be a non-empty string"
+    for name in ("prompt", "answer"):
+        if not isinstance(getattr(rec, name), str):
+            return f"field '{name}' must be a string"
     for name, limit in _LIMITS.items():
         v = getattr(rec, name)
         if v is not None and (not isinstance(v, str) or len(v) > limit):
@@ -72,16 +74,31 @@ def _check(rec: SampleRecord) -> str | None:
     return None
 
 
-def _image_rows(session: Session, images: dict[str, dict[str, Any]]) -> int:
-    """Insert the images not stored yet (existing ones are not re-sent); returns how many were new."""
+def _image_rows(session: Session, images: dict[str, dict[str, Any]], now: datetime) -> int:
+    """Insert the images not stored yet; refill bytes of stored ones whose bytes were purged.
+
+    Bytes of images already stored are not re-sent. Returns how many images were new.
+    """
     if not images:
         return 0
     keys = list(images)
     dialect = session.get_bind().dialect.name
-    existing: set[str] = set()
+    has_bytes: dict[str, bool] = {}
     for part in chunks(keys):
-        existing.update(session.execute(select(Image.sha256).where(in_values(Image.sha256, part, dialect))).scalars())
-    rows = [images[k] for k in keys if k not in existing]
+        q = select(Image.sha256, Image.data.is_not(None)).where(in_values(Image.sha256, part, dialect))
+        has_bytes.update((sha, bool(present)) for sha, present in session.execute(q))
+    refill = [
+        {"b_sha": k, "b_data": images[k]["data"], "b_now": now}
+        for k in keys if k in has_bytes and not has_bytes[k] and images[k]["data"] is not None
+    ]
+    if refill:  # the image was seen before and its bytes purged after scoring: the new sample needs them
+        stmt = (
+            update(_IMAGES).where(_IMAGES.c.sha256 == bindparam("b_sha"))
+            # created_at restarts so the image TTL counts from the refill, not the first sighting
+            .values(data=bindparam("b_data"), purged_at=None, created_at=bindparam("b_now"))
+        )
+        session.connection().execute(stmt, refill)
+    rows = [images[k] for k in keys if k not in has_bytes]
     if not rows:
         return 0
     res = session.execute(insert_ignore(_IMAGES, dialect).returning(_IMAGES.c.sha256), rows)
@@ -143,7 +160,7 @@ def ingest_samples(
             labels[rec.id] = rec.label
     if not rows:
         return result
-    result.images_inserted = _image_rows(session, images)
+    result.images_inserted = _image_rows(session, images, now)
     dialect = session.get_bind().dialect.name
     # Known ids are skipped before the INSERT, which then runs as a plain executemany: far faster
     # on psycopg than INSERT .. RETURNING (one huge statement to parse per batch). ON CONFLICT

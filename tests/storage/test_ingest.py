@@ -130,3 +130,20 @@ def test_concurrent_writers_store_each_id_once(engine):
     inserted = [i for r in results for i in r.inserted]
     assert sorted(inserted) == sorted(r.id for r in records)
     assert sum(r.duplicates for r in results) == sum(map(len, parts)) - 600
+
+
+def test_purged_image_bytes_are_refilled_by_a_new_sample(engine, make_png):
+    img = make_png((5, 6, 7))
+    f = session_factory(engine)
+    with f.begin() as s:
+        ingest_samples(s, [rec(1, image=img)])
+    with f.begin() as s:  # what retention does after scoring
+        image = s.get(Image, s.get(Sample, "s1").image_sha256)
+        image.data, image.purged_at, image.created_at = None, TS, TS - timedelta(days=3)
+    with f.begin() as s:
+        res = ingest_samples(s, [rec(2, image=img)])
+    assert res.images_inserted == 0
+    with f() as s:
+        image = s.get(Image, s.get(Sample, "s2").image_sha256)
+        assert image.data == img and image.purged_at is None
+        assert image.created_at > TS - timedelta(days=3)  # the TTL restarts
