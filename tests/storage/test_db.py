@@ -66,3 +66,21 @@ def test_unreachable_database_is_a_schema_error(tmp_path):
 def test_migrations_are_packaged_with_the_code():
     assert (db.MIGRATIONS_DIR / "env.py").is_file()
     assert db.head_revision() == "0001_initial"
+
+
+def test_initial_revision_downgrades_to_empty_and_upgrades_again(empty_db_url):
+    from alembic import command
+
+    db.upgrade(empty_db_url)
+    eng = db.make_engine(empty_db_url)
+    try:
+        with eng.begin() as conn:
+            cfg = db.alembic_config(eng.url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "base")
+        assert set(inspect(eng).get_table_names()) <= {"alembic_version"}
+        assert db.current_revision(eng) is None
+        db.upgrade(empty_db_url)
+        db.require_schema(eng)
+    finally:
+        eng.dispose()
