@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from collectors.exchange import RawExchange, build_sample
@@ -25,7 +25,7 @@ from collectors.proxy_relay import ClientConnection, Exchange
 from collectors.sample import CollectedSample
 from collectors.sampling import DEFAULT_ROUTE, SamplingPolicy
 
-__all__ = ["ProxyServer", "parse_upstream", "parse_listen", "exchange_builder", "serve", "SAMPLED_ROUTES"]
+__all__ = ["ProxyServer", "ExchangeSink", "parse_upstream", "parse_listen", "exchange_builder", "serve", "SAMPLED_ROUTES"]
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,19 @@ def exchange_builder(policy: SamplingPolicy, max_image_bytes: int) -> Any:
     return build
 
 
+class ExchangeSink(Protocol):
+    """Where candidate exchanges go: a :class:`Pipeline` (thread) or a ``SamplerClient`` (process)."""
+
+    def offer(self, ex: Any) -> Any: ...
+
+
 class ProxyServer:
     def __init__(
         self,
         upstream_url: str,
         *,
         policy: SamplingPolicy,
-        pipeline: Pipeline | None,
+        pipeline: ExchangeSink | None,
         metrics: CollectorMetrics,
         connect_timeout: float = 5.0,
         read_timeout: float = 600.0,
@@ -110,6 +116,9 @@ class ProxyServer:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound address (``port=0`` picks a free one)."""
         self.loop = asyncio.get_running_loop()
+        starter = getattr(self.pipeline, "start", None)
+        if starter is not None:  # a sampler process is started from inside the loop
+            await starter()
         self._server = await self.loop.create_server(
             lambda: ClientConnection(self), host, port, backlog=4096, reuse_address=True
         )
@@ -163,6 +172,7 @@ def serve(server: ProxyServer, host: str, port: int, ready: Any = None) -> None:
     """Run the proxy on uvloop until SIGINT/SIGTERM."""
     import uvloop
 
-    # the sampling worker thread must not hold the GIL for the default 5 ms while a request waits
-    sys.setswitchinterval(0.0005)
+    if not hasattr(server.pipeline, "start"):
+        # a sampling worker *thread* must not hold the GIL for the default 5 ms while a request waits
+        sys.setswitchinterval(0.0005)
     uvloop.run(_serve(server, host, port, ready))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from collectors.metrics import CollectorMetrics
-from collectors.pipeline import Pipeline, load_redactor
-from collectors.proxy import ProxyServer, exchange_builder, parse_listen, serve
+from collectors.pipeline import load_redactor
+from collectors.proxy import ProxyServer, parse_listen, serve
 from collectors.sampling import SamplingPolicy
 from collectors.spool import SpoolWriter
 
@@ -86,23 +86,24 @@ def run_proxy(
     metrics_path: str = "/metrics",
     ready: Any = None,
 ) -> int:
+    from collectors.sampler_process import start_sampler
+
     host, port = parse_listen(listen)
     policy = SamplingPolicy(opts.sample_rate, opts.rates)
-    redact = load_redactor(opts.redact_hook)
+    load_redactor(opts.redact_hook)  # fail fast on a bad hook; the sampler process imports it again
     metrics = CollectorMetrics("proxy")
-    writer = SpoolWriter(opts.spool_dir, f"proxy-{port}", max_bytes=opts.spool_max_bytes,
-                         on_drop=lambda n: metrics.drop("spool_full", n))
-    pipeline = Pipeline(build=exchange_builder(policy, opts.max_image_bytes), sink=writer, metrics=metrics,
-                        queue_size=opts.queue_size, redact=redact, name="proxy")
-    server = ProxyServer(upstream_url, policy=policy, pipeline=pipeline, metrics=metrics,
+    sampler = start_sampler(metrics, spool_dir=opts.spool_dir, lane=f"proxy-{port}",
+                            spool_max_bytes=opts.spool_max_bytes, sample_rate=opts.sample_rate, rates=opts.rates,
+                            max_image_bytes=opts.max_image_bytes, redact_hook=opts.redact_hook,
+                            queue_size=opts.queue_size, log_level=opts.log_level)
+    server = ProxyServer(upstream_url, policy=policy, pipeline=sampler, metrics=metrics,
                          connect_timeout=connect_timeout, read_timeout=read_timeout,
                          max_body_bytes=max_body_bytes, metrics_path=metrics_path)
     shipper = start_shipper_process(opts)
     try:
         serve(server, host, port, ready)
     finally:
-        pipeline.close()
-        writer.close()
+        sampler.close()
         _stop_process(shipper)
     return 0
 

@@ -152,6 +152,14 @@ def test_storage_down_fails_no_client_request(tmp_path, canned):
             time.sleep(0.05)
         assert codes == [200] * 100
         assert _spooled(port) == 100  # kept in the spool while storage is unreachable
+        # drops counted in the sampler process show on the proxy's /metrics
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{oops",
+                          headers={"content-type": "application/json"}).status_code == 200
+        deadline = time.monotonic() + 5
+        pattern = 'vlmwatch_collector_samples_dropped_total{reason="bad_json",source="proxy"} 1.0'
+        while pattern not in httpx.get(f"http://127.0.0.1:{port}/metrics").text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pattern in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0].decode()
