@@ -63,9 +63,9 @@ def _reason(err: ValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-def _load_object(text: str, max_chars: int) -> dict[str, Any]:
+def _load_object(text: str, max_chars: int, limit_name: str) -> dict[str, Any]:
     if len(text) > max_chars:
-        raise LineError(f"line is {len(text):,} characters, over the limit {max_chars:,} (image too large?)")
+        raise LineError(f"line is {len(text):,} characters, over the limit {max_chars:,} ({limit_name})")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -86,7 +86,9 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 def parse_sample_line(text: str, base_dir: Path, max_image_bytes: int, source: str = "ingest") -> SampleRecord:
     """One samples-file line to a :class:`SampleRecord` (image decoded, not yet validated as an image)."""
     # base64 inflates by 4/3; allow room for the other fields
-    obj = _load_object(text, max_image_bytes * 4 // 3 + 1_000_000)
+    obj = _load_object(
+        text, max_image_bytes * 4 // 3 + 1_000_000, f"its image would be over the limit storage.max_image_bytes={max_image_bytes:,}"
+    )
     try:
         line = _SampleLine.model_validate(obj)
     except ValidationError as e:
@@ -108,7 +110,7 @@ def parse_sample_line(text: str, base_dir: Path, max_image_bytes: int, source: s
 
 def parse_label_line(text: str) -> LabelRecord:
     """One labels-file line to a :class:`LabelRecord`."""
-    obj = _load_object(text, 1_000_000)
+    obj = _load_object(text, 1_000_000, "a label line is small")
     try:
         line = _LabelLine.model_validate(obj)
     except ValidationError as e:
