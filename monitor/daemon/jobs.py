@@ -15,7 +15,7 @@ from typing import Any
 from monitor.config import Settings
 from monitor.daemon.runner import JobContext
 
-__all__ = ["entry_point", "calibrate_job", "detect_job", "deliver_job", "spotcheck_job", "report_job"]
+__all__ = ["entry_point", "calibrate_job", "detect_job", "deliver_job", "spotcheck_job", "ship_job", "report_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,33 @@ def deliver_job(settings: Settings) -> Callable[[JobContext], int]:
     return run
 
 
-def spotcheck_job(settings: Settings) -> Callable[[JobContext], int]:
+def spotcheck_job(
+    settings: Settings, adapters: Callable[[], dict[str, Any] | None] = lambda: None
+) -> Callable[[JobContext], int]:
+    """``adapters()``: models already loaded by the score job (shared, so weights are in memory
+    once), or None to let the spot-check load them itself."""
+
     def run(ctx: JobContext) -> int:
         fn = entry_point("monitor.spotcheck", "run_spotcheck")
-        return _count(fn(ctx.sessions, settings, worker=ctx.worker, should_stop=ctx.should_stop))
+        res = fn(ctx.sessions, settings, adapters=adapters(), budget=max(0.0, ctx.remaining()),
+                 worker=ctx.worker, should_stop=ctx.should_stop)
+        return _count(res)
+
+    return run
+
+
+def ship_job(settings: Settings, engine: Any) -> Callable[[JobContext], int]:
+    """Drain the local spool into storage (when ``spool.collector_ships`` is false)."""
+    shipper: Any = None
+
+    def run(ctx: JobContext) -> int:
+        nonlocal shipper
+        if shipper is None:
+            from collectors.shipper import Shipper
+
+            shipper = Shipper(settings.spool.dir, settings.storage.url, engine=engine,
+                              max_image_bytes=settings.storage.max_image_bytes)
+        return int(shipper.ship_once())
 
     return run
 

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from storage._sql import insert_ignore
 from storage.models import Sample, Score, utcnow
 
 __all__ = [
@@ -121,6 +120,18 @@ def mark_failed(session: Session, sample_ids: Sequence[str], error: str, *, max_
     return int(res.rowcount or 0)
 
 
+def _insert_ignore(session: Session) -> Any:
+    """``INSERT INTO scores ... ON CONFLICT DO NOTHING`` for the session's database."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - storage supports these two
+        raise RuntimeError(f"unsupported database {dialect!r}")
+    return insert(Score.__table__).on_conflict_do_nothing()
+
+
 def write_scores(session: Session, worker: str, rows: list[dict[str, Any]], now: datetime | None = None) -> int:
     """Insert scores and mark their samples scored, in one transaction (all or nothing).
 
@@ -132,8 +143,7 @@ def write_scores(session: Session, worker: str, rows: list[dict[str, Any]], now:
     now = now or utcnow()
     for r in rows:
         r.setdefault("created_at", now)
-    dialect = session.get_bind().dialect.name
-    res = session.execute(insert_ignore(Score.__table__, dialect).returning(Score.__table__.c.sample_id), rows)
+    res = session.execute(_insert_ignore(session).returning(Score.__table__.c.sample_id), rows)
     inserted = len(res.all())
     ids = [r["sample_id"] for r in rows]
     session.execute(

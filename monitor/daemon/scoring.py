@@ -88,6 +88,13 @@ class ScoreJob:
         logger.info("model %s: scorer loaded (probe version %s)", name, scorer.probe_version_id)
         return scorer
 
+    def adapters(self) -> dict[str, Any] | None:
+        """The loaded models by served name, when every configured model is loaded (else None)."""
+        out = {n: getattr(sc, "adapter", None) for n, sc in self._scorers.items()}
+        if set(out) != set(self.settings.models) or any(a is None for a in out.values()):
+            return None
+        return out
+
     def forget(self, name: str) -> None:
         """Drop a cached scorer (e.g. after a new probe version was activated)."""
         self._scorers.pop(name, None)

@@ -1,6 +1,6 @@
 """The daemon: an APScheduler 3.x scheduler over the jobs, leadership, the API, and shutdown.
 
-Every daemon runs the *workers* (score, spotcheck), which claim rows with leases and can run in
+Every daemon runs the *workers* (score, spotcheck, and ship when ``spool.collector_ships`` is false), which claim rows with leases and can run in
 any number of processes on PostgreSQL. Only the *scheduler leader* runs calibrate, detect,
 deliver, report and retention; leadership is re-checked every ``daemon.leader_check_seconds``
 (a non-leader takes over when the leader's advisory lock is released). With SQLite, one daemon
@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Any
 
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # APScheduler logs every run at INFO; our JobRunner logs what matters (failures, overruns)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
-WORKER_JOBS = ("score", "spotcheck")
+WORKER_JOBS = ("ship", "score", "spotcheck")
 LEADER_JOBS = ("calibrate", "detect", "deliver", "report", "retention")
 
 
@@ -93,13 +93,15 @@ class Daemon:
         d = settings.daemon
         table: dict[str, tuple[Job, float]] = {
             "score": (self.score_job, d.score_interval_seconds),
-            "spotcheck": (leader_jobs.spotcheck_job(settings), d.spotcheck_interval_seconds),
+            "spotcheck": (leader_jobs.spotcheck_job(settings, self.score_job.adapters), d.spotcheck_interval_seconds),
             "calibrate": (leader_jobs.calibrate_job(settings), d.calibrate_interval_seconds),
             "detect": (leader_jobs.detect_job(settings), d.detect_interval_seconds),
             "deliver": (leader_jobs.deliver_job(settings), d.deliver_interval_seconds),
             "report": (leader_jobs.report_job(settings), d.report_interval_minutes * 60),
             "retention": (RetentionJob(settings), d.retention_interval_minutes * 60),
         }
+        if not settings.spool.collector_ships:
+            table["ship"] = (leader_jobs.ship_job(settings, self.engine), settings.spool.ship_interval_seconds)
         for name, fn in (jobs or {}).items():
             if name not in table:
                 raise ValueError(f"unknown daemon job {name!r}; known: {', '.join(table)}")
@@ -134,7 +136,9 @@ class Daemon:
             timezone=timezone.utc,
         )
         for name, runner in self.runners.items():
-            sched.add_job(runner, IntervalTrigger(seconds=self.intervals[name]), id=name, name=name, next_run_time=now)
+            # the report is the one heavy job: first one after its interval, not at every start
+            first = now + timedelta(seconds=self.intervals[name]) if name == "report" else now
+            sched.add_job(runner, IntervalTrigger(seconds=self.intervals[name]), id=name, name=name, next_run_time=first)
         sched.add_job(self._check_leader, IntervalTrigger(seconds=self.settings.daemon.leader_check_seconds), id="leader")
         self.scheduler = sched
         if self.start_api:

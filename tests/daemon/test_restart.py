@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,28 +25,41 @@ from tests.daemon.helpers import (
     wait_for,
 )
 
-N = 240
+N = 600
 
 
 def _scored(url: str) -> int:
     return count(url, "SELECT COUNT(*) FROM samples WHERE status = 'scored'")
 
 
-def _post_labels(port: int, ids: range) -> None:
-    """Labels by response id, each sent twice (a client retrying): stored once."""
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-        for i in ids:
+class _LabelPoster(threading.Thread):
+    """Posts labels by response id, each twice (a client retrying), through whichever daemon's
+    API is up; connection errors while a daemon is dead are retried."""
+
+    def __init__(self, port: int, ids: range) -> None:
+        super().__init__(daemon=True)
+        self.port, self.ids = port, ids
+        self.posted = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        for i in self.ids:
             for _ in range(2):
-                r = c.post("/v1/labels", json={"response_id": f"chatcmpl-{i:05d}", "correct": i % 3 != 0,
-                                               "source": "ground_truth"})
-                assert r.status_code == 200, r.text
-
-
-def _api_up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+                while time.monotonic() < deadline:
+                    try:
+                        r = httpx.post(f"http://127.0.0.1:{self.port}/v1/labels", timeout=5,
+                                       json={"response_id": f"chatcmpl-{i:05d}", "correct": i % 3 != 0,
+                                             "source": "ground_truth"})
+                    except httpx.HTTPError:
+                        time.sleep(0.2)
+                        continue
+                    if r.status_code != 200:
+                        self.error = r.text
+                        return
+                    self.posted += 1
+                    break
+            time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -54,18 +68,16 @@ def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -
     add_probe_version(url)
     assert len(ingest(url, N)) == N
     port = free_port()
+    poster = _LabelPoster(port, range(60))
+    poster.start()
     kills = 0
-    label_from = 0
     # three daemons in turn, each SIGKILLed mid-run (mid-batch: the scorer sleeps inside a batch)
     for gen in range(3):
-        proc = start_test_daemon(url, tmp_path, f"w{gen}", delay=0.15, api_port=port)
+        target = _scored(url) + 40
+        proc = start_test_daemon(url, tmp_path, f"w{gen}", delay=0.3, api_port=port)
         try:
-            wait_for(lambda: _api_up(port), 30, "the daemon's API")
-            _post_labels(port, range(label_from, label_from + 20))
-            label_from += 20
-            target = _scored(url) + 40
-            wait_for(lambda: _scored(url) >= target, 60, f"{target} scored samples")
-            time.sleep(0.07)  # land inside the next batch
+            wait_for(lambda: _scored(url) >= target, 180, f"{target} scored samples")
+            time.sleep(0.1)  # land inside the next batch
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -76,20 +88,22 @@ def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -
     # a fresh daemon continues (the lock files of killed daemons do not block it)
     proc = start_test_daemon(url, tmp_path, "final", delay=0.0, api_port=port)
     try:
-        wait_for(lambda: _api_up(port), 30, "the final daemon's API")
-        _post_labels(port, range(0, label_from))  # re-sends of everything: no duplicates
-        wait_for(lambda: _scored(url) == N, 90, "all samples scored")
+        wait_for(lambda: _scored(url) == N, 240, "all samples scored")
+        poster.join(300)
+        assert poster.error is None, poster.error
+        assert poster.posted == 120
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert proc.wait(60) == 0
     assert kills == 3
     assert count(url, "SELECT COUNT(*) FROM scores") == N
     assert count(url, "SELECT COUNT(DISTINCT sample_id) FROM scores") == N
     assert count(url, "SELECT COUNT(*) FROM samples WHERE status != 'scored'") == 0
     assert count(url, "SELECT COUNT(*) FROM samples WHERE lease_owner IS NOT NULL") == 0
-    assert count(url, "SELECT COUNT(*) FROM labels") == label_from
-    assert count(url, "SELECT COUNT(DISTINCT response_id) FROM labels") == label_from
+    assert count(url, "SELECT COUNT(*) FROM labels") == 60
+    assert count(url, "SELECT COUNT(DISTINCT response_id) FROM labels") == 60
     assert count(url, "SELECT COUNT(*) FROM labels WHERE sample_id IS NULL") == 0
+    assert count(url, "SELECT COUNT(*) FROM labels WHERE correct = (CAST(SUBSTR(response_id, 10) AS INTEGER) % 3 != 0)") == 60
     # every sample was scored by someone; re-scoring happened only for batches in flight at a kill
     logs = [p.read_text().split() for p in sorted(tmp_path.glob("scored-*.txt"))]
     seen = [sid for log in logs for sid in log]

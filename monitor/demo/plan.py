@@ -1,0 +1,56 @@
+"""The demo's knobs: traffic volume, label rate and delay, where and how the shift is injected.
+
+Defaults were measured to make the effect clear on 2 CPU cores in under 10 minutes (README "Demo"):
+enough labelled traffic before the shift for a reference and quiet detectors, and a shift large
+enough that the disagreement detector fires within a minute or two of it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+__all__ = ["DemoPlan", "parse_duration"]
+
+
+def parse_duration(text: str) -> float:
+    """``"6m"``, ``"90s"``, ``"1m30s"`` or plain seconds -> seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
+    if not m or not any(m.groups()):
+        raise ValueError(f"--duration must look like 6m, 90s or 5m30s, got {text!r}")
+    return float(m.group(1) or 0) * 60 + float(m.group(2) or 0)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    model: str = "tiny-llava"  # the served fixture (its folder name is the served model name)
+    rate: float = 12.0  # requests per second replayed through the proxy
+    traffic_seconds: float = 330.0  # total replay time
+    shift_fraction: float = 0.55  # share of the replay before the shift
+    base_split: str = "random"  # SynPOPE split of the stable period (the probe is trained on it)
+    shift_split: str = "adversarial"  # split after the shift
+    shift_noise: float = 0.25  # plus Gaussian pixel noise (fraction of 0..255) after the shift
+    label_share: float = 0.10  # share of samples that receive a ground-truth label
+    label_delay_seconds: float = 4.0  # labels arrive this long after the response
+    probe_train_n: int = 800  # labelled SynPOPE samples the probe is trained on (when none is active)
+    reference_n: int = 150  # labelled samples forming the reference (calibration.reference_n)
+    min_labels: int = 60  # calibration.min_labels for the demo's short windows
+    concurrency: int = 4  # client threads (the rate is paced, not the concurrency)
+    seed: int = 0
+
+    @property
+    def total(self) -> int:
+        return int(round(self.rate * self.traffic_seconds))
+
+    @property
+    def shift_at(self) -> int:
+        """Index of the first shifted sample."""
+        return int(round(self.total * self.shift_fraction))
+
+    def with_duration(self, seconds: float) -> "DemoPlan":
+        if seconds < 30:
+            raise ValueError("--duration must be at least 30s")
+        return replace(self, traffic_seconds=seconds)

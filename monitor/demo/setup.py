@@ -1,0 +1,98 @@
+"""Demo preparation: fixture model present, database migrated, an active probe, a config file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+__all__ = ["ensure_fixture", "ensure_probe", "write_config", "Ports"]
+
+logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+def ensure_fixture(name: str, say: Say) -> Path:
+    """The shipped fixture folder; built (trained) first only if it is missing."""
+    from monitor.fixtures.registry import built_fixtures, fixture_dir, fixture_family
+
+    built = built_fixtures()
+    if name in built:
+        return built[name]
+    from monitor.fixtures.train import train_fixture
+
+    say(f"fixture {name} is missing: building it (one-time; takes a few minutes on CPU)")
+    train_fixture(fixture_family(name), fixture_dir(name), progress=lambda m: logger.info("%s", m))
+    return fixture_dir(name)
+
+
+def ensure_probe(url: str, model: str, model_dir: Path, workdir: Path, plan: Any, say: Say) -> dict[str, Any]:
+    """Activate a probe for ``model`` trained on labelled SynPOPE data, unless one is active."""
+    from monitor.probe.artifact import load_artifact
+    from monitor.probe.registry import active_probe, register_probe
+    from storage.db import make_engine, session_factory
+
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    try:
+        with sessions() as s:
+            row = active_probe(s, model)
+            if row is not None:
+                say(f"probe {row.version} is active for {model}: reusing it")
+                return {"version": row.version, "trained": False, "metrics": row.metrics}
+        from monitor.probe.train import TrainOptions, train_probe
+        from monitor.synpope import generate
+
+        data = workdir / "probe-data"
+        say(f"no active probe for {model}: training one on {plan.probe_train_n} labelled SynPOPE "
+            f"'{plan.base_split}' samples")
+        generate(plan.base_split, plan.probe_train_n, seed=plan.seed + 7, out=data, model=model)
+        art = train_probe(model_dir, data / "samples.jsonl", workdir / "probes" / model,
+                          TrainOptions(progress=False, seed=plan.seed, bootstrap=200))
+        with sessions() as s:
+            row = register_probe(s, model, load_artifact(art.path), activate=True)
+            s.commit()
+        calib = (art.meta.metrics or {}).get("calib", {})
+        say(f"probe {art.meta.version}: layer {art.meta.layer}, pooling {art.meta.pooling}, "
+            f"held-out AUROC {calib.get('auroc', float('nan')):.3f}")
+        return {"version": art.meta.version, "trained": True, "metrics": json.loads(json.dumps(art.meta.metrics, default=str))}
+    finally:
+        engine.dispose()
+
+
+class Ports:
+    def __init__(self) -> None:
+        from monitor.demo.services import free_port
+
+        self.server = free_port()
+        self.proxy = free_port()
+        self.api = free_port()
+
+
+def write_config(workdir: Path, url: str, model: str, model_dir: Path, ports: Ports, plan: Any) -> Path:
+    """The config the demo's processes share (every key a real user would set, nothing hidden)."""
+    cfg = {
+        "log_level": "INFO",
+        "storage": {"url": url},
+        "models": {model: {"path": str(model_dir)}},
+        "scoring": {"batch_size": 16, "device": "cpu"},
+        "spotcheck": {"rate": 0.05},
+        "calibration": {"window": "30s", "rolling_n": 200, "min_labels": plan.min_labels,
+                        "reference_n": plan.reference_n, "bootstrap": 200},
+        "proxy": {"listen": f"127.0.0.1:{ports.proxy}", "upstream_url": f"http://127.0.0.1:{ports.server}",
+                  "sample_rate": 1.0},
+        "spool": {"dir": str(workdir / "spool"), "ship_interval_seconds": 1.0},
+        "api": {"listen": f"127.0.0.1:{ports.api}"},
+        "daemon": {"score_interval_seconds": 1.0, "spotcheck_interval_seconds": 3.0,
+                   "calibrate_interval_seconds": 4.0, "detect_interval_seconds": 2.0,
+                   "deliver_interval_seconds": 2.0, "report_interval_minutes": 600.0,
+                   "retention_interval_minutes": 1.0, "job_time_budget_seconds": 20.0,
+                   "shutdown_timeout_seconds": 15.0, "report_dir": str(workdir / "report")},
+    }
+    path = workdir / "vlmwatch.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

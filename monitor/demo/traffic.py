@@ -1,0 +1,204 @@
+"""Replay SynPOPE traffic through the proxy with the official ``openai`` client; send labels late.
+
+Requests leave at a steady rate (scheduled times, a few client threads); a deterministic
+``label_share`` of the responses get a ground-truth label (answer == truth) posted to the API's
+``POST /v1/labels`` by response id, ``label_delay_seconds`` after the response.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import io
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+__all__ = ["Request", "Outcome", "TrafficStats", "requests_for", "Replayer", "LabelSender", "answer_matches"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    index: int
+    prompt: str
+    image_url: str
+    truth: str
+    shifted: bool
+
+
+@dataclass
+class Outcome:
+    index: int
+    response_id: str | None
+    answer: str | None
+    correct: bool | None
+    sent_at: float
+    error: str | None = None
+
+
+@dataclass
+class TrafficStats:
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    correct: int = 0
+    labels_sent: int = 0
+    label_errors: int = 0
+    sent_times: list[float] = field(default_factory=list)  # wall time (epoch) of each request index
+    correct_before: list[int] = field(default_factory=lambda: [0, 0])  # [correct, answered] before the shift
+    correct_after: list[int] = field(default_factory=lambda: [0, 0])
+
+
+def answer_matches(answer: str, truth: str) -> bool:
+    words = answer.strip().lower().replace(".", " ").replace(",", " ").split()
+    return bool(words) and words[0] == truth.strip().lower()
+
+
+def _data_url(image: Any) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def requests_for(plan: Any) -> Iterator[Request]:
+    """The demo's traffic, lazily: stable split, then the shifted split with noise."""
+    from monitor.synpope import Shift, iter_examples
+
+    stable = iter_examples(plan.base_split, plan.shift_at, seed=plan.seed + 101)
+    shifted = iter_examples(plan.shift_split, plan.total - plan.shift_at, seed=plan.seed + 202,
+                            shift=Shift(noise=plan.shift_noise))
+    for i, ex in enumerate(stable):
+        yield Request(i, ex.prompt, _data_url(ex.image), ex.truth, False)
+    for j, ex in enumerate(shifted):
+        yield Request(plan.shift_at + j, ex.prompt, _data_url(ex.image), ex.truth, True)
+
+
+def labelled(index: int, share: float, seed: int) -> bool:
+    h = int(hashlib.sha256(f"demo-label:{seed}:{index}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < share
+
+
+class LabelSender(threading.Thread):
+    """Posts each scheduled label at its due time (a min-heap), in its own thread."""
+
+    def __init__(self, api_url: str, stats: TrafficStats, stop: threading.Event, token: str | None = None) -> None:
+        super().__init__(name="demo-labels", daemon=True)
+        self.api_url = api_url
+        self.stats = stats
+        self.stop_event = stop
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._heap: list[tuple[float, int, str, bool]] = []
+        self._cv = threading.Condition()
+        self.closed = False
+
+    def schedule(self, due: float, index: int, response_id: str, correct: bool) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (due, index, response_id, correct))
+            self._cv.notify()
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify()
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._heap)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.api_url, timeout=10.0, headers=self.headers) as client:
+            while not self.stop_event.is_set():
+                with self._cv:
+                    if not self._heap:
+                        if self.closed:
+                            return
+                        self._cv.wait(0.5)
+                        continue
+                    due = self._heap[0][0]
+                    wait = due - time.time()
+                    if wait > 0:
+                        self._cv.wait(min(wait, 0.5))
+                        continue
+                    _, index, rid, correct = heapq.heappop(self._heap)
+                try:
+                    r = client.post("/v1/labels", json={"response_id": rid, "correct": correct, "source": "ground_truth"})
+                    r.raise_for_status()
+                    self.stats.labels_sent += 1
+                except httpx.HTTPError as e:
+                    self.stats.label_errors += 1
+                    logger.warning("label for sample %d not accepted: %s", index, e)
+
+
+class Replayer:
+    """Sends ``requests`` through ``base_url`` (the proxy) at ``rate`` per second."""
+
+    def __init__(self, plan: Any, base_url: str, labels: LabelSender, stats: TrafficStats, stop: threading.Event) -> None:
+        self.plan = plan
+        self.base_url = base_url
+        self.labels = labels
+        self.stats = stats
+        self.stop = stop
+        self._lock = threading.Lock()
+        self.stats.sent_times = [0.0] * plan.total
+
+    def _one(self, client: Any, req: Request) -> None:
+        sent = time.time()
+        self.stats.sent_times[req.index] = sent
+        try:
+            resp = client.chat.completions.create(
+                model=self.plan.model,
+                messages=[{"role": "user", "content": [
+                    {"type": "text", "text": req.prompt},
+                    {"type": "image_url", "image_url": {"url": req.image_url}},
+                ]}],
+                temperature=0,
+                max_tokens=4,
+            )
+            answer = resp.choices[0].message.content or ""
+            ok = answer_matches(answer, req.truth)
+        except Exception as e:  # the demo goes on; failures are counted and shown
+            with self._lock:
+                self.stats.sent += 1
+                self.stats.errors += 1
+            logger.warning("request %d failed: %s", req.index, e)
+            return
+        with self._lock:
+            self.stats.sent += 1
+            self.stats.ok += 1
+            self.stats.correct += int(ok)
+            bucket = self.stats.correct_after if req.shifted else self.stats.correct_before
+            bucket[0] += int(ok)
+            bucket[1] += 1
+        if labelled(req.index, self.plan.label_share, self.plan.seed) and resp.id:
+            self.labels.schedule(time.time() + self.plan.label_delay_seconds, req.index, resp.id, ok)
+
+    def run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from openai import OpenAI
+
+        client = OpenAI(base_url=self.base_url, api_key="demo", max_retries=2, timeout=30.0)
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=self.plan.concurrency, thread_name_prefix="demo-client") as pool:
+            inflight: list[Any] = []
+            for req in requests_for(self.plan):
+                if self.stop.is_set():
+                    break
+                due = t0 + req.index / self.plan.rate
+                delay = due - time.monotonic()
+                if delay > 0 and self.stop.wait(delay):
+                    break
+                inflight = [f for f in inflight if not f.done()]
+                while len(inflight) >= self.plan.concurrency * 4 and not self.stop.is_set():
+                    time.sleep(0.01)  # the server fell behind: don't queue without bound
+                    inflight = [f for f in inflight if not f.done()]
+                inflight.append(pool.submit(self._one, client, req))
+        client.close()

@@ -1,0 +1,56 @@
+"""The README's main job: ``vlmwatch demo`` end to end, with its closing summary as JSON.
+
+This runs the real thing (fixture VLM server, proxy, daemon + API as processes, the openai
+client, SynPOPE traffic with a shift) with the default plan, so it also checks the demo's
+promise: the drift alert fires after the shift and no alert fires before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_summary_json(tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "demo", "--dir", str(tmp_path / "demo"), "--summary-json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=840, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    took = time.monotonic() - t0
+    assert out.exists(), f"no summary written (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    s = json.loads(out.read_text())
+    # the contract: shift_at (sample index) and alerts with rule, fired_at_sample, state
+    assert isinstance(s["shift_at"], int) and 0 < s["shift_at"] < s["sent"]
+    assert isinstance(s["alerts"], list)
+    for a in s["alerts"]:
+        assert isinstance(a["rule"], str) and a["rule"]
+        assert isinstance(a["fired_at_sample"], int) and 0 <= a["fired_at_sample"] <= s["sent"]
+        assert a["state"] in ("firing", "resolved")
+    # the pipeline kept up: everything sent was stored and scored, labels arrived
+    c = s["counts"]
+    assert s["errors"] == 0
+    assert c["samples"] == s["sent"] and c["scored"] == c["samples"]
+    assert 0.05 * s["sent"] < c["labels"] < 0.15 * s["sent"]
+    assert c["windows"] > 0 and c["spot_checked"] > 0
+    # the demo's promise, and its time limit
+    before = [a for a in s["alerts"] if a["fired_at_sample"] < s["shift_at"]]
+    assert not before, f"alerts before the shift: {before}"
+    drift = [a for a in s["alerts"] if a["rule"] == "probe_disagreement_drift"]
+    assert drift and drift[0]["fired_at_sample"] >= s["shift_at"], s["alerts"]
+    assert s["verdict"]["ok"] is True and r.returncode == 0
+    report = Path(s["report_dir"])
+    for f in ("score_drift.html", "reliability.png", "timelines.png", "summary.json"):
+        assert (report / f).stat().st_size > 1000
+    assert took < 600 + 60, f"the demo took {took:.0f}s"
