@@ -84,6 +84,17 @@ def _skip_or_fail_pg() -> None:
     pytest.skip(msg + "; set VLMWATCH_REQUIRE_PG=1 to fail instead of skipping")
 
 
+def _drop_stale_test_databases(conn, max_age_s: float) -> None:
+    """Drop test databases that killed runs left behind (older than ``max_age_s``)."""
+    import re
+    import time
+
+    for (datname,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vwt\\_%'").fetchall():
+        m = re.match(r"^vwt_.*_([0-9a-f]{8})_[0-9a-f]{6}$", datname)
+        if m and time.time() - int(m.group(1), 16) > max_age_s:
+            conn.execute(f'DROP DATABASE IF EXISTS "{datname}" WITH (FORCE)')
+
+
 class _FreshDatabase:
     """Create and drop empty databases of one kind (sqlite file or postgres database)."""
 
@@ -95,7 +106,10 @@ class _FreshDatabase:
         import re
         import uuid
 
-        name = f"vwt_{re.sub(r'[^a-z0-9]+', '_', tag.lower())[-30:]}_{uuid.uuid4().hex[:8]}"
+        import time
+
+        # vwt_<tag>_<creation time, hex seconds>_<random>: the time lets later runs drop leftovers
+        name = f"vwt_{re.sub(r'[^a-z0-9]+', '_', tag.lower())[-30:]}_{int(time.time()):x}_{uuid.uuid4().hex[:6]}"
         if self.kind == "sqlite":
             return f"sqlite:///{self.tmp_dir / (name + '.db')}"
         _skip_or_fail_pg()
@@ -105,6 +119,9 @@ class _FreshDatabase:
         admin = make_url(PG_URL)
         with psycopg.connect(admin.set(drivername="postgresql").render_as_string(hide_password=False),
                              autocommit=True) as conn:
+            if not _pg_state.get("swept"):
+                _pg_state["swept"] = "yes"
+                _drop_stale_test_databases(conn, max_age_s=6 * 3600)
             conn.execute(f'CREATE DATABASE "{name}"')
         self.created.append(name)
         return admin.set(database=name).render_as_string(hide_password=False)
