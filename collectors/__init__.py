@@ -25,9 +25,16 @@ The contract
   stored raw.
 
 Modules: :mod:`collectors.sampling` (policy), :mod:`collectors.exchange` (request/response to
-sample), :mod:`collectors.pipeline` (bounded hand-off and worker), :mod:`collectors.spool`,
-:mod:`collectors.shipper`, :mod:`collectors.proxy`, :mod:`collectors.tailer`,
-:mod:`collectors.sdk`, :mod:`collectors.metrics`.
+sample), :mod:`collectors.pipeline` (bounded hand-off and worker thread),
+:mod:`collectors.sampler_process` (the proxy's worker process), :mod:`collectors.spool`,
+:mod:`collectors.shipper`, :mod:`collectors.proxy` and :mod:`collectors.proxy_relay`,
+:mod:`collectors.tailer`, :mod:`collectors.sdk`, :mod:`collectors.metrics`,
+:mod:`collectors.service` (what the CLI runs), :mod:`collectors.canned_upstream` (a canned
+OpenAI-compatible server for tests and the benchmark).
+
+For the daemon: ``Shipper(spool_dir, storage_url).start()`` ships every lane under ``spool.dir``
+in a thread (``stop()`` to end it), or call ``ship_once()`` from a scheduled job; a lane shipped by
+another process is skipped (one shipper per lane, by file lock).
 
 Collectors never import torch, transformers, evidently or ``monitor``; this package's import is
 kept free of side effects so that the CLI starts fast.

@@ -87,6 +87,7 @@ def test_sampling_through_the_proxy_is_deterministic(canned, make_proxy):
     assert proxy.dropped("sampled_out") == 120 - len(samples)
 
 
+@pytest.mark.slow
 def test_fixture_server_as_upstream(make_proxy, tmp_path_factory):
     """The real fixture VLM server behind the proxy: same answers as a direct call, sample recorded."""
     pytest.importorskip("monitor.fixtures.server")

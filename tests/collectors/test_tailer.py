@@ -143,3 +143,42 @@ def test_sampling_of_lines_is_deterministic(tmp_path):
     t2 = Tailer(s2.log, checkpoint=tmp_path / "again" / "cp.json", sink=s2.writer, policy=SamplingPolicy(0.25))
     s2.drain(t2, 5)
     assert s2.ids() == first
+
+
+def test_vlmwatch_tail_command_follows_and_stops_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "app.jsonl"
+    _write(log, range(5), "w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLMWATCH_")}
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "--log-level", "INFO", "tail", str(log),
+                             "--spool", str(tmp_path / "spool"), "--sample-rate", "1", "--no-ship",
+                             "--poll-interval", "0.05"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        lane_dirs: list[Path] = []
+        while time.monotonic() < deadline:
+            lane_dirs = [p for p in (tmp_path / "spool").glob("tail-app.jsonl-*") if p.is_dir()]
+            if lane_dirs and (lane_dirs[0] / "tail-checkpoint.json").exists():
+                cp = json.loads((lane_dirs[0] / "tail-checkpoint.json").read_text())
+                if cp["offset"] == log.stat().st_size:
+                    break
+            time.sleep(0.05)
+        _write(log, [5])
+        with open(log, "a") as f:
+            f.write("not json\n")
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, out
+    assert "line skipped" in out
+    r = SpoolReader(tmp_path / "spool", lane_dirs[0].name)
+    ids = [CollectedSample.from_bytes(p).id for p in r.read()[0]]
+    r.close()
+    assert ids == [f"line-{i}" for i in range(6)]
+    assert "7 lines read, 1 unusable" in out
