@@ -48,7 +48,7 @@ class World:
 @pytest.fixture
 def world(engine):
     factory = session_factory(engine)
-    t0 = utcnow().replace(microsecond=0) - timedelta(days=2)
+    t0 = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(days=2)  # hour-aligned
     with factory() as s:
         pv = ProbeVersion(model="m1", version="v1", path="/x", model_fingerprint="f" * 64, layer=3, pooling="last",
                           threshold=0.5, active=True, created_at=t0 - timedelta(hours=1), activated_at=t0 - timedelta(hours=1))

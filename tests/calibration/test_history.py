@@ -1,0 +1,111 @@
+"""The calibration-history job on a real database: rows per window and source, partial windows,
+idempotent re-runs, late evidence, the default and the pinned reference (CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from monitor.calibration.history import run_calibrate
+from monitor.calibration.reference import ReferenceError, set_reference
+from monitor.commands.reference import parse_window
+from monitor.detect.synthetic import BinormalProbe
+from storage.models import CalibrationWindow, Label, Reference, Score, utcnow
+
+
+def _stream(n, seed):
+    st = BinormalProbe().sample(1, n, np.random.default_rng(seed))
+    return st.scores[0], st.correct[0]
+
+
+def test_windows_sources_partial_and_idempotent(world, fast_settings):
+    settings = fast_settings()
+    s, y = _stream(400, 1)
+    # 250 samples in one hour (ground truth), 150 in the next (only 60 of them labelled), all spot-checked
+    agree = np.where(y, 0.9, 0.2)
+    world.add(s[:250], y[:250], seconds_apart=10, spot_agreement=agree[:250])
+    start2 = world.t0 + timedelta(hours=1)
+    world.add(s[250:310], y[250:310], seconds_apart=10, start=start2)
+    world.add(s[310:], y[310:], seconds_apart=10, start=start2 + timedelta(minutes=12), label=False)
+    now = utcnow()
+    written = run_calibrate(world.factory, settings, now)
+    assert written > 0
+    with world.factory() as ses:
+        rows = {(r.kind, r.source, r.window_start): r for r in ses.scalars(select(CalibrationWindow))}
+    h0 = world.t0.replace(minute=0, second=0)
+    full = rows[("time", "human", h0)]
+    assert full.n == 250 and not full.partial
+    m = full.metrics
+    assert m["auroc_ci"][0] <= full.auroc <= m["auroc_ci"][1] and full.ece == m["ece_mass"]
+    assert {"ece_width", "ece_width_ci", "r_pb_ci", "brier_ci", "est_accuracy_ci", "agreement_ci"} <= set(m)
+    assert rows[("time", "self_consistency", h0)].n == 250
+    assert rows[("time", "combined", h0)].n == 250
+    second = [r for k, r in rows.items() if k[0] == "time" and k[1] == "human" and k[2] != h0]
+    assert len(second) == 1 and second[0].n == 60 and second[0].partial  # < min_labels: partial
+    rolling = rows[next(k for k in rows if k[:2] == ("rolling", "combined"))]
+    assert rolling.n == 300  # rolling_n
+    # idempotent: a re-run with nothing new writes nothing and changes nothing
+    assert run_calibrate(world.factory, settings, now) == 0
+    with world.factory() as ses:
+        assert ses.scalar(select(func.count()).select_from(CalibrationWindow)) == len(rows)
+    # late labels for the second hour update that window in place
+    with world.factory() as ses:
+        unlabelled = [f"s{i:06d}" for i in range(310, 400)]
+        for sid, c in zip(unlabelled, y[310:]):
+            ses.add(Label(sample_id=sid, correct=bool(c), source="human"))
+        ses.commit()
+    run_calibrate(world.factory, settings, now + timedelta(minutes=1))
+    with world.factory() as ses:
+        again = ses.scalars(select(CalibrationWindow).filter_by(kind="time", source="human",
+                                                               window_start=second[0].window_start)).one()
+        assert again.id == second[0].id and again.n == 150 and not again.partial
+
+
+def test_late_scores_recompute_windows(world, fast_settings):
+    settings = fast_settings()
+    s, y = _stream(200, 2)
+    ids = world.add(s, y, score=False, seconds_apart=5)
+    run_calibrate(world.factory, settings)
+    with world.factory() as ses:
+        assert ses.scalar(select(func.count()).select_from(CalibrationWindow)) == 0
+        for sid, p in zip(ids, s):
+            ses.add(Score(sample_id=sid, probe_version_id=world.pv_id, p_correct=float(p)))
+        ses.commit()
+    run_calibrate(world.factory, settings)
+    with world.factory() as ses:
+        assert ses.scalars(select(CalibrationWindow).filter_by(kind="time", source="human")).one().n == 200
+
+
+def test_default_reference_then_pinned_by_cli(world, fast_settings, db_url, vlmwatch_cli):
+    settings = fast_settings()
+    s, y = _stream(700, 3)
+    world.add(s, y, seconds_apart=60)
+    run_calibrate(world.factory, settings)
+    with world.factory() as ses:
+        ref = ses.scalars(select(Reference).where(Reference.active.is_(True))).one()
+        assert not ref.pinned and ref.stats["human"]["n"] == 600 and ref.stats["human"]["complete"]
+        assert abs(ref.stats["human"]["disagreement"] - 0.10) < 0.04
+    start = world.t0 + timedelta(minutes=100)
+    end = world.t0 + timedelta(minutes=400)
+    window = f"{start.isoformat()}..{end.isoformat()}"
+    res = vlmwatch_cli("reference", "set", "--model", "m1", "--window", window, db_url=db_url)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["human"]["n"] == 300
+    with world.factory() as ses:
+        active = ses.scalars(select(Reference).where(Reference.active.is_(True))).all()
+        assert len(active) == 1 and active[0].pinned and active[0].id == out["reference_id"]
+    bad = vlmwatch_cli("reference", "set", "--model", "m1", "--window", "2020-01-01..2020-01-02", db_url=db_url)
+    assert bad.returncode == 2 and "calibration.min_labels" in bad.stderr
+    with world.factory() as ses:
+        with pytest.raises(ReferenceError, match="'nope'"):
+            set_reference(ses, settings, "nope", start, end)
+    with pytest.raises(argparse.ArgumentTypeError, match="START..END"):
+        parse_window("yesterday")
+    with pytest.raises(argparse.ArgumentTypeError, match="not after start"):
+        parse_window(f"{end.isoformat()}..{start.isoformat()}")
