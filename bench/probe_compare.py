@@ -1,0 +1,59 @@
+"""The probe experiment on the fixture LLaVA, written as a committed report.
+
+Trains a probe on one adversarial SynPOPE set (honest labels: the model's own greedy answers)
+and compares probe, answer probability and attention sharpness on ≥ 1,000 held-out samples of
+another adversarial set. Writes ``bench/results/probe_compare.{json,md,png}`` and the probe's
+per-layer AUROC plot as ``bench/results/probe_layer_auroc.png``.
+
+Run: ``nice .venv/bin/python bench/probe_compare.py [--model DIR] [--self-consistency-k 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from monitor.fixtures.registry import fixture_dir
+    from monitor.probe.compare import write_report
+    from monitor.probe.experiment import Experiment, run_experiment
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--self-consistency-k", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    exp = Experiment(self_consistency_k=args.self_consistency_k)
+    with tempfile.TemporaryDirectory() as tmp:
+        doc, artifact = run_experiment(args.model, tmp, exp, progress=True)
+        doc["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                          "cpu_count": os.cpu_count(), "torch_threads": args.threads, "torch": torch.__version__,
+                          "load_average_after": os.getloadavg()}
+        doc["probe"]["path"] = "(temporary)"
+        write_report(doc, args.out)
+        shutil.copy(artifact.path / "layer_auroc.png", args.out / "probe_layer_auroc.png")
+    sig = doc["signals"]
+    logging.info("probe AUROC %.3f %s, answer_prob %.3f, delta %+.3f %s, attention r_pb %+.3f %s",
+                 sig["probe"]["auroc"], sig["probe"]["auroc_ci"], sig["answer_prob"]["auroc"],
+                 sig["probe"]["delta_vs_answer_prob"], sig["probe"]["delta_ci"],
+                 sig["attention_sharpness"]["r_pb"], sig["attention_sharpness"]["r_pb_ci"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
