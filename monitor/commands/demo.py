@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", default=None, help="traffic replay time, e.g. 5m30s (default 5m30s)")
     p.add_argument("--rate", type=float, default=None, help="requests per second (default 12)")
     p.add_argument("--model", default=None, help="fixture to serve: tiny-llava (default) or tiny-paligemma")
+    p.add_argument("--model-dir", default=None, help="serve this model folder (save_pretrained layout) under --model's name")
     p.add_argument("--seed", type=int, default=None, help="traffic and label seed (default 0)")
     p.set_defaults(func=run)
 
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         plan = replace(plan, rate=args.rate)
     if args.model:
         plan = replace(plan, model=args.model)
+    if args.model_dir:
+        plan = replace(plan, model_dir=args.model_dir)
     if args.seed is not None:
         plan = replace(plan, seed=args.seed)
     summary = run_demo(plan, workdir=args.dir, summary_json=args.summary_json)

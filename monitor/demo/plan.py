@@ -27,6 +27,7 @@ def parse_duration(text: str) -> float:
 @dataclass(frozen=True)
 class DemoPlan:
     model: str = "tiny-llava"  # the served fixture (its folder name is the served model name)
+    model_dir: str | None = None  # serve this model folder under ``model`` instead of the shipped fixture
     rate: float = 12.0  # requests per second replayed through the proxy
     traffic_seconds: float = 330.0  # total replay time
     shift_fraction: float = 0.55  # share of the replay before the shift

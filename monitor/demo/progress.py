@@ -105,7 +105,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("spot-checked", str(c["spot_checked"])),
         ("ground-truth labels", str(c["labels"])),
         ("calibration windows", str(c["windows"])),
-        ("alerts", str(len(summary["alerts"]))),
+        ("alerts", f"{len(summary['alerts'])}  ({len(summary.get('webhook_deliveries', []))} delivered to the demo webhook)"),
     ]
     w = max(len(k) for k, _ in rows)
     lines = ["", "vlmwatch demo — summary", "-" * 60]

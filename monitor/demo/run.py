@@ -24,6 +24,7 @@ from monitor.demo.progress import StatusLine, alerts_with_samples, format_summar
 from monitor.demo.services import Services
 from monitor.demo.setup import Ports, ensure_fixture, ensure_probe, write_config
 from monitor.demo.traffic import LabelSender, Replayer, TrafficStats
+from monitor.demo.webhook import WebhookReceiver
 
 __all__ = ["run_demo", "DRIFT_RULES"]
 
@@ -58,10 +59,11 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     url = f"sqlite:///{wd / 'vlmwatch.db'}"
     _say(f"working in {wd}")
     upgrade(url)
-    model_dir = ensure_fixture(plan.model, _say)
+    model_dir = Path(plan.model_dir).resolve() if plan.model_dir else ensure_fixture(plan.model, _say)
     probe = ensure_probe(url, plan.model, model_dir, wd, plan, _say)
     ports = Ports()
-    cfg = write_config(wd, url, plan.model, model_dir, ports, plan)
+    hook = WebhookReceiver().start()
+    cfg = write_config(wd, url, plan.model, model_dir, ports, plan, webhook_url=hook.url)
     svc = Services(wd, cfg)
     svc.add("vlm-server", [*svc.vlmwatch("fixture", "serve", "--model", str(model_dir), "--port", str(ports.server))],
             f"http://127.0.0.1:{ports.server}/health")
@@ -109,6 +111,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     finally:
         stop.set()
         codes = svc.stop_all()
+        hook.stop()
         logger.debug("service exit codes: %s", codes)
     if stats.sent_times and plan.shift_at < len(stats.sent_times) and stats.sent_times[plan.shift_at] > 0:
         shift_time = stats.sent_times[plan.shift_at]
@@ -143,6 +146,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
         "accuracy_after": acc_a,
         "counts": read_counts(sessions).__dict__,
         "alerts": alerts,
+        "webhook_deliveries": [{"rule": d.get("rule"), "state": d.get("state")} for d in hook.received],
         "verdict": {"ok": ok, "text": text},
         "probe": {"version": probe["version"], "trained": probe["trained"]},
         "plan": plan.__dict__,

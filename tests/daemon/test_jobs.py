@@ -1,0 +1,96 @@
+"""Job running: time budget, stop flag, failures counted and recorded, no overlap, loop survives."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from monitor.config import Settings
+from monitor.daemon import Daemon
+from monitor.daemon.runner import JobContext, JobRunner
+from storage.db import session_factory
+from storage.models import JobRun
+
+
+def _failures(job: str) -> float:
+    return REGISTRY.get_sample_value("vlmwatch_job_failures_total", {"job": job}) or 0.0
+
+
+def test_runner_budget_failure_and_record(engine) -> None:
+    sessions = session_factory(engine)
+    stopping = threading.Event()
+
+    def loop(ctx: JobContext) -> int:
+        n = 0
+        while not ctx.should_stop():
+            n += 1
+            time.sleep(0.01)
+        return n
+
+    r = JobRunner("t-budget", loop, worker="w", sessions=sessions, budget_seconds=0.3, stopping=stopping)
+    t0 = time.monotonic()
+    assert r() > 5
+    assert 0.25 < time.monotonic() - t0 < 2.0
+
+    def boom(ctx: JobContext) -> int:
+        raise RuntimeError("disk on fire")
+
+    before = _failures("t-boom")
+    f = JobRunner("t-boom", boom, worker="w", sessions=sessions, budget_seconds=5, stopping=stopping)
+    assert f() == 0 and f() == 0  # swallowed, counted, and it can run again
+    assert f.failures == 2 and "disk on fire" in (f.last_error or "")
+    assert _failures("t-boom") == before + 2
+    with sessions() as s:
+        runs = list(s.scalars(select(JobRun).order_by(JobRun.id)))
+    assert [(x.job, x.ok) for x in runs] == [("t-budget", True), ("t-boom", False), ("t-boom", False)]
+    assert runs[0].processed > 5 and runs[0].finished_at is not None
+    assert "disk on fire" in (runs[1].error or "")
+    stopping.set()  # a stopping daemon starts no run
+    assert r() is None
+
+
+def test_daemon_jobs_never_overlap_and_survive_errors(db_url: str, engine) -> None:
+    active = 0
+    peak = 0
+    runs = 0
+    lock = threading.Lock()
+
+    def slow(ctx: JobContext) -> int:
+        nonlocal active, peak, runs
+        with lock:
+            active += 1
+            peak = max(peak, active)
+            runs += 1
+        time.sleep(0.3)
+        with lock:
+            active -= 1
+        return 1
+
+    def flaky(ctx: JobContext) -> int:
+        raise ValueError("flaky")
+
+    def noop(ctx: JobContext) -> int:
+        return 0
+
+    settings = Settings(storage={"url": db_url}, daemon={
+        "score_interval_seconds": 0.05, "calibrate_interval_seconds": 0.05, "leader_check_seconds": 0.2,
+        "detect_interval_seconds": 60, "deliver_interval_seconds": 60, "spotcheck_interval_seconds": 60,
+        "shutdown_timeout_seconds": 5, "start_api": False})
+    d = Daemon(settings, engine=engine, jobs={"score": slow, "calibrate": flaky, "spotcheck": noop, "detect": noop,
+                                               "deliver": noop, "retention": noop, "report": noop})
+    d.start()
+    try:
+        time.sleep(2.0)
+        assert d.runners["calibrate"].failures >= 3  # it failed, and kept being scheduled
+        assert d.status()["jobs"]["calibrate"]["last_error"] == "ValueError: flaky"
+    finally:
+        t0 = time.monotonic()
+        assert d.stop() is True
+        assert time.monotonic() - t0 < 5
+    assert peak == 1 and runs >= 3  # max_instances=1: a slow job never runs twice at once
+    with session_factory(engine)() as s:
+        oks = [r.ok for r in s.scalars(select(JobRun).where(JobRun.job == "calibrate"))]
+    assert oks and not any(oks)
