@@ -113,7 +113,13 @@ def _new_evidence(session: Session, pv: ProbeVersion, source: str, st: DetectorS
         log.warning("%s %s: dropping %d oldest evidence id(s) still waiting for scores", pv.model, source, dropped)
     st.cursor = top
     st.state = {**st.state, "pending": sorted(waiting)[dropped:]}
-    return [r for r in rows if r.ts > ref.window_end]
+    return [r for r in rows if r.ts > _reference_end(ref, source)]
+
+
+def _reference_end(ref: Reference, source: str) -> datetime:
+    """Evidence up to this sample time belongs to the reference of ``source`` (not monitored)."""
+    last = (ref.stats.get(source) or {}).get("last_ts") if not ref.pinned else None
+    return datetime.fromisoformat(last) if last else ref.window_end
 
 
 def _ref_brief(ref: Reference | None) -> dict[str, Any]:
@@ -231,8 +237,7 @@ def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
     cur = [float(v) for (v,) in session.execute(
         select(Score.p_correct).join(Sample, Sample.id == Score.sample_id)
         .where(Score.probe_version_id == pv.id, Sample.ts >= ws, Sample.ts < ws + width))]
-    st.state = {"last_window": ws.isoformat()}
-    if len(cur) < int(settings.calibration.min_labels):
+    if len(cur) < int(settings.calibration.min_labels):  # tested again next run (scores may lag)
         return Signal(name, pv.model, pv.version, "partial", window={**win, "n": len(cur)},
                       summary=f"window drift: {len(cur)} scores in the window (partial)")
     from monitor.detect.window_drift import score_drift
