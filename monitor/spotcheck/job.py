@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
 from monitor.spotcheck.policy import SelectionPolicy
+from storage.failopen import report_internal_error
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
 
 __all__ = ["SpotcheckRun", "run_spotcheck", "load_adapters", "prompt_inputs"]
@@ -55,12 +56,13 @@ class SpotcheckRun:
     processed: int = 0
     skipped: int = 0  # drawn out by the policy
     undecided: int = 0  # left pending (budget, stop request, model not loadable)
-    missing_image: int = 0
+    missing_image: int = 0  # image bytes purged or unreadable: marked skipped
+    failed: int = 0  # the check raised (reported as an internal error): marked skipped
     budget_exhausted: bool = False
     budget_scale: float = 1.0
     spent_last_hour: float = 0.0
     compute_seconds: float = 0.0
-    stopped: str | None = None  # budget | stop | time
+    stopped: str | None = None  # budget | stop | time | oom
     by_model: dict[str, int] = field(default_factory=dict)
 
 
@@ -204,7 +206,7 @@ def run_spotcheck(
         elif spent + run.compute_seconds >= cfg.gpu_seconds_per_hour:
             run.stopped, run.budget_exhausted = "budget", True
         if run.stopped:
-            run.undecided = len(cands) - run.processed - run.skipped - run.missing_image
+            run.undecided = len(cands) - run.processed - run.skipped - run.missing_image - run.failed
             break
         if not dec.selected:
             with sessions.begin() as s:
@@ -217,12 +219,26 @@ def run_spotcheck(
         try:
             with sessions() as s:
                 image = _load_image(s, cand.image_sha256)
-        except LookupError as e:
+        except (LookupError, OSError) as e:  # purged bytes, or bytes PIL cannot read
             log.warning("spot check of %s skipped: %s", cand.id, e)
             with sessions.begin() as s:
                 run.missing_image += int(_mark(s, cand.id, "skipped"))
             continue
-        result = _check(ad, image, cand, settings)
+        try:
+            result = _check(ad, image, cand, settings)
+        except Exception as e:
+            from monitor.spotcheck.sampler import is_oom
+
+            if is_oom(e):  # even one stream did not fit: memory is busy, try again next run
+                log.warning("spot check of %s left pending: out of memory (%s)", cand.id, e)
+                run.stopped = "oom"
+                run.undecided = len(cands) - run.processed - run.skipped - run.missing_image - run.failed
+                break
+            # a check that raises would raise again on every run: record it and move on
+            report_internal_error(log, f"spot check of sample {cand.id}", e)
+            with sessions.begin() as s:
+                run.failed += int(_mark(s, cand.id, "skipped"))
+            continue
         run.compute_seconds += result.compute_seconds
         with sessions.begin() as s:
             if not _mark(s, cand.id, "done"):

@@ -127,3 +127,16 @@ def test_arrivals_beyond_the_budget_scale_the_probabilities_down(engine, adapter
     with sessions() as s:
         probs = s.scalars(select(SpotCheck.inclusion_prob)).all()
     assert all(p <= 0.25 * 3.4 + 1e-9 for p in probs)  # scaled, the boundary boost still applies
+
+
+def test_unreadable_images_are_skipped_and_counted(engine, adapter):
+    sessions = session_factory(engine)
+    _seed(sessions, n=3, scored_at=NOW - timedelta(hours=2))
+    with sessions.begin() as s:
+        s.get(Image, f"{1:064x}").data = b"not an image"
+        s.get(Image, f"{2:064x}").data = None  # purged
+    run = run_spotcheck(sessions, _settings(), adapters={MODEL: adapter}, now=NOW)
+    assert run.processed == 1 and run.missing_image == 2 and run.failed == 0
+    with sessions() as s:
+        statuses = dict(s.execute(select(Sample.id, Sample.spotcheck_status)).all())
+    assert statuses == {"s0": "done", "s1": "skipped", "s2": "skipped"}
