@@ -63,8 +63,10 @@ class StaticDecoder:
             )
             self._caches[key] = cache
         for dst, src in zip(cache.layers, pre.cache.layers):
-            dst.keys.zero_()
-            dst.values.zero_()
+            # masked slots get zero attention weight; zeroing them keeps stale NaN/inf from a
+            # previous prompt out of 0 * x
+            dst.keys[:, :, pre.length :].zero_()
+            dst.values[:, :, pre.length :].zero_()
             dst.keys[:, :, : pre.length].copy_(src.keys.expand(n, -1, -1, -1))
             dst.values[:, :, : pre.length].copy_(src.values.expand(n, -1, -1, -1))
             dst.cumulative_length.fill_(pre.length)
