@@ -8,6 +8,7 @@ The caller owns the transaction: ``with factory.begin() as s: ingest_samples(s, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -125,13 +126,16 @@ def ingest_samples(
         reason = _check(rec)
         image_key: str | None = None
         if reason is None and rec.image is not None:
-            try:
-                info = inspect_image(rec.image, max_image_bytes)
-            except ImageError as e:
-                reason = str(e)
+            digest = hashlib.sha256(rec.image).hexdigest()
+            if digest in images and len(rec.image) <= max_image_bytes:
+                image_key = digest  # same bytes already validated in this batch
             else:
-                image_key = info.sha256
-                if image_key not in images:
+                try:
+                    info = inspect_image(rec.image, max_image_bytes)
+                except ImageError as e:
+                    reason = str(e)
+                else:
+                    image_key = info.sha256
                     images[image_key] = {
                         "sha256": info.sha256, "size": info.size, "format": info.format, "width": info.width,
                         "height": info.height, "url": None, "data": rec.image, "created_at": now, "purged_at": None,
