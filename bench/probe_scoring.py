@@ -226,7 +226,8 @@ def run_device(device: torch.device, n: int, batch_sizes: list[int], rounds: int
         art = random_artifact(Path(tmp) / "probe", adapter, layer)
         rows = {}
         for bs in batch_sizes:
-            opts = dict(batch_size=bs, attention_signals=attn, device=device.type)
+            # no image-feature cache: rounds repeat the same images, which would flatter the scorer
+            opts = dict(batch_size=bs, attention_signals=attn, device=device.type, image_cache_size=0)
             s_onnx = ProbeScorer(adapter, art, served_name="bench", options=ScorerOptions(head_backend="onnx", **opts))
             s_torch = ProbeScorer(adapter, art, served_name="bench", options=ScorerOptions(head_backend="torch", **opts))
             encs = s_onnx.encode(items)

@@ -66,6 +66,7 @@ def scorer_options(settings: Settings) -> ScorerOptions:
         attention_signals=sc.attention_signals,
         topk_share=sc.attention_topk_share,
         device=sc.device,
+        image_cache_size=sc.image_cache_size,
     )
 
 

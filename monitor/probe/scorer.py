@@ -2,7 +2,8 @@
 
 Per batch of samples of one served model: encode with the adapter, bucket by length, run the
 decoder only up to the probe layer (``adapter.forward(..., stop_at=layer)``: no later layers, no
-LM head), pool the probe layer's hidden state, and run the head in ONNX Runtime.
+LM head), pool the probe layer's hidden state, and run the head in ONNX Runtime. Repeated images
+skip the vision tower (:mod:`monitor.probe.image_cache`, ``scoring.image_cache_size`` entries).
 
 Free signals, decided here because the early-exit pass cannot see the LM head:
 - attention sharpness (entropy, top-k mass over image tokens) comes from the same pass: the
@@ -17,6 +18,7 @@ Free signals, decided here because the early-exit pass cannot see the LM head:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -28,6 +30,7 @@ import numpy as np
 
 from monitor.probe.artifact import ProbeArtifact
 from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, run_pass
+from monitor.probe.image_cache import SUPPORTED_FAMILIES, ImageFeatureCache
 from monitor.probe.stale import ProbeStaleError, check_fresh
 
 __all__ = ["ScoreItem", "ScorerOptions", "ProbeScorer", "captured_answer_prob"]
@@ -52,6 +55,7 @@ class ScorerOptions:
     attention_signals: bool = True  # attention entropy / top-k mass over image tokens
     topk_share: float = DEFAULT_TOPK_SHARE
     device: str = "auto"  # for the ONNX head
+    image_cache_size: int = 512  # image-feature cache entries (0: off); LLaVA and PaliGemma
 
 
 def captured_answer_prob(meta: dict[str, Any] | None) -> float | None:
@@ -98,6 +102,9 @@ class ProbeScorer:
         self._current_fingerprint = current_fingerprint or (lambda: adapter.fingerprint)
         self._on_stale = on_stale
         self._head = self._make_head()
+        self.image_cache = None
+        if options.image_cache_size > 0 and adapter.family in SUPPORTED_FAMILIES:
+            self.image_cache = ImageFeatureCache(adapter.model, adapter.family, options.image_cache_size)
 
     def _make_head(self) -> Any:
         if self.options.head_backend == "onnx":
@@ -147,14 +154,15 @@ class ProbeScorer:
         t0 = time.perf_counter()
         encs = self.encode(items)
         opts = self.options
-        out = run_pass(
-            self.adapter, encs, [self.layer], [self.pooling],
-            stop_at=None if opts.full_pass else self.layer,
-            logits=opts.full_pass,
-            attentions=opts.attention_signals and self.layer > 0,
-            batch_size=opts.batch_size,
-            topk_share=opts.topk_share,
-        )
+        with self.image_cache.active() if self.image_cache is not None else contextlib.nullcontext():
+            out = run_pass(
+                self.adapter, encs, [self.layer], [self.pooling],
+                stop_at=None if opts.full_pass else self.layer,
+                logits=opts.full_pass,
+                attentions=opts.attention_signals and self.layer > 0,
+                batch_size=opts.batch_size,
+                topk_share=opts.topk_share,
+            )
         p = self._head(out.features[self.pooling][:, 0])
         per_ms = 1000.0 * (time.perf_counter() - t0) / len(items)
         results = []

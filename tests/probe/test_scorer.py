@@ -89,3 +89,34 @@ def test_scorer_refuses_a_probe_of_another_model(tmp_path, llava):
     other = make_artifact(tmp_path / "p", "f" * 64, _hidden(llava), llava.num_layers)
     with pytest.raises(ProbeStaleError, match="stale"):
         ProbeScorer(llava, other, served_name="m")
+
+
+def test_image_feature_cache_skips_the_vision_tower_for_seen_images(llava, artifact, synpope_items):
+    from dataclasses import replace
+
+    # three questions per image: the second and third reuse the first one's pixels
+    items = [replace(it, image=synpope_items[i // 3 * 3].image) for i, it in enumerate(synpope_items)]
+    plain = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(image_cache_size=0, batch_size=4))
+    cached = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(image_cache_size=8, batch_size=4))
+    tiny = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(image_cache_size=2, batch_size=4))
+    vision_calls = []
+    handle = llava.model.model.vision_tower.register_forward_hook(lambda m, a, o: vision_calls.append(a[0].shape[0]))
+    try:
+        want = plain.score(items)
+        n_plain = sum(vision_calls)
+        vision_calls.clear()
+        got = cached.score(items)
+        n_cached, misses = sum(vision_calls), cached.image_cache.misses
+        again = cached.score(items[:3])
+        tiny.score(items)
+    finally:
+        handle.remove()
+    assert n_plain == len(items)
+    assert n_cached == misses == 3  # one pass through the tower per distinct image
+    assert len(cached.image_cache) == 3 and cached.image_cache.hits == len(items) - 3 + 3
+    assert len(tiny.image_cache) == 2  # the LRU stays within its bound
+    for a, b in zip(want, got):
+        assert a["p_correct"] == pytest.approx(b["p_correct"], abs=1e-5)
+        assert a["attn_entropy"] == pytest.approx(b["attn_entropy"], abs=1e-5)
+    assert again[0]["p_correct"] == pytest.approx(want[0]["p_correct"], abs=1e-5)
+    assert "get_image_features" not in vars(llava.model.model)  # the wrapper is gone after the pass
