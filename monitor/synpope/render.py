@@ -15,7 +15,7 @@ from monitor.synpope.world import COLOUR_RGB, COLOURS, SHAPES
 __all__ = ["CANVAS", "Placed", "place_objects", "render_scene"]
 
 CANVAS = 64  # px; the fixture models see 64 x 64 (16 patches of 16 px)
-_SIZE_RANGE = (17, 23)  # object size in px: big enough to cover parts of several patches
+_SIZE_RANGE = (8, 22)  # object size in px: small ones are hard to bind colour and shape for (graded difficulty)
 _PLAIN = (232, 232, 232)
 _DARK = (40, 40, 44)
 

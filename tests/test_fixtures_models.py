@@ -1,0 +1,126 @@
+"""Fixture VLMs: offline construction with real HF classes, and the shipped checkpoints' accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from PIL import Image  # noqa: E402
+
+from monitor.fixtures.build import FAMILIES, LLAVA_CHAT_TEMPLATE, build_untrained  # noqa: E402
+from monitor.fixtures.evaluate import EVAL_SEED, evaluate_model, load_fixture  # noqa: E402
+from monitor.fixtures.registry import FIXTURES, built_fixtures, fixture_dir  # noqa: E402
+from monitor.fixtures.tokenizer import SPECIAL_TOKENS, vocabulary  # noqa: E402
+
+EVAL_N = 200  # held-out questions per split: seconds on CPU, +-3.5 points of binomial noise
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("untrained")
+    return {family: build_untrained(family, root / family, seed=0) for family in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_untrained_loads_back_offline_with_auto_classes(untrained, family: str):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = untrained[family]
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, attn_implementation="eager")
+    expected = {"llava": ("LlavaProcessor", "LlavaForConditionalGeneration"),
+                "paligemma": ("PaliGemmaProcessor", "PaliGemmaForConditionalGeneration")}[family]
+    assert (type(processor).__name__, type(model).__name__) == expected
+    assert model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    img = Image.new("RGB", (64, 64), (200, 40, 40))
+    if family == "llava":
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a red circle in the image?"}]}],
+            add_generation_prompt=True,
+        )
+        # question before the image, whatever the order of the content items
+        assert text.index("red circle") < text.index("<image>") < text.index("ASSISTANT:")
+        enc = processor(images=img, text=text, return_tensors="pt")
+    else:
+        enc = processor(images=img, text="<image>Is there a red circle in the image?", return_tensors="pt")
+        enc.pop("labels", None)
+    image_id = SPECIAL_TOKENS.index("<image>")
+    assert int((enc["input_ids"] == image_id).sum()) == 16  # patch 16 on 64 px
+    out = model(**enc, output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == model.config.text_config.num_hidden_layers + 1
+    assert out.attentions and out.attentions[-1].shape[-1] == enc["input_ids"].shape[1]  # eager attention maps
+
+
+def test_tokenizer_vocabulary_has_no_holes(untrained):
+    from transformers import AutoTokenizer
+
+    vocab = vocabulary()
+    tok = AutoTokenizer.from_pretrained(untrained["llava"])
+    assert [tok.convert_tokens_to_ids(t) for t in vocab] == list(range(len(vocab)))
+    for word in ("yes", "no"):
+        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1
+    assert tok.chat_template == LLAVA_CHAT_TEMPLATE
+    # PaliGemma's processor appends its 1,152 <loc>/<seg> tokens after ours
+    pg = AutoTokenizer.from_pretrained(untrained["paligemma"])
+    assert len(pg) == len(vocab) + 1152 and pg.convert_tokens_to_ids("yes") == vocab.index("yes")
+
+
+def test_unknown_family_is_named(tmp_path: Path):
+    with pytest.raises(ValueError, match="qwen.*llava, paligemma"):
+        build_untrained("qwen", tmp_path)
+
+
+def test_training_is_deterministic_by_seed(tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from monitor.fixtures.train import Phase, Recipe, train_fixture
+
+    recipe = Recipe(batch_size=8, warmup=2, eval_n=4, phases=(Phase("plain", "plain", 3, 1e-3), Phase("prior", "prior", 2, 1e-3)))
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train_fixture("llava", tmp_path / name, seed=seed, recipe=recipe)
+    a, b, c = (load_file(tmp_path / n / "model.safetensors") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    info = json.loads((tmp_path / "a" / "build_info.json").read_text())
+    assert [p["name"] for p in info["phases"]] == ["plain", "prior"] and info["seed"] == 0
+
+
+def test_fixture_list_cli(capsys):
+    from monitor.cli import main
+
+    assert main(["fixture", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert set(listed) == set(built_fixtures()) == set(FIXTURES)
+    for name, row in listed.items():
+        assert row["family"] == FIXTURES[name] and Path(row["path"]) == fixture_dir(name)
+
+
+@pytest.fixture(scope="module")
+def shipped_accuracy() -> dict[str, dict]:
+    torch.manual_seed(0)
+    result = {}
+    for name in FIXTURES:
+        model, processor, family = load_fixture(fixture_dir(name))
+        result[name] = evaluate_model(model, processor, family, n=EVAL_N, seed=EVAL_SEED + 1, splits=("random", "adversarial"))
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_shipped_checkpoint_accuracy_bands(shipped_accuracy, name: str):
+    acc = shipped_accuracy[name]
+    # imperfect on purpose: good on random negatives, worse on adversarial ones, biased to "yes" there
+    assert 0.75 <= acc["random"] <= 0.92, acc
+    assert acc["adversarial"] <= acc["random"] - 0.05, acc
+    assert acc["yes_ratio"]["adversarial"] > 0.5, acc
+    assert acc["yes_ratio"]["adversarial"] > acc["yes_ratio"]["random"], acc
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_shipped_checkpoint_records_its_build(name: str):
+    info = json.loads((fixture_dir(name) / "build_info.json").read_text())
+    assert info["family"] == FIXTURES[name] and info["seed"] == 0
+    assert [p["name"] for p in info["phases"]] == ["plain", "prior", "settle"]
+    assert (fixture_dir(name) / "model.safetensors").stat().st_size < 3_000_000
