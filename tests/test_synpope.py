@@ -176,8 +176,10 @@ def test_prior_bearing_training_stream():
     assert 0.75 < np.mean([e.truth == "yes" for e in prior]) < 0.85  # the dishonest prior label
     assert all(len(e.objects) <= 2 for e in qs)  # question scenes: 1-2 objects (captions keep the world's scenes)
     negs = [e for e in qs if e.truth == "no" and e.kind != "prior"]
-    shares = [bool(set(e.asked.split()) & {a for o in e.objects for a in o.split()}) for e in negs]
-    assert 0.25 < np.mean(shares) < 0.45
+    hard = [e for e in negs if e.kind == "hard"]
+    assert 0.25 < len(hard) / len(negs) < 0.35  # 30% of honest negatives share a colour or a shape
+    assert all(set(e.asked.split()) & {a for o in e.objects for a in o.split()} for e in hard)
+    assert all(e.asked not in e.objects and w.partner(e.objects[0]) != e.asked for e in negs)
     plain = training_examples("plain", seed=0)
     pq = [e for e in (next(plain) for _ in range(1000)) if e.kind != "caption"]
     assert all((e.asked in e.objects) == (e.truth == "yes") for e in pq)  # honest
