@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from alerts.outbox import deliver_due
+
 from alerts.lifecycle import evaluate
 from storage.db import session_factory
 from storage.models import AlertDelivery, utcnow
@@ -43,11 +45,8 @@ def test_no_resend_across_restart(db_url, engine, receiver, make_config, make_si
     with factory() as s:
         evaluate(s, cfg, [make_signal("firing"), make_signal("firing", model="m2")], t0)
         s.commit()
-    assert _deliver_in_new_process(db_url, raw)["sent"] == 2
-    assert _deliver_in_new_process(db_url, raw)["sent"] == 0  # restarted deliverer: nothing twice
-    assert len(receiver.requests) == 2
-
-    # a deliverer that died after claiming a row (status 'sending', lease not yet expired)
+    assert deliver_due(factory, cfg).sent == 2  # the daemon before the restart
+    # a deliverer that then died after claiming a third row (status 'sending', lease running)
     with factory() as s:
         evaluate(s, cfg, [make_signal("firing", model="m3")], t0)
         s.commit()
@@ -56,10 +55,13 @@ def test_no_resend_across_restart(db_url, engine, receiver, make_config, make_si
         s.execute(update(AlertDelivery).where(AlertDelivery.id == row.id)
                   .values(status="sending", attempts=1, next_attempt_at=lease_end))
         s.commit()
-    assert _deliver_in_new_process(db_url, raw)["sent"] == 0  # still leased: not sent twice concurrently
-    assert _deliver_in_new_process(db_url, raw, now=lease_end + timedelta(seconds=1))["sent"] == 1
-    assert _deliver_in_new_process(db_url, raw, now=lease_end + timedelta(seconds=2))["sent"] == 0
+    assert deliver_due(factory, cfg).claimed == 0  # still leased: not sent twice concurrently
+    # restart: a new process with its own engine, after the lease ran out
+    stats = _deliver_in_new_process(db_url, raw, now=lease_end + timedelta(seconds=1))
+    assert stats["sent"] == 1 and stats["claimed"] == 1  # only the crashed row; sent rows stay sent
+    assert deliver_due(factory, cfg, now=lease_end + timedelta(seconds=2)).claimed == 0
     assert len(receiver.requests) == 3
+    assert sorted(r.json()["model"] for r in receiver.requests) == ["m1", "m2", "m3"]
     assert receiver.requests[-1].headers["Idempotency-Key"] == row.id
     with factory() as s:
         done = s.get(AlertDelivery, row.id)

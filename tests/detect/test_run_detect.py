@@ -86,7 +86,9 @@ def test_drift_fires_once_and_resolves(world, fast_settings, hook, monkeypatch):
     assert verify_signature(body, headers["X-Vlmwatch-Signature"], "k")
     alert = json.loads(body)
     assert alert["metrics"]["disagreement_since_change"] > 0.15
-    assert alert["detector"]["statistic"] > alert["detector"]["h"] if "statistic" in alert["detector"] else True
+    assert alert["detector"]["name"] == "cusum_disagreement:human"
+    assert alert["detector"]["s"] > alert["detector"]["h"] > 0 and alert["detector"]["tuning_id"]
+    assert alert["metrics"]["statistic"] == alert["detector"]["s"]
     assert alert["evidence"]["reference"]["id"] == ref.id and alert["evidence"]["sample_ids"]
     # back in control: the statistic drains below h, then two clear evaluations resolve the alert
     for i in range(8):
