@@ -16,7 +16,11 @@ matmul rate). Bandwidth is measured with a large tensor copy, the matmul rate wi
 
 Devices: ``cpu`` runs the shipped fixture model (``monitor/fixtures/models/tiny-llava``); ``cuda``
 runs a LLaVA-1.5-7B-shaped model with random weights in bfloat16 when a GPU is present, and is
-recorded as not run (with the reason) otherwise.
+recorded as not run (with the reason) otherwise. ``extra.cpu_llava_layout_small`` adds a CPU row
+with LLaVA-1.5's layout (576 image tokens, 603-token prompt) at small widths (22M parameters), where
+the prompt pass is a large share of the cost, as it is for real VLMs (skip with ``--no-extra``).
+The ratio ``k10 / one`` on a CPU is bounded below by the decode FLOPs (ten streams cost ten times
+the arithmetic, which a CPU does not get for free as a GPU's idle compute units give it).
 
 Run: ``nice .venv/bin/python bench/self_consistency.py [--quick]`` → ``bench/results/self_consistency.json``.
 """
@@ -129,17 +133,28 @@ def fixture_inputs(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor,
     return model, ids, inp, int(model.config.image_seq_length), "monitor/fixtures/models/tiny-llava", proc.tokenizer.eos_token_id
 
 
-def llava7b_inputs(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, dict[str, Any], int, str, int]:
-    """LLaVA-1.5-7B shapes (CLIP ViT-L/14-336 + Llama-2-7B), random weights, bfloat16."""
+LLAVA_7B = dict(text=(4096, 11008, 32, 32), vision=(1024, 4096, 24, 16), dtype=torch.bfloat16)
+LLAVA_SMALL = dict(text=(256, 688, 4, 4), vision=(256, 688, 4, 4), dtype=torch.float32)  # CPU: 576 image tokens
+
+
+def llava_shaped_inputs(
+    device: torch.device, shape: dict[str, Any] = LLAVA_7B
+) -> tuple[torch.nn.Module, torch.Tensor, dict[str, Any], int, str, int]:
+    """LLaVA-1.5 layout (CLIP ViT-*/14 at 336 px = 576 image tokens, Llama text), random weights.
+
+    ``LLAVA_7B`` is LLaVA-1.5-7B's shape (CLIP ViT-L/14-336 + Llama-2-7B) in bfloat16.
+    """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
+    th, ti, tl, tn = shape["text"]
+    vh, vi, vl, vn = shape["vision"]
     text = LlamaConfig(
-        vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+        vocab_size=32064, hidden_size=th, intermediate_size=ti, num_hidden_layers=tl, num_attention_heads=tn,
+        num_key_value_heads=tn, max_position_embeddings=4096, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
         pad_token_id=0,
     )  # fmt: skip
     vision = CLIPVisionConfig(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336,
+        hidden_size=vh, intermediate_size=vi, num_hidden_layers=vl, num_attention_heads=vn, image_size=336,
         patch_size=14, projection_dim=768,
     )  # fmt: skip
     cfg = LlavaConfig(
@@ -147,7 +162,7 @@ def llava7b_inputs(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor,
         vision_feature_select_strategy="default", image_seq_length=576, projector_hidden_act="gelu",
     )  # fmt: skip
     old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
+    torch.set_default_dtype(shape["dtype"])
     try:
         with torch.device(device):
             model = LlavaForConditionalGeneration(cfg).eval()
@@ -156,8 +171,9 @@ def llava7b_inputs(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor,
     g = torch.Generator().manual_seed(0)
     words = lambda m: torch.randint(3, 32000, (m,), generator=g)  # noqa: E731
     ids = torch.cat([torch.tensor([1]), words(6), torch.full((576,), 32000), words(20)]).view(1, -1).to(device)
-    pixels = torch.randn(1, 3, 336, 336, generator=g).to(device, torch.bfloat16)
-    return model, ids, {"pixel_values": pixels, "attention_mask": torch.ones_like(ids)}, 576, "llava-1.5-7b-shaped (random weights)", 2
+    pixels = torch.randn(1, 3, 336, 336, generator=g).to(device, shape["dtype"])
+    name = "llava-1.5-7b-shaped" if shape is LLAVA_7B else f"llava-1.5-layout text {shape['text']} vision {shape['vision']}"
+    return model, ids, {"pixel_values": pixels, "attention_mask": torch.ones_like(ids)}, 576, f"{name} (random weights)", 2
 
 
 # --- methods ---------------------------------------------------------------------------------
@@ -199,14 +215,14 @@ def time_methods(fns: dict[str, Callable[[], Any]], device: torch.device, rounds
     }
 
 
-def run_device(device: torch.device, rounds: int, warmup: int) -> dict[str, Any]:
+def run_device(device: torch.device, rounds: int, warmup: int, build: Callable[[torch.device], Any] | None = None) -> dict[str, Any]:
     if device.type == "cuda":
-        model, ids, extra, image_tokens, name, eos = llava7b_inputs(device)
+        model, ids, extra, image_tokens, name, eos = (build or llava_shaped_inputs)(device)
         bw = measure_bandwidth(device, 2048)
         flops = measure_matmul_flops(device, torch.bfloat16, 8192)
         card = torch.cuda.get_device_name(device)
     else:
-        model, ids, extra, image_tokens, name, eos = fixture_inputs(device)
+        model, ids, extra, image_tokens, name, eos = (build or fixture_inputs)(device)
         bw = measure_bandwidth(device, 256)
         flops = measure_matmul_flops(device, torch.float32, 1024)
         card = platform.processor() or platform.machine()
@@ -245,12 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch (the bench box is shared)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--no-extra", action="store_true", help="skip the CPU LLaVA-layout row with 576 image tokens")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (3 if args.quick else 15)
     load_before = os.getloadavg()
     devices: dict[str, Any] = {"cpu": run_device(torch.device("cpu"), rounds, warmup=2)}
+    extra_rows: dict[str, Any] = {}
+    if not args.no_extra:
+        log.info("cpu: LLaVA-1.5 layout, small widths, 576 image tokens")
+        extra_rows["cpu_llava_layout_small"] = run_device(
+            torch.device("cpu"), max(3, rounds // 5), warmup=1, build=lambda d: llava_shaped_inputs(d, LLAVA_SMALL)
+        )
     if torch.cuda.is_available():
         devices["cuda"] = run_device(torch.device("cuda"), rounds, warmup=3)
     else:
@@ -303,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "summary": summary,
         "devices": devices,
+        "extra": extra_rows,
         "notes": "k10_seconds is the faster shared-prefill path (dynamic cache; on CUDA also static cache + "
         "torch.compile). Timings are medians over interleaved rounds. floor_seconds: see the module docstring.",
     }
