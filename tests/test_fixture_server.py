@@ -51,7 +51,7 @@ def served(request, tmp_path_factory):
     adapter = load_vlm(_fixture_dir(request.param, tmp_path_factory), device="cpu")
     name = FAMILY_FIXTURE[request.param]
     with serve_in_thread(adapter, model_name=name) as handle:
-        client = openai.OpenAI(base_url=handle.base_url, api_key="unused", max_retries=0, timeout=60)
+        client = openai.OpenAI(base_url=handle.base_url, api_key="unused", max_retries=0, timeout=120)
         yield adapter, name, handle, client
 
 
@@ -195,22 +195,30 @@ def test_serve_runs_the_folder_in_its_own_process(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = f"from monitor.fixtures.server import serve; serve({str(folder)!r}, '127.0.0.1', {port})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log_path.open("wb") as log_file:  # a file, not a pipe: a full pipe would block the server
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # a cold torch + transformers import on a loaded 2-core box
         while True:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"serve did not come up: {proc.stdout.read().decode()[-2000:]}") from None
-                time.sleep(0.2)
+                    proc.kill()
+                    proc.wait(10)
+                    raise AssertionError(f"serve did not come up: {log_path.read_text()[-2000:]}") from None
+                time.sleep(0.5)
         assert r.json()["data"][0]["id"] == folder.name
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
         resp = client.chat.completions.create(model=folder.name, messages=_messages(_data_url(_image())),
                                               max_tokens=2, temperature=0)
         assert isinstance(resp.choices[0].message.content, str)
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
