@@ -198,6 +198,7 @@ def run_spotcheck(
     if adapters is None:
         adapters = load_adapters(settings, {c.model for c in cands})
     decisions = policy.decide(scores, thresholds, rng, scale=run.budget_scale)
+    handled = 0  # candidates no longer pending after this run (by us or another worker)
     for cand, dec in zip(cands, decisions):
         if should_stop is not None and should_stop():
             run.stopped = "stop"
@@ -206,15 +207,14 @@ def run_spotcheck(
         elif spent + run.compute_seconds >= cfg.gpu_seconds_per_hour:
             run.stopped, run.budget_exhausted = "budget", True
         if run.stopped:
-            run.undecided = len(cands) - run.processed - run.skipped - run.missing_image - run.failed
             break
         if not dec.selected:
             with sessions.begin() as s:
                 run.skipped += int(_mark(s, cand.id, "skipped"))
+            handled += 1
             continue
         ad = adapters.get(cand.model)
-        if ad is None:
-            run.undecided += 1
+        if ad is None:  # model not loadable now: the sample stays pending
             continue
         try:
             with sessions() as s:
@@ -223,6 +223,7 @@ def run_spotcheck(
             log.warning("spot check of %s skipped: %s", cand.id, e)
             with sessions.begin() as s:
                 run.missing_image += int(_mark(s, cand.id, "skipped"))
+            handled += 1
             continue
         try:
             result = _check(ad, image, cand, settings)
@@ -232,17 +233,18 @@ def run_spotcheck(
             if is_oom(e):  # even one stream did not fit: memory is busy, try again next run
                 log.warning("spot check of %s left pending: out of memory (%s)", cand.id, e)
                 run.stopped = "oom"
-                run.undecided = len(cands) - run.processed - run.skipped - run.missing_image - run.failed
                 break
             # a check that raises would raise again on every run: record it and move on
             report_internal_error(log, f"spot check of sample {cand.id}", e)
             with sessions.begin() as s:
                 run.failed += int(_mark(s, cand.id, "skipped"))
+            handled += 1
             continue
         run.compute_seconds += result.compute_seconds
+        handled += 1
         with sessions.begin() as s:
             if not _mark(s, cand.id, "done"):
-                continue  # another worker stored it first
+                continue  # another worker decided it first
             st = result.stats
             s.add(SpotCheck(
                 sample_id=cand.id, k=result.k, one_token=result.one_token, agreement=st.agreement,
@@ -254,10 +256,11 @@ def run_spotcheck(
                         value=st.agreement, created_at=now))  # fmt: skip
         run.processed += 1
         run.by_model[cand.model] = run.by_model.get(cand.model, 0) + 1
+    run.undecided = len(cands) - handled
     if run.stopped == "budget":
         log.info("spot-check budget reached (%.1f s in the last hour): %d samples left pending",
                  spent + run.compute_seconds, run.undecided)  # fmt: skip
-    log.debug("spot checks: %s", run)
+    log.debug("spot checks (worker %s): %s", worker, run)
     return run
 
 
