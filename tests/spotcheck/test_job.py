@@ -140,3 +140,13 @@ def test_unreadable_images_are_skipped_and_counted(engine, adapter):
     with sessions() as s:
         statuses = dict(s.execute(select(Sample.id, Sample.spotcheck_status)).all())
     assert statuses == {"s0": "done", "s1": "skipped", "s2": "skipped"}
+
+
+def test_the_daemon_call_loads_models_from_settings_and_honours_stop(engine):
+    sessions = session_factory(engine)
+    _seed(sessions, n=3, scored_at=NOW - timedelta(hours=2))
+    stopped = run_spotcheck(sessions, _settings(), now=NOW, worker="w1", should_stop=lambda: True)
+    assert stopped.stopped == "stop" and stopped.processed == 0 and stopped.undecided == 3
+    # the daemon's call: no adapters given -> loaded from settings.models once per process
+    run = run_spotcheck(sessions, _settings(), now=NOW, worker="w1", should_stop=lambda: False)
+    assert run.processed == 3 and run.undecided == 0 and run.by_model == {MODEL: 3}
