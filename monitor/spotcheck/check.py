@@ -3,7 +3,9 @@
 For a one-token answer (yes/no, a multiple-choice letter) K samples would only estimate the
 first-token probability (standard error ~0.13 at p=0.8 with K=10); the exact value is the softmax
 of the prefill logits, so that is recorded instead and no decode runs. Tokens are grouped by the
-same normalisation as sampled answers, so "Yes" and "yes" count together.
+same normalisation as sampled answers, so "Yes" and "yes" count together. A longer answer that
+would start with the token counts in the token's group: exact for yes/no (where "Yes, there is..."
+groups with "yes" anyway) and letters, an approximation for open one-word answers.
 """
 
 from __future__ import annotations
