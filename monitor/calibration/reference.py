@@ -73,30 +73,52 @@ def _scores_sample(session: Session, pv: ProbeVersion, start: datetime | None, e
     return [round(float(v), 5) for (v,) in session.execute(q.order_by(Sample.ts).limit(MAX_KEPT))]
 
 
+def _first_scores(session: Session, pv: ProbeVersion, since: datetime, n: int) -> tuple[list[float], str | None]:
+    q = (select(Score.p_correct, Sample.ts).join(Sample, Sample.id == Score.sample_id)
+         .where(Score.probe_version_id == pv.id, Sample.ts >= since).order_by(Sample.ts, Score.id).limit(n))
+    rows = session.execute(q).all()
+    return [round(float(v), 5) for v, _ in rows], (rows[-1][1].isoformat() if rows else None)
+
+
+def _complete_default(ref: Reference, target: int) -> bool:
+    return all((ref.stats.get(src) or {}).get("complete") for src in SOURCES) and \
+        len(ref.stats.get("unlabelled_scores") or []) >= min(target, MAX_KEPT)
+
+
 def ensure_default_reference(session: Session, settings: Any, pv: ProbeVersion) -> Reference | None:
-    """Create or grow the default reference of ``pv``; frozen sources are left alone (caller commits)."""
+    """Create or grow the default reference of ``pv``; frozen parts are left alone (caller commits).
+
+    Per evidence source: the first ``reference_n`` labelled samples after activation. For the
+    label-free detectors: the first ``reference_n`` scores, so they work before any label arrives.
+    """
     ref = active_reference(session, pv.id)
-    if ref is not None and (ref.pinned or all(ref.stats.get(src, {}).get("complete") for src in SOURCES)):
+    target = int(settings.calibration.reference_n)
+    if ref is not None and (ref.pinned or _complete_default(ref, target)):
         return ref
     since = pv.activated_at or pv.created_at
-    target = int(settings.calibration.reference_n)
     stats = dict(ref.stats) if ref is not None else {}
     changed = False
     for src in SOURCES:
-        if stats.get(src, {}).get("complete"):
+        if (stats.get(src) or {}).get("complete"):
             continue
         rows = load_evidence(session, pv.model, pv.id, src, start=since, oldest=target * 2 if src == "human" else target)
         if src == "human":
             rows = dedupe_human(rows)[:target]
-        if not rows or rows and stats.get(src, {}).get("n") == len(rows):
+        if not rows or (stats.get(src) or {}).get("n") == len(rows):
             continue
         stats[src] = source_stats(rows, pv.threshold, settings, target)
         changed = True
+    kept = stats.get("unlabelled_scores") or []
+    if len(kept) < min(target, MAX_KEPT):
+        scores, last_ts = _first_scores(session, pv, since, min(target, MAX_KEPT))
+        if len(scores) != len(kept):
+            stats["unlabelled_scores"], stats["unlabelled_last_ts"] = scores, last_ts
+            changed = True
     if not changed:
         return ref
-    last = max((datetime.fromisoformat(v["last_ts"]) for v in stats.values() if isinstance(v, dict) and v.get("last_ts")),
-               default=since)
-    stats["unlabelled_scores"] = _scores_sample(session, pv, since, last)
+    ends = [v["last_ts"] for v in stats.values() if isinstance(v, dict) and v.get("last_ts")]
+    ends += [stats["unlabelled_last_ts"]] if stats.get("unlabelled_last_ts") else []
+    last = max((datetime.fromisoformat(t) for t in ends), default=since)
     if ref is None:
         ref = Reference(model=pv.model, probe_version_id=pv.id, window_start=since, window_end=last,
                         pinned=False, active=True, stats=stats)

@@ -231,6 +231,8 @@ def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
     ws = window_start(now, width) - width  # the last complete window
     ref_scores = (ref.stats or {}).get("unlabelled_scores") if ref is not None else None
     win = {"kind": "time", "start": ws.isoformat(), "end": (ws + width).isoformat()}
+    if ref_scores and len(ref_scores) < int(settings.calibration.min_labels):
+        ref_scores = None  # too few reference scores to compare distributions
     if not ref_scores or st.state.get("last_window") == ws.isoformat():
         return Signal(name, pv.model, pv.version, "partial", window=win,
                       summary="window drift: no reference scores yet" if not ref_scores else "window already tested")

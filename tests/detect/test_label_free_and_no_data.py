@@ -24,7 +24,7 @@ def _stream(n, seed):
 
 def test_score_shift_fires_adwin_and_window_drift(world, fast_settings):
     settings = fast_settings()
-    world.add(*_stream(600, 1), seconds_apart=60)  # reference, two days ago
+    world.add(*_stream(600, 1), seconds_apart=60, label=False)  # reference: first 600 scores, no labels at all
     now = utcnow()
     run_detect(world.factory, settings, now)
     last_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
