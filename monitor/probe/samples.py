@@ -114,8 +114,6 @@ def label_samples(adapter: Any, samples: list[ProbeSample], answers: AnswerSourc
     (every line needs ``truth``); ``auto`` regenerates where a line has ``truth`` (or no answer).
     A label is recomputed from ``truth`` whenever ``truth`` is present.
     """
-    from tqdm.auto import tqdm
-
     if answers not in ("auto", "file", "model"):
         raise ValueError(f"answers must be auto, file or model, got {answers!r}")
     todo = [
@@ -126,9 +124,13 @@ def label_samples(adapter: Any, samples: list[ProbeSample], answers: AnswerSourc
         bad = next(samples[i].id for i in todo if samples[i].truth is None)
         raise ValueError(f"sample {bad}: no 'truth' to label a generated answer against")
     out = list(samples)
-    for i in tqdm(todo, desc="generating answers", unit="sample", disable=not progress or not todo):
-        s = out[i]
-        out[i] = replace(s, answer=adapter.generate(open_image(s.image), s.prompt, max_new_tokens=max_new_tokens))
+    if todo:
+        from monitor.probe.greedy import greedy_answers
+
+        encs = [adapter.encode(open_image(out[i].image), out[i].prompt) for i in todo]
+        answers = greedy_answers(adapter, encs, max_new_tokens=max_new_tokens, progress=progress)
+        for i, answer in zip(todo, answers):
+            out[i] = replace(out[i], answer=answer)
     for i, s in enumerate(out):
         if s.answer is None:
             raise ValueError(f"sample {s.id}: no answer (use --answers model with 'truth' to generate one)")

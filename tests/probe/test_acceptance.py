@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def _trained() -> bool:
-    meta = fixture_dir("tiny-llava") / "training.json"
+    meta = fixture_dir("tiny-llava") / "build_info.json"  # written by monitor.fixtures.train
     return meta.is_file()
 
 
