@@ -131,8 +131,25 @@ def _ref_brief(ref: Reference | None) -> dict[str, Any]:
             **{f"{s}_disagreement": (ref.stats.get(s) or {}).get("disagreement") for s in SOURCES}}
 
 
+_CAL_KEYS = ("n", "auroc", "auroc_ci", "ece_mass", "ece_mass_ci", "ece_width", "ece_width_ci", "brier", "brier_ci",
+             "r_pb", "r_pb_ci", "agreement", "agreement_ci", "accuracy", "accuracy_ci", "est_accuracy", "est_accuracy_ci")
+
+
+def _latest_window(session: Session, pv: ProbeVersion, source: str) -> dict[str, Any] | None:
+    """Metrics (with CIs) of the newest rolling calibration window of ``source``, for alert context."""
+    row = session.scalars(select(CalibrationWindow).where(
+        CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
+        CalibrationWindow.source == source).order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
+    if row is None:
+        return None
+    m = row.metrics or {}
+    return {"window_start": row.window_start.isoformat(), "window_end": row.window_end.isoformat(),
+            "partial": row.partial, **{k: m.get(k) for k in _CAL_KEYS}}
+
+
 def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
     out = []
+    calibration = _latest_window(session, pv, source)
     for kind in ("cusum_disagreement", "cusum_residual"):
         name = f"{kind}:{source}"
         st = _state(session, pv, name)
@@ -168,7 +185,7 @@ def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
             win.update(from_id=rows[0].row_id, to_id=rows[-1].row_id, consumed=len(rows),
                        last_ts=rows[-1].ts.isoformat())
         status = "partial" if not rows else ("firing" if det.firing else "clear")
-        metrics: dict[str, Any] = {"n_consumed": det.n}
+        metrics: dict[str, Any] = {"n_consumed": det.n, "calibration_window": calibration}
         if isinstance(det, BernoulliCusum):
             k, n = det.ones_since_zero, det.n_since_zero
             rate = k / n if n else None

@@ -79,6 +79,7 @@ def test_drift_fires_once_and_resolves(world, fast_settings, hook, monkeypatch):
     # drift to disagreement 0.25: the disagreement CUSUM fires, once, across several evaluations
     for i in range(4):
         world.add(*_stream(400, rate=0.25, seed=20 + i))
+        run_calibrate(world.factory, settings, now + timedelta(minutes=10 + i))
         run_detect(world.factory, settings, now + timedelta(minutes=10 + i))
         deliver_due(world.factory, settings.alerts, now=now + timedelta(minutes=10 + i))
     assert _events(got, "probe_disagreement_drift") == ["firing"]
@@ -89,6 +90,9 @@ def test_drift_fires_once_and_resolves(world, fast_settings, hook, monkeypatch):
     assert alert["detector"]["name"] == "cusum_disagreement:human"
     assert alert["detector"]["s"] > alert["detector"]["h"] > 0 and alert["detector"]["tuning_id"]
     assert alert["metrics"]["statistic"] == alert["detector"]["s"]
+    assert alert["metrics"]["disagreement_since_change_ci"][0] < alert["metrics"]["disagreement_since_change"]
+    cal = alert["metrics"]["calibration_window"]  # context: the rolling window's metrics with CIs
+    assert cal["n"] == 300 and cal["auroc_ci"][0] <= cal["auroc"] <= cal["auroc_ci"][1]
     assert alert["evidence"]["reference"]["id"] == ref.id and alert["evidence"]["sample_ids"]
     # back in control: the statistic drains below h, then two clear evaluations resolve the alert
     for i in range(8):
