@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import re
 import signal
 import threading
@@ -75,6 +76,17 @@ def _stop_process(proc: Any) -> None:
         proc.join(15)
 
 
+def _check_spool_dir(path: str) -> None:
+    """Fail at start-up, with a clear message, rather than lose every sample later."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"spool directory {p} cannot be created: {e}") from None
+    if not os.access(p, os.W_OK):
+        raise ValueError(f"spool directory {p} is not writable")
+
+
 def run_proxy(
     opts: CollectorOptions,
     *,
@@ -90,6 +102,7 @@ def run_proxy(
 
     host, port = parse_listen(listen)
     policy = SamplingPolicy(opts.sample_rate, opts.rates)
+    _check_spool_dir(opts.spool_dir)
     load_redactor(opts.redact_hook)  # fail fast on a bad hook; the sampler process imports it again
     metrics = CollectorMetrics("proxy")
     sampler = start_sampler(metrics, spool_dir=opts.spool_dir, lane=f"proxy-{port}",
