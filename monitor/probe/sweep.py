@@ -107,6 +107,17 @@ def sweep(
     y = np.asarray(labels).astype(bool)
     if not features:
         raise ValueError("no pooled features to sweep")
+    from threadpoolctl import threadpool_limits
+
+    width = next(iter(features.values())).shape[-1]
+    # small problems: BLAS threads only fight each other (seconds instead of milliseconds per fit
+    # on a busy 2-core box); wide hidden states (7B: 4096) still get every thread
+    with threadpool_limits(limits=1 if width < 1024 else None):
+        return _sweep(features, y, splits, layers, cs, seed)
+
+
+def _sweep(features: Mapping[str, np.ndarray], y: np.ndarray, splits: Splits, layers: Sequence[int],
+           cs: Sequence[float], seed: int) -> SweepResult:
     best: tuple[float, int, str, float, ProbeHead] | None = None
     curves: dict[str, list[float]] = {}
     for pooling, feats in features.items():
