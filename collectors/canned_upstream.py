@@ -8,7 +8,8 @@ tests compare a proxied call with a direct one byte for byte. Request headers st
 - ``x-canned-status: N`` answers status N with an OpenAI error body;
 - ``x-canned-delay: S`` waits S seconds before answering;
 - ``x-canned-close: 1`` closes the connection without answering;
-- ``x-canned-chunked: 1`` sends the JSON answer with ``Transfer-Encoding: chunked``.
+- ``x-canned-chunked: 1`` sends the JSON answer with ``Transfer-Encoding: chunked``;
+- ``x-canned-close-after: 1`` answers, then closes the connection (an idle keep-alive timeout).
 
 Run it alone: ``python -m collectors.canned_upstream --listen 127.0.0.1:8000``.
 """
@@ -170,8 +171,8 @@ class _Conn(asyncio.Protocol):
                 t.write(b"0\r\n\r\n")
             else:
                 self._send(200, b"application/json", _json_completion(rid, model), conn)
-        if not keep:
-            t.close()
+        if not keep or headers.get(b"x-canned-close-after") == b"1":
+            t.close()  # like an idle keep-alive timeout: the connection just goes away
 
     def _send(self, status: int, ctype: bytes, payload: bytes, conn: bytes) -> None:
         reason = {200: b"OK", 404: b"Not Found"}.get(status, b"Status")

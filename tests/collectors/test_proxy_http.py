@@ -68,6 +68,24 @@ def test_keep_alive_carries_many_requests_on_one_upstream_connection(canned, mak
     assert sorted(x.prompt for x in proxy.samples()) == [f"q{i}" for i in range(6)]
 
 
+def test_upstream_closing_an_idle_connection_is_reopened_for_the_next_request(canned, make_proxy):
+    srv, port = canned
+    proxy = make_proxy(f"http://127.0.0.1:{port}")
+    body = json.dumps(chat_body("again?", "http://example.invalid/x.png")).encode()
+    before = srv.connections
+    with socket.create_connection(("127.0.0.1", proxy.port)) as s:
+        s.settimeout(5)
+        for _ in range(3):  # the upstream drops the connection after each answer
+            s.sendall(post(body, extra="x-canned-close-after: 1\r\n"))
+            buf = b""
+            while not buf.endswith(b"}}"):
+                buf += s.recv(65536)
+            assert buf.startswith(b"HTTP/1.1 200 OK")
+            time.sleep(0.1)
+    assert srv.connections - before == 3  # one client connection, three upstream connections
+    assert len(proxy.samples()) == 3
+
+
 def test_pipelined_requests_answered_in_order(canned, make_proxy):
     _, port = canned
     proxy = make_proxy(f"http://127.0.0.1:{port}")
