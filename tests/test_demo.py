@@ -54,3 +54,43 @@ def test_demo_summary_json(tmp_path: Path) -> None:
     for f in ("score_drift.html", "reliability.png", "timelines.png", "summary.json"):
         assert (report / f).stat().st_size > 1000
     assert took < 600 + 60, f"the demo took {took:.0f}s"
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_demo_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    import signal
+
+    demo_dir = tmp_path / "demo"
+    log = open(tmp_path / "demo.out", "w+")
+    p = subprocess.Popen([sys.executable, "-m", "monitor.cli", "demo", "--dir", str(demo_dir), "--duration", "5m"],
+                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        deadline = time.monotonic() + 480
+        while "replaying" not in (tmp_path / "demo.out").read_text():
+            assert p.poll() is None, (tmp_path / "demo.out").read_text()
+            assert time.monotonic() < deadline, "the demo never started its traffic"
+            time.sleep(1)
+        time.sleep(5)
+        children = _pids_mentioning(str(demo_dir / "vlmwatch.yaml"))
+        assert len(children) >= 3  # server, daemon, proxy (+ the proxy's helpers)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(90) == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+    time.sleep(1)
+    assert _pids_mentioning(str(demo_dir / "vlmwatch.yaml")) == []
+    assert "interrupted" in (tmp_path / "demo.out").read_text()

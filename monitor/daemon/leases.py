@@ -26,6 +26,7 @@ __all__ = [
     "claim_samples",
     "release_leases",
     "release_all_leases",
+    "release_samples",
     "mark_failed",
     "write_scores",
 ]
@@ -81,6 +82,20 @@ def release_leases(session: Session, worker: str) -> int:
         update(Sample)
         .where(Sample.lease_owner == worker, Sample.status == "pending")
         .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(res.rowcount or 0)
+
+
+def release_samples(session: Session, sample_ids: Sequence[str]) -> int:
+    """Give back claimed samples without counting the claim as an attempt (not their fault)."""
+    if not sample_ids:
+        return 0
+    res = session.execute(
+        update(Sample)
+        .where(Sample.id.in_(sample_ids), Sample.status == "pending")
+        .values(lease_owner=None, lease_expires_at=None, attempts=Sample.attempts - 1)
         .execution_options(synchronize_session=False)
     )
     session.commit()

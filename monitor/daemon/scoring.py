@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import ModelEntry, Settings
 from monitor.daemon import metrics
-from monitor.daemon.leases import claim_samples, mark_failed, write_scores
+from monitor.daemon.leases import claim_samples, mark_failed, release_samples, write_scores
 from monitor.daemon.runner import JobContext
-from storage.models import Image
+from storage.models import Image, ProbeVersion
 
 __all__ = ["ScoreInput", "Scorer", "ScorerFactory", "ScoreJob"]
 
@@ -68,6 +68,8 @@ class ScoreJob:
         self._scorers: dict[str, Scorer] = {}
         self._load_errors: dict[str, tuple[float, str]] = {}
         self.retry_load_seconds = 30.0
+        self.probe_check_seconds = 30.0
+        self._probe_checked = 0.0
 
     def _scorer(self, name: str, sessions: sessionmaker[Session]) -> Scorer | None:
         if name in self._scorers:
@@ -99,10 +101,32 @@ class ScoreJob:
         """Drop a cached scorer (e.g. after a new probe version was activated)."""
         self._scorers.pop(name, None)
 
+    def _check_active_probes(self, sessions: sessionmaker[Session]) -> None:
+        """Reload a model whose active probe changed (``vlmwatch probe activate``) since it loaded."""
+        if time.monotonic() - self._probe_checked < self.probe_check_seconds or not self._scorers:
+            return
+        self._probe_checked = time.monotonic()
+        floating = [n for n in self._scorers if not self.settings.models[n].probe]
+        if not floating:
+            return
+        with sessions() as s:
+            rows = s.execute(select(ProbeVersion.model, ProbeVersion.id)
+                             .where(ProbeVersion.model.in_(floating), ProbeVersion.active.is_(True))).all()
+        active = {m: i for m, i in rows}
+        for name in floating:
+            if active.get(name) != self._scorers[name].probe_version_id:
+                logger.info("model %s: active probe changed (%s -> %s): reloading", name,
+                            self._scorers[name].probe_version_id, active.get(name))
+                self.forget(name)
+
     def __call__(self, ctx: JobContext) -> int:
+        self._check_active_probes(ctx.sessions)
         ready = [m for m in self.settings.models if self._scorer(m, ctx.sessions) is not None]
         done = 0
         while ready and not ctx.should_stop():
+            ready = [m for m in ready if m in self._scorers]  # a stale probe drops its model mid-run
+            if not ready:
+                break
             with ctx.sessions() as s:
                 claimed = claim_samples(
                     s,
@@ -122,7 +146,11 @@ class ScoreJob:
             for it in items:
                 by_model[it.model].append(it)
             for name, group in by_model.items():
-                done += self._score_group(ctx, name, group)
+                if name in self._scorers:
+                    done += self._score_group(ctx, name, group)
+                else:  # dropped by an earlier group of this batch (stale probe)
+                    with ctx.sessions() as s:
+                        release_samples(s, [g.sample_id for g in group])
         return done
 
     def _score_group(self, ctx: JobContext, name: str, group: list[ScoreInput]) -> int:
@@ -133,6 +161,13 @@ class ScoreJob:
             if len(results) != len(group):
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(group)} samples")
         except Exception as e:
+            if type(e).__name__ == "ProbeStaleError":  # the served weights changed: not the samples' fault
+                logger.error("model %s: %s; its samples stay pending until a matching probe is active", name, e)
+                self.forget(name)
+                self._load_errors[name] = (time.monotonic(), str(e))
+                with ctx.sessions() as s:
+                    release_samples(s, ids)
+                return 0
             logger.exception("model %s: scoring a batch of %d failed", name, len(group))
             with ctx.sessions() as s:
                 failed = mark_failed(s, ids, f"{type(e).__name__}: {e}", max_attempts=self.max_attempts)

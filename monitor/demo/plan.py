@@ -28,7 +28,7 @@ def parse_duration(text: str) -> float:
 class DemoPlan:
     model: str = "tiny-llava"  # the served fixture (its folder name is the served model name)
     model_dir: str | None = None  # serve this model folder under ``model`` instead of the shipped fixture
-    rate: float = 12.0  # requests per second replayed through the proxy
+    rate: float = 8.0  # requests per second replayed through the proxy
     traffic_seconds: float = 330.0  # total replay time
     shift_fraction: float = 0.55  # share of the replay before the shift
     base_split: str = "random"  # SynPOPE split of the stable period (the probe is trained on it)
@@ -36,7 +36,7 @@ class DemoPlan:
     shift_noise: float = 0.25  # plus Gaussian pixel noise (fraction of 0..255) after the shift
     label_share: float = 0.10  # share of samples that receive a ground-truth label
     label_delay_seconds: float = 4.0  # labels arrive this long after the response
-    probe_train_n: int = 800  # labelled SynPOPE samples the probe is trained on (when none is active)
+    probe_train_n: int = 500  # labelled SynPOPE samples the probe is trained on (when none is active)
     reference_n: int = 150  # labelled samples forming the reference (calibration.reference_n)
     min_labels: int = 60  # calibration.min_labels for the demo's short windows
     concurrency: int = 4  # client threads (the rate is paced, not the concurrency)

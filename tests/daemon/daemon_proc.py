@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--lease", type=float, default=300.0)
     ap.add_argument("--api-port", type=int, default=0)
     ap.add_argument("--shutdown-timeout", type=float, default=10.0)
+    ap.add_argument("--webhook", default=None, help="alert channel 'hook' (webhook kind) at this URL")
     ap.add_argument("--stub-leader-jobs", action="store_true", help="replace calibrate/detect/deliver by no-ops")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {a.worker} %(levelname)s %(name)s: %(message)s")
@@ -58,6 +59,8 @@ def main() -> int:
         models={"m": {"path": "unused"}},
         scoring={"batch_size": 8, "lease_seconds": a.lease},
         api={"listen": f"127.0.0.1:{a.api_port or 1}"},
+        alerts={"channels": [{"name": "hook", "kind": "webhook", "url": a.webhook, "timeout_seconds": 2.0}]
+                if a.webhook else []},
         daemon={
             "score_interval_seconds": 0.2, "spotcheck_interval_seconds": 3600, "calibrate_interval_seconds": 0.5,
             "detect_interval_seconds": 0.5, "deliver_interval_seconds": 0.5, "report_interval_minutes": 600,

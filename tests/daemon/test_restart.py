@@ -62,11 +62,60 @@ class _LabelPoster(threading.Thread):
             time.sleep(0.05)
 
 
+class _Receiver:
+    """A slow webhook receiver on loopback that records each request's Idempotency-Key."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        keys: list[str] = []
+        self.keys = keys
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(0.5)  # deliveries are still in flight when the daemons are killed
+                keys.append(self.headers.get("Idempotency-Key") or "")
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _queue_alerts(url: str, hook_url: str, n: int) -> None:
+    """n firing alerts, each with one outbox row for channel 'hook' (what the detect job writes)."""
+    from alerts.outbox import enqueue
+    from monitor.config import Settings
+    from storage.db import make_engine, session_factory
+    from storage.models import Alert, utcnow
+
+    cfg = Settings(alerts={"channels": [{"name": "hook", "kind": "webhook", "url": hook_url}]}).alerts
+    eng = make_engine(url)
+    with session_factory(eng)() as s:
+        now = utcnow()
+        for i in range(n):
+            a = Alert(id=f"al{i}", fingerprint=f"fp{i}", rule="probe_disagreement_drift", state="firing",
+                      severity="critical", model="m", started_at=now)
+            s.add(a)
+            s.flush()
+            enqueue(s, cfg, a, "firing", now)
+        s.commit()
+    eng.dispose()
+
+
 @pytest.mark.slow
 def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -> None:
     url = sqlite_db(tmp_path)
     add_probe_version(url)
     assert len(ingest(url, N)) == N
+    hook = _Receiver()
+    _queue_alerts(url, hook.url, 30)
     port = free_port()
     poster = _LabelPoster(port, range(60))
     poster.start()
@@ -74,7 +123,7 @@ def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -
     # three daemons in turn, each SIGKILLed mid-run (mid-batch: the scorer sleeps inside a batch)
     for gen in range(3):
         target = _scored(url) + 40
-        proc = start_test_daemon(url, tmp_path, f"w{gen}", delay=0.3, api_port=port)
+        proc = start_test_daemon(url, tmp_path, f"w{gen}", delay=0.3, api_port=port, extra=["--webhook", hook.url])
         try:
             wait_for(lambda: _scored(url) >= target, 180, f"{target} scored samples")
             time.sleep(0.1)  # land inside the next batch
@@ -86,9 +135,11 @@ def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -
     # samples the killed daemons had claimed are leased to them in the database right now
     assert count(url, "SELECT COUNT(*) FROM samples WHERE lease_owner IS NOT NULL AND status='pending'") > 0
     # a fresh daemon continues (the lock files of killed daemons do not block it)
-    proc = start_test_daemon(url, tmp_path, "final", delay=0.0, api_port=port)
+    proc = start_test_daemon(url, tmp_path, "final", delay=0.0, api_port=port, extra=["--webhook", hook.url])
     try:
         wait_for(lambda: _scored(url) == N, 240, "all samples scored")
+        wait_for(lambda: count(url, "SELECT COUNT(*) FROM alert_deliveries WHERE status='sent'") == 30, 120,
+                 "all deliveries sent")
         poster.join(300)
         assert poster.error is None, poster.error
         assert poster.posted == 120
@@ -103,6 +154,13 @@ def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -
     assert count(url, "SELECT COUNT(*) FROM labels") == 60
     assert count(url, "SELECT COUNT(DISTINCT response_id) FROM labels") == 60
     assert count(url, "SELECT COUNT(*) FROM labels WHERE sample_id IS NULL") == 0
+    # the outbox: every delivery row sent, none added or lost; the receiver saw every key, and a
+    # key twice only when a daemon died between the receiver's answer and the commit (at least once)
+    assert count(url, "SELECT COUNT(*) FROM alert_deliveries") == 30
+    assert count(url, "SELECT COUNT(*) FROM alerts") == 30
+    keys = list(hook.keys)
+    assert len(set(keys)) == 30
+    assert len(keys) - 30 <= kills
     assert count(url, "SELECT COUNT(*) FROM labels WHERE correct = (CAST(SUBSTR(response_id, 10) AS INTEGER) % 3 != 0)") == 60
     # every sample was scored by someone; re-scoring happened only for batches in flight at a kill
     logs = [p.read_text().split() for p in sorted(tmp_path.glob("scored-*.txt"))]
