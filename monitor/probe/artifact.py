@@ -150,8 +150,11 @@ def plot_layer_auroc(meta: ProbeMeta, out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    # one-token answers make "answer" and "answer_mean" identical: distinct styles keep both visible
+    styles = {"answer": ("o", "-"), "prompt_last": ("s", "-"), "answer_mean": ("^", "--")}
     for pooling, curve in meta.layer_auroc.items():
-        ax.plot(meta.layers, curve, marker="o", label=pooling)
+        marker, line = styles.get(pooling, ("o", "-"))
+        ax.plot(meta.layers, curve, marker=marker, linestyle=line, label=pooling, alpha=0.85)
     chosen = meta.layer_auroc[meta.pooling][meta.layers.index(meta.layer)]
     ax.scatter([meta.layer], [chosen], s=160, facecolors="none", edgecolors="black", zorder=5,
                label=f"chosen: layer {meta.layer}, {meta.pooling} ({chosen:.3f})")

@@ -17,11 +17,12 @@ import numpy as np
 from monitor.probe.head import POOLINGS, ProbeHead
 from monitor.probe.metrics import auroc
 
-__all__ = ["Splits", "make_splits", "SweepResult", "sweep", "fit_head", "calibrate_head"]
+__all__ = ["DEFAULT_LAYER_TOLERANCE", "Splits", "make_splits", "SweepResult", "sweep", "fit_head", "calibrate_head"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CS = (0.01, 0.1, 1.0)  # inverse L2 strengths tried per candidate; tiny hidden sizes like more
+DEFAULT_LAYER_TOLERANCE = 0.005  # AUROC an earlier (cheaper) layer may give up; well inside a CI at n=1,000
 
 
 @dataclass(frozen=True)
@@ -98,27 +99,31 @@ def sweep(
     layers: Sequence[int],
     cs: Sequence[float] = DEFAULT_CS,
     seed: int = 0,
+    layer_tolerance: float = DEFAULT_LAYER_TOLERANCE,
 ) -> SweepResult:
-    """Fit a probe for every (layer, pooling, C); keep the best by AUROC on ``splits.select``.
+    """Fit a probe for every (layer, pooling, C) and pick one by AUROC on ``splits.select``.
 
-    ``features[pooling]`` is ``[N, len(layers), H]``. Ties go to the earlier layer (cheaper to
-    score, since the pass stops there).
+    ``features[pooling]`` is ``[N, len(layers), H]``. The pick is the *earliest* layer with a
+    candidate within ``layer_tolerance`` of the best AUROC (the scoring pass stops there, so an
+    earlier layer is cheaper), and the best candidate at that layer.
     """
     y = np.asarray(labels).astype(bool)
     if not features:
         raise ValueError("no pooled features to sweep")
+    if layer_tolerance < 0:
+        raise ValueError(f"layer_tolerance must be >= 0, got {layer_tolerance}")
     from threadpoolctl import threadpool_limits
 
     width = next(iter(features.values())).shape[-1]
     # small problems: BLAS threads only fight each other (seconds instead of milliseconds per fit
     # on a busy 2-core box); wide hidden states (7B: 4096) still get every thread
     with threadpool_limits(limits=1 if width < 1024 else None):
-        return _sweep(features, y, splits, layers, cs, seed)
+        return _sweep(features, y, splits, layers, cs, seed, layer_tolerance)
 
 
 def _sweep(features: Mapping[str, np.ndarray], y: np.ndarray, splits: Splits, layers: Sequence[int],
-           cs: Sequence[float], seed: int) -> SweepResult:
-    best: tuple[float, int, str, float, ProbeHead] | None = None
+           cs: Sequence[float], seed: int, tolerance: float) -> SweepResult:
+    candidates: list[tuple[float, int, str, float, ProbeHead]] = []
     curves: dict[str, list[float]] = {}
     for pooling, feats in features.items():
         if pooling not in POOLINGS:
@@ -127,18 +132,19 @@ def _sweep(features: Mapping[str, np.ndarray], y: np.ndarray, splits: Splits, la
             raise ValueError(f"features[{pooling}] has shape {feats.shape}, expected [{len(y)}, {len(layers)}, H]")
         curves[pooling] = []
         for j, layer in enumerate(layers):
-            layer_best = float("nan")
+            scores = []
             for c in cs:
                 head = fit_head(feats[splits.train, j], y[splits.train], c, seed)
                 score = auroc(head.logit(feats[splits.select, j]), y[splits.select])
-                layer_best = score if not np.isfinite(layer_best) else max(layer_best, score)
-                if best is None or score > best[0] + 1e-12:
-                    best = (score, layer, pooling, c, head)
-            curves[pooling].append(layer_best)
-            log.info("sweep: layer %d pooling %s held-out AUROC %.4f", layer, pooling, layer_best)
-    assert best is not None
-    score, layer, pooling, c, head = best
-    log.info("sweep picked layer %d, pooling %s, C=%g (held-out AUROC %.4f)", layer, pooling, c, score)
+                candidates.append((score, layer, pooling, c, head))
+                scores.append(score)
+            curves[pooling].append(max(scores))
+            log.info("sweep: layer %d pooling %s held-out AUROC %.4f", layer, pooling, max(scores))
+    top = max(c[0] for c in candidates)
+    layer = min(c[1] for c in candidates if c[0] >= top - tolerance)
+    score, layer, pooling, c, head = max((c for c in candidates if c[1] == layer), key=lambda c: c[0])
+    log.info("sweep picked layer %d, pooling %s, C=%g (held-out AUROC %.4f; best anywhere %.4f)",
+             layer, pooling, c, score, top)
     return SweepResult(layer, pooling, c, score, head, curves, list(layers))
 
 

@@ -17,7 +17,7 @@ from monitor.probe.extract import run_pass
 from monitor.probe.head import POOLINGS
 from monitor.probe.metrics import signal_metrics
 from monitor.probe.samples import AnswerSource, ProbeSample, label_samples, open_image, read_samples
-from monitor.probe.sweep import DEFAULT_CS, calibrate_head, make_splits, sweep
+from monitor.probe.sweep import DEFAULT_CS, DEFAULT_LAYER_TOLERANCE, calibrate_head, make_splits, sweep
 
 __all__ = ["TrainOptions", "parse_layers", "encode_samples", "train_probe", "train_on_features"]
 
@@ -31,6 +31,7 @@ class TrainOptions:
     answers: AnswerSource = "auto"
     calibration: str = "platt"  # platt | isotonic
     cs: tuple[float, ...] = DEFAULT_CS
+    layer_tolerance: float = DEFAULT_LAYER_TOLERANCE  # prefer an earlier layer within this AUROC of the best
     batch_size: int = 16
     seed: int = 0
     threshold: float = 0.5  # on calibrated p_correct: >= threshold predicts "correct"
@@ -81,7 +82,7 @@ def train_on_features(
     """Sweep, calibrate and save, given pooled features ``[N, len(layers), H]`` per pooling."""
     y = np.asarray(labels).astype(bool)
     splits = make_splits(y, groups, seed=options.seed)
-    res = sweep(features, y, splits, layers, cs=options.cs, seed=options.seed)
+    res = sweep(features, y, splits, layers, cs=options.cs, seed=options.seed, layer_tolerance=options.layer_tolerance)
     j = layers.index(res.layer)
     x = features[res.pooling][:, j]
     head = calibrate_head(res.head, x[splits.calib], y[splits.calib], options.calibration)  # type: ignore[arg-type]
@@ -115,7 +116,8 @@ def train_on_features(
         layer_auroc={k: [float(v) for v in c] for k, c in res.curves.items()},
         layers=list(layers),
         created_at=created.isoformat(),
-        extra={"model_path": adapter_info.get("path"), "seed": options.seed, "cs": list(options.cs)},
+        extra={"model_path": adapter_info.get("path"), "seed": options.seed, "cs": list(options.cs),
+               "layer_tolerance": options.layer_tolerance},
     )
     return save_artifact(out, meta, head)
 

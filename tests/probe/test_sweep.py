@@ -52,3 +52,15 @@ def test_calibration_on_a_separate_split_lowers_ece(method):
     x_sel, y_sel = feats["answer"][s.select, res.layer], y[s.select]
     assert ece(cal.predict(x_sel), y_sel) < ece(hot.predict(x_sel), y_sel)
     assert auroc(cal.predict(x_sel), y_sel) == pytest.approx(auroc(hot.predict(x_sel), y_sel), abs=0.01)
+
+
+def test_sweep_prefers_an_earlier_layer_within_tolerance():
+    feats, y, groups = _features()
+    feats["answer"][:, 3] = feats["answer"][:, 2]  # layer 3 exactly as good as layer 2
+    feats["answer"][:, 3] += 0.01 * np.random.default_rng(9).normal(size=feats["answer"][:, 3].shape)
+    s = make_splits(y, groups)
+    res = sweep(feats, y, s, layers=[0, 1, 2, 3], layer_tolerance=0.02)
+    assert res.layer == 2
+    assert abs(res.curves["answer"][3] - res.curves["answer"][2]) < 0.02
+    with pytest.raises(ValueError, match="layer_tolerance"):
+        sweep(feats, y, s, layers=[0, 1, 2, 3], layer_tolerance=-1)
