@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ev = sub.add_parser("eval", help="held-out accuracy per fixture and SynPOPE split")
     ev.add_argument("--json", action="store_true", help="print JSON")
-    ev.add_argument("--n", type=int, default=500, help="questions per split (default 500)")
+    ev.add_argument("--n", type=int, default=1000, help="questions per split (default 1000)")
     ev.add_argument("--seed", type=int, default=None, help="held-out seed (default: the evaluation seed)")
     ev.add_argument("--fixture", action="append", default=None, metavar="NAME_OR_DIR",
                     help="fixture name or model folder (repeatable; default: all built fixtures)")
