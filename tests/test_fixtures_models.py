@@ -15,7 +15,7 @@ from monitor.fixtures.evaluate import EVAL_SEED, evaluate_model, load_fixture  #
 from monitor.fixtures.registry import FIXTURES, built_fixtures, fixture_dir  # noqa: E402
 from monitor.fixtures.tokenizer import SPECIAL_TOKENS, vocabulary  # noqa: E402
 
-EVAL_N = 1000  # held-out questions per split: ~5 s a model on CPU; binomial noise +-1 point
+EVAL_N = 1000  # held-out questions per split (~10 s a model on CPU): binomial noise +-1 point
 
 
 @pytest.fixture(scope="module")
