@@ -125,7 +125,8 @@ def run(quick: bool, seed: int) -> dict[str, Any]:
     probe = BinormalProbe()
     m = 400 if quick else 2000
     sims = 1000 if quick else 4000
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    load0 = [round(x, 2) for x in os.getloadavg()]
     detectors: dict[str, Any] = {}
 
     # 1. Bernoulli CUSUM, reference rate known (the bar)
@@ -201,9 +202,12 @@ def run(quick: bool, seed: int) -> dict[str, Any]:
         },
         "detectors": detectors,
         "machine": {
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "uname": " ".join(platform.uname()), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "seconds": round(time.perf_counter() - t0, 1),
+            "niceness": os.nice(0),  # the shared dev machine asks for nice -n 10
+            "load_average_at_start": load0, "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(time.process_time() - cpu0, 1),  # this process, all threads: comparable across load
         },
     }
 
