@@ -59,5 +59,9 @@ def run(args: argparse.Namespace) -> int:
         plan = replace(plan, model_dir=args.model_dir)
     if args.seed is not None:
         plan = replace(plan, seed=args.seed)
-    summary = run_demo(plan, workdir=args.dir, summary_json=args.summary_json)
+    try:
+        summary = run_demo(plan, workdir=args.dir, summary_json=args.summary_json)
+    except RuntimeError as e:  # a service did not start, or the traffic could not get through
+        print(f"vlmwatch demo: {e}", file=sys.stderr)
+        return 1
     return 0 if summary["verdict"]["ok"] else 1

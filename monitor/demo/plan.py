@@ -28,17 +28,17 @@ def parse_duration(text: str) -> float:
 class DemoPlan:
     model: str = "tiny-llava"  # the served fixture (its folder name is the served model name)
     model_dir: str | None = None  # serve this model folder under ``model`` instead of the shipped fixture
-    rate: float = 8.0  # requests per second replayed through the proxy
-    traffic_seconds: float = 330.0  # total replay time
-    shift_fraction: float = 0.55  # share of the replay before the shift
+    rate: float = 10.0  # requests per second replayed through the proxy
+    traffic_seconds: float = 340.0  # total replay time
+    shift_fraction: float = 0.56  # share of the replay before the shift (the reference must be complete well before it)
     base_split: str = "random"  # SynPOPE split of the stable period (the probe is trained on it)
     shift_split: str = "adversarial"  # split after the shift
     shift_noise: float = 0.25  # plus Gaussian pixel noise (fraction of 0..255) after the shift
     label_share: float = 0.10  # share of samples that receive a ground-truth label
     label_delay_seconds: float = 4.0  # labels arrive this long after the response
     probe_train_n: int = 500  # labelled SynPOPE samples the probe is trained on (when none is active)
-    reference_n: int = 150  # labelled samples forming the reference (calibration.reference_n)
-    min_labels: int = 60  # calibration.min_labels for the demo's short windows
+    reference_n: int = 100  # labelled samples forming the reference (calibration.reference_n): ~100 s of traffic
+    min_labels: int = 50  # calibration.min_labels for the demo's short windows
     concurrency: int = 4  # client threads (the rate is paced, not the concurrency)
     seed: int = 0
 
@@ -48,8 +48,10 @@ class DemoPlan:
 
     @property
     def shift_at(self) -> int:
-        """Index of the first shifted sample."""
-        return int(round(self.total * self.shift_fraction))
+        """Index of the first shifted sample: ``shift_fraction`` of the traffic, but never before the
+        reference (``reference_n`` labels) plus half as much again of quiet monitoring is in."""
+        floor = int(1.5 * self.reference_n / max(self.label_share, 1e-9))
+        return min(max(int(round(self.total * self.shift_fraction)), floor), int(self.total * 0.85))
 
     def with_duration(self, seconds: float) -> "DemoPlan":
         if seconds < 30:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import signal
 import tempfile
 import threading
 import time
@@ -47,6 +47,10 @@ def _status_text(t0: float, stats: TrafficStats, plan: DemoPlan, c: Any) -> str:
             f"windows {c.windows} | alerts {c.alerts_total} ({c.alerts_firing} firing)")
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: str | Path | None = None,
              drain_timeout: float = 90.0) -> dict[str, Any]:
     """Run the demo; returns the summary (also printed, and written to ``summary_json``)."""
@@ -59,7 +63,14 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     url = f"sqlite:///{wd / 'vlmwatch.db'}"
     _say(f"working in {wd}")
     upgrade(url)
-    model_dir = Path(plan.model_dir).resolve() if plan.model_dir else ensure_fixture(plan.model, _say)
+    if plan.model_dir:  # served under plan.model: the fixture server names a model by its folder
+        import shutil
+
+        model_dir = wd / "served" / plan.model
+        if not model_dir.exists():
+            shutil.copytree(Path(plan.model_dir).resolve(), model_dir)
+    else:
+        model_dir = ensure_fixture(plan.model, _say)
     probe = ensure_probe(url, plan.model, model_dir, wd, plan, _say)
     ports = Ports()
     hook = WebhookReceiver().start()
@@ -76,6 +87,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     interrupted = False
     shift_time: float | None = None
     report_dir = wd / "report"
+    prev_term = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         _say("starting the fixture VLM server, the daemon (with its API) and the proxy")
         svc.start_all()
@@ -90,6 +102,8 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
         traffic.start()
         while traffic.is_alive():
             traffic.join(1.0)
+            if stats.errors >= 20 and stats.ok == 0:
+                raise RuntimeError(f"the first {stats.errors} requests all failed; see {wd}/*.log")
             status.show(_status_text(t0, stats, plan, read_counts(sessions)))
         labels.close()
         # let the pipeline drain: shipped, scored, labels joined, windows and detectors caught up
@@ -110,6 +124,8 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
         _say("interrupted: stopping everything")
     finally:
         stop.set()
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
         codes = svc.stop_all()
         hook.stop()
         logger.debug("service exit codes: %s", codes)

@@ -168,7 +168,9 @@ class Replayer:
             with self._lock:
                 self.stats.sent += 1
                 self.stats.errors += 1
-            logger.warning("request %d failed: %s", req.index, e)
+                n = self.stats.errors
+            if n <= 5 or n % 100 == 0:
+                logger.warning("request %d failed (%d failures so far): %s", req.index, n, e)
             return
         with self._lock:
             self.stats.sent += 1

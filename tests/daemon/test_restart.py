@@ -110,6 +110,7 @@ def _queue_alerts(url: str, hook_url: str, n: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_kill9_restart_loses_nothing_and_double_counts_nothing(tmp_path: Path) -> None:
     url = sqlite_db(tmp_path)
     add_probe_version(url)
