@@ -124,3 +124,17 @@ def test_shipped_checkpoint_records_its_build(name: str):
     assert info["family"] == FIXTURES[name] and info["seed"] == 0
     assert [p["name"] for p in info["phases"]] == ["plain", "prior", "settle"]
     assert (fixture_dir(name) / "model.safetensors").stat().st_size < 3_000_000
+
+
+def test_fixture_eval_cli_json(capsys):
+    from monitor.cli import main
+
+    assert main(["fixture", "eval", "--json", "--n", "40", "--fixture", "tiny-llava"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    row = result["tiny-llava"]
+    assert set(row) == {"random", "popular", "adversarial", "yes_ratio"}
+    assert set(row["yes_ratio"]) == {"random", "popular", "adversarial"}
+    assert all(0.5 < row[s] <= 1.0 for s in ("random", "popular", "adversarial"))
+    assert main(["fixture", "eval", "--n", "0"]) == 2
+    with pytest.raises(SystemExit, match="neither a fixture name"):
+        main(["fixture", "eval", "--fixture", "no-such-model"])
