@@ -181,8 +181,16 @@ class ScoreJob:
             row["p_correct"] = float(res["p_correct"])
             row.update(sample_id=item.sample_id, probe_version_id=int(res.get("probe_version_id", scorer.probe_version_id)))
             rows.append(row)
-        with ctx.sessions() as s:
-            write_scores(s, ctx.worker, rows)
+        try:
+            with ctx.sessions() as s:
+                write_scores(s, ctx.worker, rows)
+        except Exception:
+            try:  # e.g. SQLite locked past its busy timeout: the claims return now, not at lease expiry
+                with ctx.sessions() as s:
+                    release_samples(s, ids)
+            except Exception as e2:
+                logger.warning("could not release %d claims (their lease expires): %s", len(ids), e2)
+            raise
         metrics.SAMPLES_SCORED.labels(name).inc(len(rows))
         return len(rows)
 

@@ -29,15 +29,16 @@ class DemoPlan:
     model: str = "tiny-llava"  # the served fixture (its folder name is the served model name)
     model_dir: str | None = None  # serve this model folder under ``model`` instead of the shipped fixture
     rate: float = 10.0  # requests per second replayed through the proxy
-    traffic_seconds: float = 340.0  # total replay time
-    shift_fraction: float = 0.56  # share of the replay before the shift (the reference must be complete well before it)
+    traffic_seconds: float = 300.0  # total replay time
+    shift_fraction: float = 0.5  # share of the replay before the shift
     base_split: str = "random"  # SynPOPE split of the stable period (the probe is trained on it)
     shift_split: str = "adversarial"  # split after the shift
-    shift_noise: float = 0.25  # plus Gaussian pixel noise (fraction of 0..255) after the shift
+    shift_noise: float = 0.45  # plus Gaussian pixel noise (fraction of 0..255) after the shift
     label_share: float = 0.10  # share of samples that receive a ground-truth label
     label_delay_seconds: float = 4.0  # labels arrive this long after the response
     probe_train_n: int = 500  # labelled SynPOPE samples the probe is trained on (when none is active)
-    reference_n: int = 100  # labelled samples forming the reference (calibration.reference_n): ~100 s of traffic
+    reference_n: int = 400  # labelled samples of the pinned reference set (answered by the model before the traffic)
+    detect_horizon: int = 2000  # detect.horizon: false-alarm rate target per this many labels (the demo's scale)
     min_labels: int = 50  # calibration.min_labels for the demo's short windows
     concurrency: int = 4  # client threads (the rate is paced, not the concurrency)
     seed: int = 0
@@ -48,10 +49,8 @@ class DemoPlan:
 
     @property
     def shift_at(self) -> int:
-        """Index of the first shifted sample: ``shift_fraction`` of the traffic, but never before the
-        reference (``reference_n`` labels) plus half as much again of quiet monitoring is in."""
-        floor = int(1.5 * self.reference_n / max(self.label_share, 1e-9))
-        return min(max(int(round(self.total * self.shift_fraction)), floor), int(self.total * 0.85))
+        """Index of the first shifted sample."""
+        return int(round(self.total * self.shift_fraction))
 
     def with_duration(self, seconds: float) -> "DemoPlan":
         if seconds < 30:

@@ -22,7 +22,7 @@ from typing import Any
 from monitor.demo.plan import DemoPlan
 from monitor.demo.progress import StatusLine, alerts_with_samples, format_summary, read_counts
 from monitor.demo.services import Services
-from monitor.demo.setup import Ports, ensure_fixture, ensure_probe, write_config
+from monitor.demo.setup import Ports, ensure_fixture, ensure_probe, ingest_reference, pin_reference, write_config
 from monitor.demo.traffic import LabelSender, Replayer, TrafficStats
 from monitor.demo.webhook import WebhookReceiver
 
@@ -72,13 +72,16 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     else:
         model_dir = ensure_fixture(plan.model, _say)
     probe = ensure_probe(url, plan.model, model_dir, wd, plan, _say)
+    ref_window = ingest_reference(url, plan.model, model_dir, plan, _say)
     ports = Ports()
     hook = WebhookReceiver().start()
     cfg = write_config(wd, url, plan.model, model_dir, ports, plan, webhook_url=hook.url)
     svc = Services(wd, cfg)
     svc.add("vlm-server", [*svc.vlmwatch("fixture", "serve", "--model", str(model_dir), "--port", str(ports.server))],
             f"http://127.0.0.1:{ports.server}/health")
-    svc.add("daemon", svc.vlmwatch("daemon"), f"http://127.0.0.1:{ports.api}/healthz")
+    # the API in its own process: label posts then never wait behind the daemon's scoring (GIL)
+    svc.add("daemon", svc.vlmwatch("daemon", "--no-api"), "log: started (")
+    svc.add("api", svc.vlmwatch("api"), f"http://127.0.0.1:{ports.api}/healthz")
     svc.add("proxy", svc.vlmwatch("proxy"), f"http://127.0.0.1:{ports.proxy}/metrics")
     stop = threading.Event()
     stats = TrafficStats()
@@ -89,8 +92,12 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     report_dir = wd / "report"
     prev_term = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
-        _say("starting the fixture VLM server, the daemon (with its API) and the proxy")
+        _say("starting the fixture VLM server, the daemon, the API and the proxy")
         svc.start_all()
+        if ref_window is not None:
+            from monitor.config import load_config as _load
+
+            pin_reference(url, _load(cfg), plan.model, ref_window, _say)
         labels = LabelSender(f"http://127.0.0.1:{ports.api}", stats, stop)
         labels.start()
         replayer = Replayer(plan, f"http://127.0.0.1:{ports.proxy}/v1", labels, stats, stop)
@@ -138,7 +145,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     from monitor.report import build_report
 
     settings = load_config(cfg)
-    since = f"{int(time.monotonic() - t_start) + 600}s"
+    since = f"{int(time.monotonic() - t_start) + 1800}s"  # covers the reference set (stamped 10 min early)
     build_report(sessions, settings, since=since, out_dir=report_dir,
                  shift_at=datetime.fromtimestamp(shift_time, timezone.utc) if shift_time else None)
     alerts = alerts_with_samples(sessions, stats.sent_times, plan.shift_at, shift_time)

@@ -39,7 +39,7 @@ class Service:
     started_at: float = 0.0
 
     def start(self, env: dict[str, str], cwd: Path) -> None:
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "wb")  # this run's log (the health check reads it)
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, cwd=cwd, start_new_session=True)
         log.close()
@@ -47,6 +47,11 @@ class Service:
         logger.debug("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.argv))
 
     def healthy(self) -> bool:
+        if self.health_url.startswith("log:"):  # a process without HTTP: a line in its log says it is up
+            try:
+                return self.health_url[4:] in self.log_path.read_text(errors="replace")
+            except OSError:
+                return False
         try:
             return httpx.get(self.health_url, timeout=2.0).status_code < 500
         except httpx.HTTPError:

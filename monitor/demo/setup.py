@@ -84,6 +84,7 @@ def write_config(workdir: Path, url: str, model: str, model_dir: Path, ports: Po
         "spotcheck": {"rate": 0.05},
         "calibration": {"window": "1m", "rolling_n": 200, "min_labels": plan.min_labels,
                         "reference_n": plan.reference_n, "bootstrap": 200},
+        "detect": {"horizon": plan.detect_horizon},
         "alerts": {"channels": [{"name": "demo-webhook", "kind": "webhook", "url": webhook_url}] if webhook_url else []},
         "proxy": {"listen": f"127.0.0.1:{ports.proxy}", "upstream_url": f"http://127.0.0.1:{ports.server}",
                   "sample_rate": 1.0},
@@ -98,3 +99,83 @@ def write_config(workdir: Path, url: str, model: str, model_dir: Path, ports: Po
     path = workdir / "vlmwatch.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+REFERENCE_PREFIX = "demo-ref-"
+
+
+def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say) -> tuple[Any, Any] | None:
+    """A labelled reference set, as a team would pin one from a validation set: SynPOPE samples of
+    the stable split answered by the served model itself, with ground-truth labels, time-stamped
+    before the live traffic. Returns its (start, end), or None when it is already stored."""
+    import io
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from monitor.adapter import load_vlm
+    from monitor.demo.traffic import answer_matches
+    from monitor.synpope import iter_examples
+    from storage.db import make_engine, session_factory
+    from storage.models import Sample, utcnow
+    from storage.records import SampleRecord
+    from storage.repo_samples import ingest_samples
+
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    try:
+        with sessions() as s:
+            have = s.scalar(select(func.count()).select_from(Sample).where(Sample.id.like(REFERENCE_PREFIX + "%")))
+        if have:
+            return None
+        say(f"answering {plan.reference_n} labelled '{plan.base_split}' samples with the model for the reference")
+        ad = load_vlm(model_dir, device="cpu")
+        t0 = utcnow() - timedelta(minutes=10)
+        records = []
+        for i, ex in enumerate(iter_examples(plan.base_split, plan.reference_n, seed=plan.seed + 303)):
+            buf = io.BytesIO()
+            ex.image.save(buf, format="PNG")
+            answer = ad.generate(ex.image, ex.prompt, max_new_tokens=4)
+            records.append(SampleRecord(
+                id=f"{REFERENCE_PREFIX}{i:05d}", model=model, prompt=ex.prompt, answer=answer,
+                ts=t0 + timedelta(milliseconds=100 * i), image=buf.getvalue(), label=answer_matches(answer, ex.truth),
+                meta={"demo": "reference"},
+            ))
+        with sessions.begin() as s:
+            ingest_samples(s, records, label_source="ground_truth")
+        return records[0].ts, records[-1].ts + timedelta(seconds=1)
+    finally:
+        engine.dispose()
+
+
+def pin_reference(url: str, settings: Any, model: str, window: tuple[Any, Any], say: Say, timeout: float = 300.0) -> None:
+    """Once the daemon has scored the reference set, pin it as the probe's reference."""
+    import time
+
+    from sqlalchemy import func, select
+
+    from monitor.calibration.reference import set_reference
+    from storage.db import make_engine, session_factory
+    from storage.models import Sample
+
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with sessions() as s:
+                left = s.scalar(select(func.count()).select_from(Sample).where(
+                    Sample.id.like(REFERENCE_PREFIX + "%"), Sample.status == "pending"))
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon did not score the reference set within {timeout:.0f}s ({left} left)")
+            time.sleep(1.0)
+        with sessions() as s:
+            ref = set_reference(s, settings, model, window[0], window[1])
+            s.commit()
+            human = (ref.stats or {}).get("human", {})
+        say(f"reference pinned: {human.get('n')} labelled samples, probe disagrees with "
+            f"{human.get('disagreements')} of them")
+    finally:
+        engine.dispose()

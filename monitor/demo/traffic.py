@@ -95,13 +95,17 @@ class LabelSender(threading.Thread):
         self.stats = stats
         self.stop_event = stop
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._heap: list[tuple[float, int, str, bool]] = []
+        self._heap: list[tuple[float, int, str, bool, int]] = []
+        self.max_tries = 6
         self._cv = threading.Condition()
         self.closed = False
 
     def schedule(self, due: float, index: int, response_id: str, correct: bool) -> None:
+        self._push(due, index, response_id, correct, 0)
+
+    def _push(self, due: float, index: int, response_id: str, correct: bool, tries: int) -> None:
         with self._cv:
-            heapq.heappush(self._heap, (due, index, response_id, correct))
+            heapq.heappush(self._heap, (due, index, response_id, correct, tries))
             self._cv.notify()
 
     def close(self) -> None:
@@ -114,7 +118,7 @@ class LabelSender(threading.Thread):
             return len(self._heap)
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.api_url, timeout=10.0, headers=self.headers) as client:
+        with httpx.Client(base_url=self.api_url, timeout=20.0, headers=self.headers) as client:
             while not self.stop_event.is_set():
                 with self._cv:
                     if not self._heap:
@@ -127,14 +131,18 @@ class LabelSender(threading.Thread):
                     if wait > 0:
                         self._cv.wait(min(wait, 0.5))
                         continue
-                    _, index, rid, correct = heapq.heappop(self._heap)
+                    _, index, rid, correct, tries = heapq.heappop(self._heap)
                 try:
                     r = client.post("/v1/labels", json={"response_id": rid, "correct": correct, "source": "ground_truth"})
                     r.raise_for_status()
                     self.stats.labels_sent += 1
                 except httpx.HTTPError as e:
+                    if tries < self.max_tries and not isinstance(e, httpx.HTTPStatusError):
+                        # a busy API: the label is sent again (it is idempotent), not lost
+                        self._push(time.time() + 2.0 * (tries + 1), index, rid, correct, tries + 1)
+                        continue
                     self.stats.label_errors += 1
-                    logger.warning("label for sample %d not accepted: %s", index, e)
+                    logger.warning("label for sample %d not accepted after %d tries: %s", index, tries + 1, e)
 
 
 class Replayer:
