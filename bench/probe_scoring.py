@@ -180,8 +180,10 @@ def time_round_robin(fns: dict[str, Callable[[], Any]], n: int, device: torch.de
                 times[name].append(time.perf_counter() - t0)
     out = {}
     for name, ts in times.items():
-        med = statistics.median(ts)
-        out[name] = {"samples_per_s": n / med, "ms_per_sample": 1000.0 * med / n, "seconds_median": med,
+        # best round: on a shared box other jobs only ever slow a round down, so the fastest round
+        # is the closest to what the method costs; the median is kept alongside
+        best, med = min(ts), statistics.median(ts)
+        out[name] = {"samples_per_s": n / best, "samples_per_s_median": n / med, "ms_per_sample": 1000.0 * best / n,
                      "seconds_all": ts}
     return out
 
@@ -309,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "devices": devices,
-        "notes": "samples/s are medians over interleaved rounds; each round processes every sample once, in "
+        "notes": "samples/s from the fastest of the interleaved rounds (median alongside; rounds on a shared "
+        "2-core box vary up to 10x with other jobs' load); each round processes every sample once, in "
         "length-bucketed batches. full_forward and probe_* start from encoded inputs; scorer_end_to_end "
         "starts from PNG bytes. The probe head has random weights (timing does not depend on them).",
     }
