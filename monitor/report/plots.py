@@ -133,7 +133,10 @@ def plot_timelines(history: pd.DataFrame, alerts: pd.DataFrame, out: Path, shift
     h = history
     kind = None
     if not h.empty:
-        kind = "rolling" if (h["kind"] == "rolling").any() else "time"
+        # time windows give one point per window over the whole period; the rolling row of a
+        # source keeps one key until calibration.rolling_n labels exist, so it is a short series
+        n_time = h[h["kind"] == "time"]["window_start"].nunique()
+        kind = "time" if n_time >= 3 or not (h["kind"] == "rolling").any() else "rolling"
         h = h[(h["kind"] == kind)]
     for ax, (col, ci_col, label) in zip(axes, TIMELINE_METRICS):
         if not h.empty and col in h:
@@ -156,15 +159,15 @@ def plot_timelines(history: pd.DataFrame, alerts: pd.DataFrame, out: Path, shift
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-    for a in alerts.itertuples() if not alerts.empty else ():
+    for i, a in enumerate(alerts.itertuples() if not alerts.empty else ()):
         colour = _SEVERITY_COLOURS.get(a.severity, "black")
         for ax in axes:
             ax.axvline(a.started_at.tz_convert(None), color=colour, lw=1.4, ls="-", alpha=0.9)
             if pd.notna(a.resolved_at):
                 ax.axvline(a.resolved_at.tz_convert(None), color=colour, lw=1.0, ls=":", alpha=0.8)
-        axes[0].annotate(f"▼ {a.rule} ({a.severity})", xy=(a.started_at.tz_convert(None), 1.0),
-                         xycoords=("data", "axes fraction"), fontsize=7, color=colour, rotation=0,
-                         ha="left", va="bottom")
+        axes[i % len(axes)].annotate(f"{a.rule} ({a.severity})", xy=(a.started_at.tz_convert(None), 0.97),
+                                     xycoords=("data", "axes fraction"), fontsize=7, color=colour, rotation=0,
+                                     ha="left", va="top", backgroundcolor=(1, 1, 1, 0.7))
         drawn["alerts"] += 1
     if shift_at is not None:
         for ax in axes:
@@ -173,8 +176,10 @@ def plot_timelines(history: pd.DataFrame, alerts: pd.DataFrame, out: Path, shift
                           fontsize=7, ha="right", rotation=90)
     if h.empty:
         axes[0].text(0.5, 0.5, "no calibration history in the period", transform=axes[0].transAxes, ha="center")
-    handles, labels = axes[0].get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
+    uniq: dict[str, Any] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        uniq.update(zip(labels, handles))
     if uniq:
         axes[0].legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
     axes[-1].set_xlabel("window end (UTC)", fontsize=8)
