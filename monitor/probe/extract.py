@@ -54,12 +54,17 @@ def pool(kept: Any, pooling: str) -> Any:
     raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
 
 
-def buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (sorted, stable), so padding stays small."""
+def buckets(lengths: Sequence[int], batch_size: int, kinds: Sequence[Any] | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted, stable), so padding stays small;
+    samples of different ``kinds`` (e.g. with and without an image) never share a batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    kinds = list(kinds) if kinds is not None else [0] * len(lengths)
+    out: list[list[int]] = []
+    for kind in dict.fromkeys(kinds):
+        order = sorted((i for i in range(len(lengths)) if kinds[i] == kind), key=lambda i: lengths[i])
+        out += [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return out
 
 
 def attention_sharpness(attn: Any, topk_share: float = DEFAULT_TOPK_SHARE) -> tuple[float, float, float]:
@@ -116,7 +121,7 @@ def run_pass(
     sharp = np.full(n, np.nan) if attentions else None
     spent = 0.0
     with tqdm(total=n, desc=desc, unit="sample", disable=not progress) as bar, torch.inference_mode():
-        for idx in buckets([e.length for e in encs], batch_size):
+        for idx in buckets([e.length for e in encs], batch_size, [tuple(sorted(e.extra)) for e in encs]):
             t0 = time.perf_counter()
             batch = [encs[i] for i in idx]
             out = adapter.forward(batch, layers=layers, stop_at=stop_at, attentions=attentions, logits=logits,

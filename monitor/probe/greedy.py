@@ -46,7 +46,7 @@ def greedy_answers(adapter: Any, encs: Sequence[Any], *, max_new_tokens: int = 8
     stops = eos_ids(adapter.model, adapter.tokenizer)
     out: list[list[int]] = [[] for _ in encs]
     with tqdm(total=len(encs), desc="greedy answers", unit="sample", disable=not progress) as bar:
-        for idx in buckets([e.length for e in encs], batch_size):
+        for idx in buckets([e.length for e in encs], batch_size, [tuple(sorted(e.extra)) for e in encs]):
             active = list(idx)
             for _ in range(max_new_tokens):
                 batch_encs = [_extend(adapter.spec, encs[i], out[i]) for i in active]

@@ -120,3 +120,34 @@ def test_image_feature_cache_skips_the_vision_tower_for_seen_images(llava, artif
         assert a["attn_entropy"] == pytest.approx(b["attn_entropy"], abs=1e-5)
     assert again[0]["p_correct"] == pytest.approx(want[0]["p_correct"], abs=1e-5)
     assert "get_image_features" not in vars(llava.model.model)  # the wrapper is gone after the pass
+
+
+def test_samples_with_and_without_images_are_batched_apart(llava, artifact, synpope_items):
+    from dataclasses import replace
+
+    items = [replace(it, image=None) if i % 2 else it for i, it in enumerate(synpope_items)]
+    batched = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(batch_size=8)).score(items)
+    single = [ProbeScorer(llava, artifact, served_name="m").score([it])[0] for it in items]
+    for b, s in zip(batched, single):
+        assert b["p_correct"] == pytest.approx(s["p_correct"], abs=1e-5)
+    assert batched[1]["attn_entropy"] is None and batched[0]["attn_entropy"] is not None  # no image, no map
+    assert buckets([3, 1, 2, 5], 2, ["a", "b", "a", "b"]) == [[2, 0], [1, 3]]
+
+
+def test_paligemma_scoring_with_the_image_cache(tmp_path, synpope_items):
+    from dataclasses import replace
+
+    from monitor.adapter import load_vlm
+    from monitor.fixtures.registry import fixture_dir
+
+    pg = load_vlm(fixture_dir("tiny-paligemma"), device="cpu", dtype="float32")
+    art = make_artifact(tmp_path / "p", pg.fingerprint, pg.model.config.get_text_config().hidden_size, pg.num_layers,
+                        layer=1, pooling="prompt_last")
+    items = [replace(it, image=synpope_items[i % 3].image) for i, it in enumerate(synpope_items)]
+    plain = ProbeScorer(pg, art, served_name="p", options=ScorerOptions(image_cache_size=0, batch_size=4)).score(items)
+    scorer = ProbeScorer(pg, art, served_name="p", options=ScorerOptions(image_cache_size=8, batch_size=4))
+    cached = scorer.score(items)
+    assert scorer.image_cache.misses == 3 and scorer.image_cache.hits == len(items) - 3
+    for a, b in zip(plain, cached):
+        assert a["p_correct"] == pytest.approx(b["p_correct"], abs=1e-5)
+        assert a["attn_topk_mass"] == pytest.approx(b["attn_topk_mass"], abs=1e-5)
