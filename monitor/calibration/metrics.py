@@ -1,14 +1,23 @@
-"""Calibration metrics of a probe against correctness evidence: pure functions on arrays.
+"""Metrics of a correctness signal against correctness evidence: pure functions on arrays.
+
+The one home of AUROC, ECE, Brier and point-biserial r for the whole project: the calibration
+history, detectors and report use :func:`window_metrics`; ``probe train``/``probe compare`` use
+:func:`signal_metrics` and :func:`paired_auroc_delta`.
 
 Every windowed metric comes with a 95% confidence interval (RESEARCH.md: AUROC on fewer than
 ~1,000 labels has a CI wider than ±0.035, too noisy to alert on alone). Bootstrap CIs share one
-set of resample indices per window so they are cheap; AUROC also has the Hanley–McNeil interval.
+set of resample indices per call so they are cheap (AUROC is computed from ranks, one row per
+resample); AUROC also has the Hanley–McNeil interval.
+
+AUROC and r_pb only rank or correlate the scores, so they accept any finite scores (probe logits,
+attention sharpness); ECE, Brier and agreement need probabilities in [0, 1].
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +33,9 @@ __all__ = [
     "agreement_rate",
     "wilson_interval",
     "window_metrics",
+    "SignalMetrics",
+    "signal_metrics",
+    "paired_auroc_delta",
 ]
 
 log = logging.getLogger(__name__)
@@ -31,12 +43,16 @@ log = logging.getLogger(__name__)
 _Z95 = 1.959963984540054
 
 
-def _as_arrays(scores: ArrayLike, correct: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _as_arrays(
+    scores: ArrayLike, correct: ArrayLike, probabilities: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(correct, dtype=np.float64).ravel()
     if s.shape != y.shape:
         raise ValueError(f"scores and correct differ in length: {s.size} != {y.size}")
-    if s.size and (not np.all(np.isfinite(s)) or s.min() < 0.0 or s.max() > 1.0):
+    if s.size and not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinite values")
+    if probabilities and s.size and (s.min() < 0.0 or s.max() > 1.0):
         raise ValueError("scores must be finite probabilities in [0, 1]")
     if y.size and not np.all((y == 0.0) | (y == 1.0)):
         raise ValueError("correct must be 0/1 (or bool)")
@@ -58,8 +74,8 @@ def _auroc_rows(s: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.fl
 
 
 def auroc(scores: ArrayLike, correct: ArrayLike) -> float:
-    """AUROC of the scores for predicting ``correct``; NaN when only one class is present."""
-    s, y = _as_arrays(scores, correct)
+    """AUROC of the (any finite) scores for predicting ``correct``; NaN when only one class is present."""
+    s, y = _as_arrays(scores, correct, probabilities=False)
     if s.size == 0:
         return math.nan
     return float(_auroc_rows(s, y)[0])
@@ -116,8 +132,8 @@ def brier(scores: ArrayLike, correct: ArrayLike) -> float:
 
 
 def point_biserial(scores: ArrayLike, correct: ArrayLike) -> tuple[float, float, float]:
-    """Point-biserial r between score and correctness, with a 95% CI (Fisher z)."""
-    s, y = _as_arrays(scores, correct)
+    """Point-biserial r between (any finite) score and correctness, with a 95% CI (Fisher z)."""
+    s, y = _as_arrays(scores, correct, probabilities=False)
     n = s.size
     if n < 4 or np.all(y == y[0]) or np.all(s == s[0]):
         return (math.nan, math.nan, math.nan)
@@ -145,16 +161,30 @@ def wilson_interval(k: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _ci(values: NDArray[np.float64]) -> list[float | None]:
+def _pearson_rows(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Pearson r of each row of ``x`` [B, N] with ``y`` [B, N]; NaN where a row is constant."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    den = np.sqrt((xc**2).sum(axis=-1) * (yc**2).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (xc * yc).sum(axis=-1) / den, np.nan)
+
+
+def _percentile_ci(values: NDArray[np.float64]) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the finite values; NaN with fewer than 10 of them."""
     v = values[np.isfinite(values)]
     if v.size < 10:
-        return [None, None]
+        return (math.nan, math.nan)
     lo, hi = np.quantile(v, [0.025, 0.975])
-    return [float(lo), float(hi)]
+    return (float(lo), float(hi))
 
 
 def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def _ci(values: NDArray[np.float64]) -> list[float | None]:
+    return [_num(v) for v in _percentile_ci(values)]
 
 
 def window_metrics(
@@ -205,3 +235,77 @@ def window_metrics(
         out["est_accuracy_ci"] = _ci(bs.mean(axis=1))
         out["bootstrap"] = bootstrap
     return out
+
+
+@dataclass(frozen=True)
+class SignalMetrics:
+    """One signal's metrics against correctness, with 95% percentile-bootstrap CIs."""
+
+    n: int
+    auroc: float
+    auroc_ci: tuple[float, float]
+    r_pb: float
+    r_pb_ci: tuple[float, float]
+    ece: float
+    ece_equal_mass: float
+    brier: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "n": self.n,
+            "auroc": self.auroc,
+            "auroc_ci": list(self.auroc_ci),
+            "r_pb": self.r_pb,
+            "r_pb_ci": list(self.r_pb_ci),
+            "ece": self.ece,
+            "ece_equal_mass": self.ece_equal_mass,
+            "brier": self.brier,
+        }
+
+
+def _both_classes(y: NDArray[np.float64]) -> None:
+    if y.size == 0 or np.all(y == y[0]):
+        raise ValueError("AUROC needs both correct and incorrect samples")
+
+
+def signal_metrics(
+    scores: ArrayLike,
+    correct: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    bins: int = 10,
+    seed: int = 0,
+) -> SignalMetrics:
+    """AUROC and r_pb with percentile-bootstrap 95% CIs, ECE (both binnings) and Brier.
+
+    ``scores`` may be any finite values (logits included); ECE and Brier treat them as
+    probabilities of correctness, clipped to [0, 1] for those two only. Raises ValueError when
+    ``correct`` holds only one class.
+    """
+    s, y = _as_arrays(scores, correct, probabilities=False)
+    _both_classes(y)
+    idx = np.random.default_rng(seed).integers(0, s.size, size=(n_boot, s.size))
+    bs, by = s[idx], y[idx]
+    p = np.clip(s, 0.0, 1.0)
+    return SignalMetrics(
+        n=int(s.size),
+        auroc=float(_auroc_rows(s, y)[0]),
+        auroc_ci=_percentile_ci(_auroc_rows(bs, by)),
+        r_pb=point_biserial(s, y)[0],
+        r_pb_ci=_percentile_ci(_pearson_rows(bs, by)),
+        ece=ece(p, y, bins),
+        ece_equal_mass=ece(p, y, bins, equal_mass=True),
+        brier=brier(p, y),
+    )
+
+
+def paired_auroc_delta(
+    a: ArrayLike, b: ArrayLike, correct: ArrayLike, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
+    """AUROC(a) - AUROC(b) on the same samples, with a paired-bootstrap 95% CI."""
+    sa, y = _as_arrays(a, correct, probabilities=False)
+    sb, _ = _as_arrays(b, correct, probabilities=False)
+    _both_classes(y)
+    idx = np.random.default_rng(seed).integers(0, y.size, size=(n_boot, y.size))
+    deltas = _auroc_rows(sa[idx], y[idx]) - _auroc_rows(sb[idx], y[idx])
+    return auroc(sa, y) - auroc(sb, y), _percentile_ci(deltas)

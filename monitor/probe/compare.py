@@ -23,9 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from monitor.calibration.metrics import paired_auroc_delta, signal_metrics
 from monitor.probe.artifact import ProbeArtifact
 from monitor.probe.extract import run_pass
-from monitor.probe.metrics import paired_auroc_delta, signal_metrics
 from monitor.probe.runner import OnnxHeadRunner
 from monitor.probe.samples import ProbeSample
 from monitor.probe.stale import check_fresh

@@ -14,8 +14,8 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
+from monitor.calibration.metrics import auroc
 from monitor.probe.head import POOLINGS, ProbeHead
-from monitor.probe.metrics import auroc
 
 __all__ = ["DEFAULT_LAYER_TOLERANCE", "Splits", "make_splits", "SweepResult", "sweep", "fit_head", "calibrate_head"]
 
@@ -112,6 +112,8 @@ def sweep(
         raise ValueError("no pooled features to sweep")
     if layer_tolerance < 0:
         raise ValueError(f"layer_tolerance must be >= 0, got {layer_tolerance}")
+    if y[splits.select].all() or not y[splits.select].any():
+        raise ValueError("AUROC needs both correct and incorrect samples in the select split")
     from threadpoolctl import threadpool_limits
 
     width = next(iter(features.values())).shape[-1]

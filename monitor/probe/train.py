@@ -12,10 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from monitor.calibration.metrics import signal_metrics
 from monitor.probe.artifact import ProbeArtifact, ProbeMeta, file_sha256, save_artifact
 from monitor.probe.extract import run_pass
 from monitor.probe.head import POOLINGS
-from monitor.probe.metrics import signal_metrics
 from monitor.probe.samples import AnswerSource, ProbeSample, label_samples, open_image, read_samples
 from monitor.probe.sweep import DEFAULT_CS, DEFAULT_LAYER_TOLERANCE, calibrate_head, make_splits, sweep
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from monitor.probe.metrics import auroc, ece
+from monitor.calibration.metrics import auroc, ece
 from monitor.probe.sweep import calibrate_head, make_splits, sweep
 
 

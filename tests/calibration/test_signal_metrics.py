@@ -1,9 +1,11 @@
+"""Bootstrap metrics of correctness signals (probe train/compare) against scipy/sklearn references."""
+
 import numpy as np
 import pytest
 from scipy.stats import pointbiserialr
 from sklearn.metrics import roc_auc_score
 
-from monitor.probe.metrics import auroc, ece, paired_auroc_delta, point_biserial, signal_metrics
+from monitor.calibration.metrics import auroc, ece, paired_auroc_delta, point_biserial, signal_metrics
 
 
 def _data(n=600, sep=1.0, seed=0):
@@ -17,12 +19,18 @@ def test_auroc_and_rpb_match_reference_implementations():
     s, y = _data()
     s[:50] = np.round(s[:50])  # ties
     assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert point_biserial(s, y) == pytest.approx(pointbiserialr(y, s).statistic, abs=1e-12)
+    assert point_biserial(s, y)[0] == pytest.approx(pointbiserialr(y, s).statistic, abs=1e-12)
+    m = signal_metrics(s, y, n_boot=50)  # unbounded scores (logits): rank/correlation metrics only
+    assert m.auroc == auroc(s, y) and m.r_pb == pytest.approx(point_biserial(s, y)[0], abs=1e-12)
 
 
-def test_auroc_needs_both_classes():
+def test_signal_metrics_need_both_classes():
     with pytest.raises(ValueError, match="both correct and incorrect"):
-        auroc(np.array([0.1, 0.2]), np.array([True, True]))
+        signal_metrics(np.array([0.1, 0.2]), np.array([True, True]))
+    with pytest.raises(ValueError, match="both correct and incorrect"):
+        paired_auroc_delta(np.array([0.1, 0.2]), np.array([0.3, 0.2]), np.array([False, False]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        signal_metrics(np.array([0.1, np.nan]), np.array([True, False]))
 
 
 def test_ece_zero_for_perfectly_calibrated_bins_and_large_when_overconfident():
