@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from bench._common import torch_machine_info  # noqa: E402
 
 log = logging.getLogger("bench.probe_scoring")
 
@@ -297,19 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "probe_scoring",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": args.threads,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "onnxruntime": __import__("onnxruntime").__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "machine": torch_machine_info(args.threads, load_before, ("transformers", "onnxruntime")),
         "devices": devices,
         "notes": "samples/s from the fastest of the interleaved rounds (median alongside; rounds on a shared "
         "2-core box vary up to 10x with other jobs' load); each round processes every sample once, in "

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench._common import torch_machine_info  # noqa: E402
 from monitor.spotcheck.sampler import sample_shared_prefill  # noqa: E402
 from monitor.spotcheck.static_decode import StaticDecoder  # noqa: E402
 
@@ -312,18 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": 1.0,
         "answer_lengths": list(LENGTHS),
         "rounds": rounds,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": args.threads,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "machine": torch_machine_info(args.threads, load_before),
         "summary": summary,
         "devices": devices,
         "extra": extra_rows,
