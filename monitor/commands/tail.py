@@ -13,22 +13,10 @@ __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from collectors.service import CollectorOptions, run_tail
-    from monitor.config import load_config
+    from collectors.service import run_tail
+    from monitor.commands._collector import collector_options
 
-    s = load_config(args.config)
-    ships = s.spool.collector_ships and not args.no_ship
-    opts = CollectorOptions(
-        spool_dir=args.spool or s.spool.dir,
-        spool_max_bytes=s.spool.max_bytes,
-        storage_url=s.storage.url if ships else None,
-        ship_interval=s.spool.ship_interval_seconds,
-        sample_rate=s.proxy.sample_rate if args.sample_rate is None else args.sample_rate,
-        rates=dict(s.proxy.rates),
-        max_image_bytes=s.storage.max_image_bytes,
-        redact_hook=s.spool.redact_hook,
-        log_level=(args.log_level or s.log_level).upper(),
-    )
+    _, opts = collector_options(args)
     try:
         return run_tail(opts, args.file, from_end=args.from_end, poll_interval=args.poll_interval)
     except (ValueError, OSError) as e:
