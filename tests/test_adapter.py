@@ -16,21 +16,7 @@ from PIL import Image, ImageDraw
 
 from monitor.adapter import UnsupportedModelError, load_vlm
 from monitor.adapter.encoding import collate
-
-FAMILY_FIXTURE = {"llava": "tiny-llava", "paligemma": "tiny-paligemma"}
-PROMPT = "Is there a red circle in the image?"
-
-
-def _fixture_dir(family: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped fixture when it is there, else an untrained one of the same architecture."""
-    from monitor.fixtures.registry import built_fixtures
-
-    shipped = built_fixtures().get(FAMILY_FIXTURE[family])
-    if shipped is not None:
-        return shipped
-    from monitor.fixtures.build import build_untrained
-
-    return build_untrained(family, tmp_path_factory.mktemp(family), seed=0)
+from tests.fixture_models import PROMPT, fixture_dir
 
 
 def _image(colour: str = "red", shape: str = "ellipse", size: tuple[int, int] = (64, 64)) -> Image.Image:
@@ -48,7 +34,7 @@ def _reference(ad, enc, **kwargs):
 
 @pytest.fixture(scope="module", params=["llava", "paligemma"])
 def ad(request, tmp_path_factory):
-    return load_vlm(_fixture_dir(request.param, tmp_path_factory), device="cpu")
+    return load_vlm(fixture_dir(request.param, tmp_path_factory), device="cpu")
 
 
 # ---------------------------------------------------------------- tiny Qwen2-VL (built here)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import httpx
 import openai
@@ -13,21 +12,7 @@ from PIL import Image, ImageDraw
 
 from monitor.adapter import load_vlm
 from monitor.fixtures.server import serve_in_thread
-
-FAMILY_FIXTURE = {"llava": "tiny-llava", "paligemma": "tiny-paligemma"}
-PROMPT = "Is there a red circle in the image?"
-
-
-def _fixture_dir(family: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped fixture when it is there, else an untrained one of the same architecture."""
-    from monitor.fixtures.registry import built_fixtures
-
-    shipped = built_fixtures().get(FAMILY_FIXTURE[family])
-    if shipped is not None:
-        return shipped
-    from monitor.fixtures.build import build_untrained
-
-    return build_untrained(family, tmp_path_factory.mktemp(family), seed=0)
+from tests.fixture_models import FAMILY_FIXTURE, PROMPT, fixture_dir
 
 
 def _image(colour: str = "red") -> Image.Image:
@@ -48,7 +33,7 @@ def _messages(url: str, prompt: str = PROMPT) -> list[dict]:
 
 @pytest.fixture(scope="module", params=["llava", "paligemma"])
 def served(request, tmp_path_factory):
-    adapter = load_vlm(_fixture_dir(request.param, tmp_path_factory), device="cpu")
+    adapter = load_vlm(fixture_dir(request.param, tmp_path_factory), device="cpu")
     name = FAMILY_FIXTURE[request.param]
     with serve_in_thread(adapter, model_name=name) as handle:
         client = openai.OpenAI(base_url=handle.base_url, api_key="unused", max_retries=0, timeout=120)
@@ -190,7 +175,7 @@ def test_serve_runs_the_folder_in_its_own_process(tmp_path_factory):
     import sys
     import time
 
-    folder = _fixture_dir("paligemma", tmp_path_factory)
+    folder = fixture_dir("paligemma", tmp_path_factory)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
