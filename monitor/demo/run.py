@@ -165,6 +165,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
         "sent": stats.sent,
         "errors": stats.errors,
         "labels_sent": stats.labels_sent,
+        "reference_samples": plan.reference_n,  # labelled reference set, stored before the traffic
         "accuracy_before": acc_b,
         "accuracy_after": acc_a,
         "counts": read_counts(sessions).__dict__,
