@@ -130,7 +130,7 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
             return None
         say(f"answering {plan.reference_n} labelled '{plan.base_split}' samples with the model for the reference")
         ad = load_vlm(model_dir, device="cpu")
-        t0 = utcnow() - timedelta(minutes=10)
+        t0 = utcnow() - timedelta(minutes=3)  # just before the live traffic, never inside it
         records = []
         for i, ex in enumerate(iter_examples(plan.base_split, plan.reference_n, seed=plan.seed + 303)):
             buf = io.BytesIO()
