@@ -169,14 +169,14 @@ class DaemonConfig(_Section):
     start_api: bool = True  # serve the HTTP API inside the daemon
     report_dir: str = "vlmwatch-reports"  # where scheduled reports are written
     retention_days: float = 90.0  # samples and history older than this are deleted
-
-
-class Settings(BaseSettings):
-    """The whole configuration. Sections map to ``config.example.yaml``."""
     max_attempts: int = 3  # a sample whose scoring failed this many times is marked failed
     leader_check_seconds: float = 5.0  # PostgreSQL: how often a non-leader tries to take scheduler leadership
     job_runs_keep_days: float = 7.0  # job_runs rows older than this are deleted by the retention job
     report_since: str = "7d"  # time span covered by the scheduled report
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sections map to ``config.example.yaml``."""
 
     model_config = SettingsConfigDict(
         env_prefix="VLMWATCH_",
