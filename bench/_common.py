@@ -4,10 +4,42 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["torch_machine_info"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["torch_machine_info", "sync", "interleaved_rounds"]
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU) so wall-clock times are real."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_rounds(
+    fns: dict[str, Callable[[], Any]], device: torch.device, rounds: int, warmup: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each function over ``rounds`` rounds after ``warmup`` untimed ones.
+
+    Each round calls every function once, in turn, so that load from other jobs on a shared box
+    falls on all methods alike rather than on whichever ran during the spike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + rounds):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def torch_machine_info(

@@ -41,14 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench._common import torch_machine_info  # noqa: E402
+from bench._common import interleaved_rounds, torch_machine_info  # noqa: E402
 
 log = logging.getLogger("bench.probe_scoring")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synpope_items(n: int, seed: int = 11) -> list[Any]:
@@ -170,15 +165,7 @@ def methods(adapter: Any, scorer_onnx: Any, scorer_torch: Any, encs: list, items
 
 
 def time_round_robin(fns: dict[str, Callable[[], Any]], n: int, device: torch.device, rounds: int, warmup: int) -> dict[str, Any]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(warmup + rounds):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+    times = interleaved_rounds(fns, device, rounds, warmup)
     out = {}
     for name, ts in times.items():
         # best round: on a shared box other jobs only ever slow a round down, so the fastest round

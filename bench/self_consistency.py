@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench._common import torch_machine_info  # noqa: E402
+from bench._common import interleaved_rounds, sync, torch_machine_info  # noqa: E402
 from monitor.spotcheck.sampler import sample_shared_prefill  # noqa: E402
 from monitor.spotcheck.static_decode import StaticDecoder  # noqa: E402
 
@@ -57,11 +57,6 @@ OUT = Path(__file__).resolve().parent / "results" / "self_consistency.json"
 
 
 # --- hardware --------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_bandwidth(device: torch.device, mbytes: int) -> float:
     """Bytes per second of a large device-to-device copy (read + write counted)."""
     n = mbytes * 2**20 // 4
@@ -69,10 +64,10 @@ def measure_bandwidth(device: torch.device, mbytes: int) -> float:
     dst = torch.empty_like(src)
     times = []
     for _ in range(7):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         dst.copy_(src)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * n * 4 / min(times[1:])
 
@@ -82,10 +77,10 @@ def measure_matmul_flops(device: torch.device, dtype: torch.dtype, size: int) ->
     b = torch.randn(size, size, device=device, dtype=dtype)
     times = []
     for _ in range(5):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * size**3 / min(times[1:])
 
@@ -200,16 +195,8 @@ def methods(model, ids, extra, n: int, eos: int, device: torch.device) -> dict[s
 
 
 def time_methods(fns: dict[str, Callable[[], Any]], device: torch.device, rounds: int, warmup: int) -> dict[str, Any]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():
-        for r in range(warmup + rounds):
-            for name, fn in fns.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                if r >= warmup:
-                    times[name].append(time.perf_counter() - t0)
+        times = interleaved_rounds(fns, device, rounds, warmup)
     return {
         name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "rounds": len(t)}
         for name, t in times.items()
