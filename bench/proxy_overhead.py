@@ -84,6 +84,7 @@ class _Conn(asyncio.Protocol):
         self.fut: asyncio.Future[int] | None = None
         self.status = 0
         self.broken = False
+        self.keep = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -100,6 +101,7 @@ class _Conn(asyncio.Protocol):
         self.status = self.parser.get_status_code()
 
     def on_message_complete(self) -> None:
+        self.keep = self.parser.should_keep_alive()  # only valid inside the parser's callbacks
         if self.fut is not None and not self.fut.done():
             self.fut.set_result(self.status)
 
@@ -120,6 +122,7 @@ async def _phase(port: int, rate: float, duration: float, reqs: list[bytes], war
     idle: asyncio.LifoQueue[_Conn] = asyncio.LifoQueue()
     lat: list[float] = []
     failed = 0
+    why: dict[str, int] = {}
     opened = 0
     tasks: set[asyncio.Task[None]] = set()
 
@@ -128,11 +131,11 @@ async def _phase(port: int, rate: float, duration: float, reqs: list[bytes], war
         conn = None
         try:
             if not idle.empty() or opened >= max_conns:
-                conn = await idle.get()
+                conn = await asyncio.wait_for(idle.get(), 10.0)
             else:
                 opened += 1
                 try:
-                    _, conn = await loop.create_connection(_Conn, "127.0.0.1", port)
+                    _, conn = await asyncio.wait_for(loop.create_connection(_Conn, "127.0.0.1", port), 10.0)
                 except OSError:
                     opened -= 1
                     raise
@@ -143,14 +146,16 @@ async def _phase(port: int, rate: float, duration: float, reqs: list[bytes], war
                 lat.append((time.perf_counter() - t_sched) * 1e3)
                 if status != 200:
                     failed += 1
-            if not conn.broken and conn.parser.should_keep_alive():
+                    why[f"status {status}"] = why.get(f"status {status}", 0) + 1
+            if not conn.broken and conn.keep:
                 idle.put_nowait(conn)
             else:
                 conn.transport.close()
                 opened -= 1
-        except Exception:  # noqa: BLE001 - timeouts, resets, refused: all failed requests
+        except Exception as e:  # noqa: BLE001 - timeouts, resets, refused: all failed requests
             if measure:
                 failed += 1
+                why[type(e).__name__] = why.get(type(e).__name__, 0) + 1
             if conn is not None and conn.transport is not None:
                 conn.transport.close()
                 opened -= 1
@@ -174,11 +179,14 @@ async def _phase(port: int, rate: float, duration: float, reqs: list[bytes], war
     while not idle.empty():
         idle.get_nowait().transport.close()
     measured = n - n_warm
+    errors = sum(v for k, v in why.items() if not k.startswith("status"))
+    unfinished = measured - len(lat) - errors  # still waiting when the phase's grace period ended
     lat.sort()
     return {
         "sent": measured,
         "completed": len(lat),
-        "failed": failed + (measured - len(lat)),
+        "failed": failed + unfinished,
+        "failures": {**why, **({"unfinished": unfinished} if unfinished else {})},
         "p50": lat[len(lat) // 2] if lat else float("nan"),
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
         "rps": len(lat) / max(1e-9, (t_end - t0) - warmup),
@@ -283,6 +291,8 @@ def pairs(proxy_port: int, upstream: int, proxy_pid: int, rate: float, mode: str
         "p99_added_ms": med([r["proxy"]["p99"] - r["direct"]["p99"] for r in runs]),
         "rps": round(statistics.median([r["proxy"]["rps"] for r in runs]), 1),
         "failed_requests": sum(r["proxy"]["failed"] for r in runs),
+        "failure_kinds": {k: sum(r["proxy"]["failures"].get(k, 0) for r in runs)
+                          for k in sorted({k for r in runs for k in r["proxy"]["failures"]})},
         "direct_failed_requests": sum(r["direct"]["failed"] for r in runs),
         "direct_p50_ms": med([r["direct"]["p50"] for r in runs]),
         "direct_p99_ms": med([r["direct"]["p99"] for r in runs]),
@@ -307,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-rate", type=float, default=0.1)
     ap.add_argument("--down-rate", type=float, default=1000.0, help="rate of the storage-down check")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxy_overhead.json"))
+    ap.add_argument("--note", default="", help="free text stored with the results (e.g. what else ran on the host)")
     args = ap.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     modes = args.modes.split(",")
@@ -360,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "description": "added latency of the vlmwatch proxy vs calling the canned upstream directly; open-loop; "
                        "~100 KB PNG data URL per request; 10% sampling; proxy, upstream and load generator on one host",
         "machine": info,
+        "note": args.note,
         "params": {"duration_s": args.duration, "repeats": args.repeats, "sample_rate": args.sample_rate,
                    "body_bytes": len(_requests(1, False)[0])},
         "summary": summary,
