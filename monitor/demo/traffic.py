@@ -191,24 +191,45 @@ class Replayer:
             self.labels.schedule(time.time() + self.plan.label_delay_seconds, req.index, resp.id, ok)
 
     def run(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        import queue
 
         from openai import OpenAI
 
         client = OpenAI(base_url=self.base_url, api_key="demo", max_retries=2, timeout=30.0)
+        # daemon threads, not an executor: Ctrl-C must not wait for requests in flight at exit
+        work: queue.Queue[Request | None] = queue.Queue(maxsize=self.plan.concurrency * 4)
+
+        def worker() -> None:
+            while True:
+                req = work.get()
+                if req is None or self.stop.is_set():
+                    return
+                self._one(client, req)
+
+        threads = [threading.Thread(target=worker, name=f"demo-client-{i}", daemon=True)
+                   for i in range(self.plan.concurrency)]
+        for t in threads:
+            t.start()
         t0 = time.monotonic()
-        with ThreadPoolExecutor(max_workers=self.plan.concurrency, thread_name_prefix="demo-client") as pool:
-            inflight: list[Any] = []
-            for req in requests_for(self.plan):
-                if self.stop.is_set():
+        for req in requests_for(self.plan):
+            if self.stop.is_set():
+                break
+            delay = t0 + req.index / self.plan.rate - time.monotonic()
+            if delay > 0 and self.stop.wait(delay):
+                break
+            while not self.stop.is_set():  # a full queue: the server fell behind; don't queue without bound
+                try:
+                    work.put(req, timeout=0.5)
                     break
-                due = t0 + req.index / self.plan.rate
-                delay = due - time.monotonic()
-                if delay > 0 and self.stop.wait(delay):
+                except queue.Full:
+                    continue
+        for _ in threads:
+            while not self.stop.is_set():
+                try:
+                    work.put(None, timeout=0.5)
                     break
-                inflight = [f for f in inflight if not f.done()]
-                while len(inflight) >= self.plan.concurrency * 4 and not self.stop.is_set():
-                    time.sleep(0.01)  # the server fell behind: don't queue without bound
-                    inflight = [f for f in inflight if not f.done()]
-                inflight.append(pool.submit(self._one, client, req))
-        client.close()
+                except queue.Full:
+                    continue
+        for t in threads:
+            while t.is_alive() and not self.stop.is_set():
+                t.join(0.5)
