@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     from monitor.demo import DemoPlan, parse_duration, run_demo
 
+    import signal
+
+    # Ctrl-C stops the demo even when started from a shell that ignores SIGINT in background jobs
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.log_level is None:  # the demo speaks through its status line and summary
         logging.getLogger().setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
