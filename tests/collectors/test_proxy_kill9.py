@@ -164,4 +164,6 @@ def test_storage_down_fails_no_client_request(tmp_path, canned):
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 0, out
-    assert "shipping to storage failed" in out
+    # the shipper said storage was unreachable: in a periodic round, or (if the proxy was stopped
+    # before its first round finished) in the final round at shutdown
+    assert "shipping to storage failed" in out or "final shipping round failed" in out, out
