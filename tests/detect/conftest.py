@@ -75,15 +75,16 @@ def fast_settings():
 
 @pytest.fixture
 def make_hook():
-    """A loopback webhook receiver: (url, list of received bodies)."""
+    """A loopback webhook receiver: (url, list of received (headers, body) pairs)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    got: list[bytes] = []
+    got: list[tuple[dict, bytes]] = []
 
     class H(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
-            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((dict(self.headers.items()), body))
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -84,7 +84,7 @@ def test_no_data_alert_fires_and_resolves(world, fast_settings, make_hook):
     res = run_detect(world.factory, settings, t + timedelta(hours=2, minutes=2))
     assert [(x.rule, x.event) for x in res.transitions] == [("no_data", "resolved")]
     deliver_due(world.factory, settings.alerts, now=t + timedelta(hours=2, minutes=3))
-    assert [json.loads(b)["state"] for b in got] == ["firing", "resolved"]
+    assert [json.loads(b)["state"] for _, b in got] == ["firing", "resolved"]
 
 
 def test_detect_tune_cli_stores_tunings(world, db_url, vlmwatch_cli):

@@ -4,9 +4,7 @@ late and out-of-order evidence is consumed once; a restart continues from the pe
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -23,28 +21,6 @@ from storage.models import Alert, DetectorState, DetectorTuning, Label, Referenc
 PROBE = BinormalProbe()
 
 
-@pytest.fixture
-def hook():
-    got: list[tuple[dict, bytes]] = []
-
-    class H(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            got.append((dict(self.headers.items()), body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/", got
-    srv.shutdown()
-    srv.server_close()
-
-
 def _stream(n, rate=None, seed=0):
     rng = np.random.default_rng(seed)
     d = None if rate is None else PROBE.d_for_disagreement(rate)
@@ -56,8 +32,8 @@ def _events(got, rule):
     return [json.loads(b)["state"] for h, b in got if json.loads(b)["rule"] == rule]
 
 
-def test_drift_fires_once_and_resolves(world, fast_settings, hook, monkeypatch):
-    url, got = hook
+def test_drift_fires_once_and_resolves(world, fast_settings, make_hook, monkeypatch):
+    url, got = make_hook
     monkeypatch.setenv("E2E_SECRET", "k")
     settings = fast_settings([{"name": "h", "kind": "webhook", "url": url, "secret_env": "E2E_SECRET"}])
     world.add(*_stream(600, seed=1))  # the default reference: first 600 labelled samples
