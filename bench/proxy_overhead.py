@@ -238,9 +238,11 @@ def start_upstream(port: int) -> subprocess.Popen:
     return p
 
 
-def start_proxy(port: int, upstream: int, workdir: Path, storage_url: str, sample_rate: float) -> subprocess.Popen:
+def start_proxy(port: int, upstream: int, workdir: Path, storage_url: str, sample_rate: float,
+                background_nice: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLMWATCH_")}
-    env.update({"VLMWATCH_STORAGE__URL": storage_url, "VLMWATCH_SPOOL__DIR": str(workdir / "spool")})
+    env.update({"VLMWATCH_STORAGE__URL": storage_url, "VLMWATCH_SPOOL__DIR": str(workdir / "spool"),
+                "VLMWATCH_SPOOL__BACKGROUND_NICE": str(background_nice)})
     p = subprocess.Popen([sys.executable, "-m", "monitor.cli", "--log-level", "ERROR", "proxy",
                           "--upstream", f"http://127.0.0.1:{upstream}", "--listen", f"127.0.0.1:{port}",
                           "--sample-rate", str(sample_rate)], cwd=workdir, env=env)
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="measured seconds per phase")
     ap.add_argument("--repeats", type=int, default=5, help="direct/proxy pairs per rate and mode")
     ap.add_argument("--sample-rate", type=float, default=0.1)
+    ap.add_argument("--background-nice", type=int, default=10,
+                    help="spool.background_nice of the proxy's sampler and shipper processes (0: same priority)")
     ap.add_argument("--down-rate", type=float, default=1000.0, help="rate of the storage-down check")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxy_overhead.json"))
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. what else ran on the host)")
@@ -334,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for storage in ("up", "down"):
                 url = db if storage == "up" else f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/none"
-                proxy = start_proxy(px_port, up_port, work, url, args.sample_rate)
+                proxy = start_proxy(px_port, up_port, work, url, args.sample_rate, args.background_nice)
                 try:
                     for mode in modes:
                         reqs = _requests(200, stream=mode == "stream")
@@ -373,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "note": args.note,
         "params": {"duration_s": args.duration, "repeats": args.repeats, "sample_rate": args.sample_rate,
+               "background_nice": args.background_nice,
                    "body_bytes": len(_requests(1, False)[0])},
         "summary": summary,
         "runs": rows,

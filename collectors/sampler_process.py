@@ -127,10 +127,10 @@ class SamplerClient:
 
 def start_sampler(metrics: CollectorMetrics, *, spool_dir: str, lane: str, spool_max_bytes: int,
                   sample_rate: float, rates: dict[str, float], max_image_bytes: int, redact_hook: str,
-                  queue_size: int, log_level: str = "WARNING") -> SamplerClient:
+                  queue_size: int, log_level: str = "WARNING", nice: int = 10) -> SamplerClient:
     args = ["--spool", spool_dir, "--lane", lane, "--max-bytes", str(spool_max_bytes),
             "--rate", str(sample_rate), "--rates", json.dumps(rates), "--max-image-bytes", str(max_image_bytes),
-            "--redact", redact_hook, "--queue-size", str(queue_size), "--log-level", log_level]
+            "--redact", redact_hook, "--queue-size", str(queue_size), "--log-level", log_level, "--nice", str(nice)]
     return SamplerClient(metrics, args)
 
 
@@ -150,14 +150,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from collectors.exchange import RawExchange, build_sample
     from collectors.pipeline import Pipeline, load_redactor
+    from collectors.priority import become_background
     from collectors.sampling import SamplingPolicy
     from collectors.spool import SpoolBusy, SpoolWriter
 
     ap = argparse.ArgumentParser()
     for name in ("--fd", "--spool", "--lane", "--max-bytes", "--rate", "--rates", "--max-image-bytes", "--redact",
-                 "--queue-size", "--log-level"):
+                 "--queue-size", "--log-level", "--nice"):
         ap.add_argument(name, required=True)
     a = ap.parse_args(argv)
+    become_background(int(a.nice))  # before any thread starts: they inherit it
+    import storage.images  # noqa: F401 - imported now, not on the first sample while traffic flows
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=int(a.fd))
     policy = SamplingPolicy(float(a.rate), json.loads(a.rates))

@@ -20,6 +20,7 @@ from typing import Any
 
 from collectors.metrics import CollectorMetrics
 from collectors.pipeline import load_redactor
+from collectors.priority import DEFAULT_BACKGROUND_NICE, become_background
 from collectors.proxy import ProxyServer, parse_listen, serve
 from collectors.sampling import SamplingPolicy
 from collectors.spool import SpoolWriter
@@ -41,10 +42,14 @@ class CollectorOptions:
     max_image_bytes: int = 20_000_000
     redact_hook: str = ""
     log_level: str = "INFO"
+    background_nice: int = DEFAULT_BACKGROUND_NICE  # sampler and shipper processes yield the CPU to the request path
 
 
-def _shipper_main(spool_dir: str, storage_url: str, interval: float, max_image_bytes: int, level: str) -> None:
+def _shipper_main(spool_dir: str, storage_url: str, interval: float, max_image_bytes: int, level: str,
+                  nice: int) -> None:
+    become_background(nice)
     from collectors.shipper import Shipper
+    import storage.db, storage.repo_samples  # noqa: F401,E401 - imported at start, not in the first round
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shipper = Shipper(spool_dir, storage_url, interval=interval, max_image_bytes=max_image_bytes)
@@ -61,7 +66,8 @@ def start_shipper_process(opts: CollectorOptions) -> Any:
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(
         target=_shipper_main,
-        args=(opts.spool_dir, opts.storage_url, opts.ship_interval, opts.max_image_bytes, opts.log_level),
+        args=(opts.spool_dir, opts.storage_url, opts.ship_interval, opts.max_image_bytes, opts.log_level,
+              opts.background_nice),
         name="vlmwatch-shipper",
         daemon=True,
     )
@@ -108,7 +114,7 @@ def run_proxy(
     sampler = start_sampler(metrics, spool_dir=opts.spool_dir, lane=f"proxy-{port}",
                             spool_max_bytes=opts.spool_max_bytes, sample_rate=opts.sample_rate, rates=opts.rates,
                             max_image_bytes=opts.max_image_bytes, redact_hook=opts.redact_hook,
-                            queue_size=opts.queue_size, log_level=opts.log_level)
+                            queue_size=opts.queue_size, log_level=opts.log_level, nice=opts.background_nice)
     server = ProxyServer(upstream_url, policy=policy, pipeline=sampler, metrics=metrics,
                          connect_timeout=connect_timeout, read_timeout=read_timeout,
                          max_body_bytes=max_body_bytes, metrics_path=metrics_path)

@@ -149,6 +149,7 @@ class SpoolConfig(_Section):
     ship_interval_seconds: float = 2.0  # how often the shipper drains the spool into storage
     collector_ships: bool = True  # proxy/tail run their own shipper process; false leaves it to the daemon
     redact_hook: str = ""  # "package.module:function" run on each sample before it is stored; "" = none
+    background_nice: int = Field(10, ge=0, le=19)  # niceness (and SCHED_BATCH) of the sampler and shipper processes; 0 = as the collector
 
 
 class ApiConfig(_Section):

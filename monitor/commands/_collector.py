@@ -33,6 +33,7 @@ def collector_options(args: argparse.Namespace, *, proxy_queue: bool = False) ->
         rates=dict(s.proxy.rates),
         max_image_bytes=s.storage.max_image_bytes,
         redact_hook=s.spool.redact_hook,
+        background_nice=s.spool.background_nice,
         log_level=(args.log_level or s.log_level).upper(),
     )
     if proxy_queue:

@@ -167,3 +167,47 @@ def test_storage_down_fails_no_client_request(tmp_path, canned):
     # the shipper said storage was unreachable: in a periodic round, or (if the proxy was stopped
     # before its first round finished) in the final round at shutdown
     assert "shipping to storage failed" in out or "final shipping round failed" in out, out
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid -> command line of each direct child of ``pid``."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out[int(entry.name)] = cmd
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and SCHED_BATCH (Linux)")
+def test_sampler_and_shipper_run_at_background_priority(tmp_path, canned):
+    """The request path keeps its priority; the sampling worker and the shipper yield the CPU to it."""
+    _, upstream = canned
+    port = _free_port()
+    proc = _start_proxy(tmp_path, upstream, port, ship=True,
+                        env={"VLMWATCH_STORAGE__URL": f"sqlite:///{tmp_path / 'x.db'}",
+                             "VLMWATCH_SPOOL__BACKGROUND_NICE": "7"})
+    try:
+        kids = _children(proc.pid)
+        sampler = [p for p, cmd in kids.items() if "collectors.sampler_process" in cmd]
+        shipper = [p for p, cmd in kids.items() if "multiprocessing.spawn" in cmd]
+        assert len(sampler) == 1 and len(shipper) == 1, kids
+        base = os.getpriority(os.PRIO_PROCESS, proc.pid)
+        deadline = time.monotonic() + 10  # each child lowers its own priority as its first step
+        while time.monotonic() < deadline and any(
+                os.getpriority(os.PRIO_PROCESS, pid) == base for pid in (*sampler, *shipper)):
+            time.sleep(0.05)
+        for pid in (*sampler, *shipper):
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, base + 7)
+            assert os.sched_getscheduler(pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, out
