@@ -1,7 +1,8 @@
 """A canned-response OpenAI-compatible server (not a model) for proxy tests and the benchmark.
 
 It answers ``POST /v1/chat/completions`` with a fixed answer, as JSON or as an SSE stream when the
-body asks for ``"stream": true``, and ``GET /v1/models``. The response id is derived from the
+body asks for ``"stream": true`` (with made-up but fixed token log-probabilities, one per word,
+when it asks for ``"logprobs": true``), and ``GET /v1/models``. The response id is derived from the
 request body (``chatcmpl-<crc32><len>``), so the same request always gets byte-identical answers:
 tests compare a proxied call with a direct one byte for byte. Request headers steer edge cases:
 
@@ -24,45 +25,49 @@ from typing import Any
 
 import httptools
 
-__all__ = ["CannedUpstream", "ANSWER", "start_canned", "response_id_for"]
+__all__ = ["CannedUpstream", "ANSWER", "ANSWER_LOGPROBS", "start_canned", "response_id_for"]
 
 ANSWER = "Yes, there is a cat in the image."
+_TOKENS = [w if i == 0 else " " + w for i, w in enumerate(ANSWER.split(" "))]
+ANSWER_LOGPROBS = [round(-0.05 * (i + 1) ** 1.5, 6) for i in range(len(_TOKENS))]  # one "token" per word
+
+
+def _logprobs(tokens: list[str], values: list[float]) -> dict[str, Any]:
+    return {"content": [{"token": t, "logprob": v, "bytes": list(t.encode()), "top_logprobs": []}
+                        for t, v in zip(tokens, values)], "refusal": None}
 
 
 def response_id_for(body: bytes) -> str:
     return f"chatcmpl-{zlib.crc32(body):08x}{len(body):x}"
 
 
-def _json_completion(rid: str, model: str) -> bytes:
+def _json_completion(rid: str, model: str, logprobs: bool) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
+    if logprobs:
+        choice["logprobs"] = _logprobs(_TOKENS, ANSWER_LOGPROBS)
     return json.dumps(
         {
             "id": rid,
             "object": "chat.completion",
             "created": 1700000000,
             "model": model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
-            ],
+            "choices": [choice],
             "usage": {"prompt_tokens": 10, "completion_tokens": 9, "total_tokens": 19},
         },
         separators=(",", ":"),
     ).encode()
 
 
-def _sse_events(rid: str, model: str) -> list[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-        d = {
-            "id": rid,
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
+def _sse_events(rid: str, model: str, logprobs: bool) -> list[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None, lps: dict[str, Any] | None = None) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if logprobs:
+            choice["logprobs"] = lps
+        d = {"id": rid, "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": [choice]}
         return b"data: " + json.dumps(d, separators=(",", ":")).encode() + b"\n\n"
 
-    words = ANSWER.split(" ")
     events = [chunk({"role": "assistant", "content": ""}, None)]
-    events += [chunk({"content": (w if i == 0 else " " + w)}, None) for i, w in enumerate(words)]
+    events += [chunk({"content": t}, None, _logprobs([t], [v])) for t, v in zip(_TOKENS, ANSWER_LOGPROBS)]
     events += [chunk({}, "stop"), b"data: [DONE]\n\n"]
     return events
 
@@ -151,16 +156,17 @@ class _Conn(asyncio.Protocol):
             self._send(status, b"application/json", err.encode(), conn)
         else:
             rid, model = response_id_for(body), _model_of(body)
+            logprobs = b'"logprobs":true' in body or b'"logprobs": true' in body
             if b'"stream":true' in body or b'"stream": true' in body:
                 t.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                     b"Transfer-Encoding: chunked\r\nConnection: " + conn + b"\r\n\r\n"
                 )
-                for ev in _sse_events(rid, model):
+                for ev in _sse_events(rid, model, logprobs):
                     t.write(b"%x\r\n%s\r\n" % (len(ev), ev))
                 t.write(b"0\r\n\r\n")
             elif headers.get(b"x-canned-chunked") == b"1":
-                payload = _json_completion(rid, model)
+                payload = _json_completion(rid, model, logprobs)
                 half = len(payload) // 2
                 t.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
@@ -170,7 +176,7 @@ class _Conn(asyncio.Protocol):
                     t.write(b"%x\r\n%s\r\n" % (len(part), part))
                 t.write(b"0\r\n\r\n")
             else:
-                self._send(200, b"application/json", _json_completion(rid, model), conn)
+                self._send(200, b"application/json", _json_completion(rid, model, logprobs), conn)
         if not keep or headers.get(b"x-canned-close-after") == b"1":
             t.close()  # like an idle keep-alive timeout: the connection just goes away
 

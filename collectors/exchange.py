@@ -12,7 +12,9 @@ from __future__ import annotations
 import binascii
 import gzip
 import json
+import math
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,8 +28,12 @@ __all__ = [
     "RawExchange",
     "build_sample",
     "parse_chat_request",
+    "Answer",
+    "token_logprobs",
     "answer_from_json",
+    "answer_from_chunks",
     "answer_from_sse",
+    "with_logprobs",
     "load_image_ref",
     "check_image_bytes",
 ]
@@ -126,22 +132,91 @@ def _content_text(content: Any) -> str:
     raise DropSample("bad_response", f"answer content is {type(content).__name__}")
 
 
-def answer_from_json(resp: Any) -> tuple[str, str | None]:
-    """``(answer, response_id)`` of a non-streamed chat completion."""
+@dataclass(frozen=True)
+class Answer:
+    """What the monitor keeps of a chat completion: the text of choice 0, the response id, and the
+    served tokens' log-probabilities when the server returned them (``logprobs: true``)."""
+
+    text: str
+    response_id: str | None
+    logprobs: list[float] | None = None
+
+
+def token_logprobs(logprobs: Any) -> list[float] | None:
+    """``[entry.logprob for entry in logprobs.content]`` of an OpenAI ``logprobs`` object.
+
+    ``None`` when absent or unusable (not a list, a non-numeric or non-finite value, a positive
+    log-probability): the answer is still a good sample, it just brings no free confidence signal.
+    """
+    if not isinstance(logprobs, dict):
+        return None
+    content = logprobs.get("content")
+    if not isinstance(content, list):
+        return None
+    out: list[float] = []
+    for entry in content:
+        lp = entry.get("logprob") if isinstance(entry, dict) else None
+        if isinstance(lp, bool) or not isinstance(lp, (int, float)) or not math.isfinite(lp) or lp > 1e-6:
+            return None
+        out.append(float(lp))
+    return out
+
+
+def answer_from_json(resp: Any) -> Answer:
+    """The :class:`Answer` of a non-streamed chat completion."""
     try:
         choice = resp["choices"][0]
-        answer = _content_text(choice["message"].get("content"))
+        text = _content_text(choice["message"].get("content"))
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise DropSample("bad_response", f"no choices[0].message in the answer ({e!r})") from None
     rid = resp.get("id")
-    return answer, rid if isinstance(rid, str) else None
+    lps = token_logprobs(choice.get("logprobs"))
+    return Answer(text, rid if isinstance(rid, str) else None, lps or None)
 
 
-def answer_from_sse(body: bytes) -> tuple[str, str | None]:
-    """Reassemble a streamed answer (``data: {chunk}`` events) into ``(answer, response_id)``."""
+def answer_from_chunks(chunks: Iterable[Any]) -> Answer:
+    """Reassemble a streamed answer from its ``chat.completion.chunk`` objects (as dicts).
+
+    Log-probabilities are kept only if every chunk that adds text to choice 0 carries them.
+    """
     parts: list[str] = []
+    lps: list[float] | None = []
     rid: str | None = None
     seen = False
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            raise DropSample("bad_response", "an SSE event is not an object")
+        seen = True
+        if rid is None and isinstance(chunk.get("id"), str):
+            rid = chunk["id"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            piece = _content_text(delta.get("content")) if isinstance(delta, dict) else ""
+            lp = choice.get("logprobs")
+            if lps is not None and lp is not None:
+                more = token_logprobs(lp)
+                lps = None if more is None else lps + more
+            elif piece and lp is None:
+                lps = None  # text without its log-probabilities: the sequence would be incomplete
+            parts.append(piece)
+    if not seen:
+        raise DropSample("bad_response", "stream had no data events")
+    return Answer("".join(parts), rid, lps or None)
+
+
+def with_logprobs(meta: dict[str, Any], ans: Answer) -> dict[str, Any]:
+    """``meta`` plus ``answer_logprobs`` when the answer brought them (the probe scorer's free
+    ``answer_prob`` signal; without them it needs ``scoring.full_pass``)."""
+    if ans.logprobs is None:
+        return meta
+    return {**meta, "answer_logprobs": ans.logprobs}
+
+
+def answer_from_sse(body: bytes) -> Answer:
+    """Reassemble a streamed answer from the SSE body (``data: {chunk}`` events)."""
+    chunks = []
     for line in body.splitlines():
         if not line.startswith(b"data:"):
             continue
@@ -149,22 +224,10 @@ def answer_from_sse(body: bytes) -> tuple[str, str | None]:
         if payload == b"[DONE]" or not payload:
             continue
         try:
-            chunk = json.loads(payload)
+            chunks.append(json.loads(payload))
         except ValueError:
             raise DropSample("bad_response", "an SSE event is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise DropSample("bad_response", "an SSE event is not an object")
-        seen = True
-        if rid is None and isinstance(chunk.get("id"), str):
-            rid = chunk["id"]
-        for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                delta = choice.get("delta") or {}
-                if isinstance(delta, dict) and delta.get("content"):
-                    parts.append(_content_text(delta["content"]))
-    if not seen:
-        raise DropSample("bad_response", "stream had no data events")
-    return "".join(parts), rid
+    return answer_from_chunks(chunks)
 
 
 def check_image_bytes(data: bytes, max_bytes: int) -> CollectedImage:
@@ -246,14 +309,14 @@ def build_sample(
     model, prompt, image_ref, meta = parse_chat_request(body)
     resp = _decode_body(raw)
     if "text/event-stream" in raw.content_type.lower() or resp.lstrip().startswith(b"data:"):
-        answer, rid = answer_from_sse(resp)
+        ans = answer_from_sse(resp)
     else:
         try:
-            answer, rid = answer_from_json(json.loads(resp))
+            ans = answer_from_json(json.loads(resp))
         except (ValueError, UnicodeDecodeError):
             raise DropSample("bad_response", "answer is not JSON") from None
     image = load_image_ref(image_ref, max_image_bytes)
-    meta.update(raw.meta)
+    meta = with_logprobs({**meta, **raw.meta}, ans)
     return CollectedSample(
         id=new_sample_id(source),
         source=source,
@@ -261,8 +324,8 @@ def build_sample(
         model=model,
         route=raw.route or DEFAULT_ROUTE,
         prompt=prompt,
-        answer=answer,
-        response_id=rid,
+        answer=ans.text,
+        response_id=ans.response_id,
         image=image,
         meta=meta,
     )

@@ -26,7 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collectors.exchange import answer_from_json, check_image_bytes, load_image_ref, parse_chat_request
+from collectors.exchange import (
+    answer_from_chunks,
+    answer_from_json,
+    check_image_bytes,
+    load_image_ref,
+    parse_chat_request,
+    with_logprobs,
+)
 from collectors.metrics import CollectorMetrics
 from collectors.pipeline import Pipeline, Redactor
 from collectors.sample import CollectedImage, CollectedSample, DropSample, new_sample_id
@@ -90,18 +97,14 @@ class SdkCollector:
         body = json.loads(raw)  # plain JSON types, whatever the caller passed (TypedDicts, objects)
         model, prompt, image_ref, meta = parse_chat_request(body)
         if chunks is not None:
-            answer = "".join(
-                c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == 0
-            )
-            rid = chunks[0].id if chunks else None
+            ans = answer_from_chunks([_plain(c) for c in chunks])
         else:
-            dump = result.model_dump() if hasattr(result, "model_dump") else result
-            answer, rid = answer_from_json(dump)
+            ans = answer_from_json(_plain(result))
         image = load_image_ref(image_ref, self.max_image_bytes)
         meta["latency_ms"] = round(ms, 3)
         return CollectedSample(id=new_sample_id("sdk"), source="sdk", ts=datetime.fromtimestamp(t0, timezone.utc),
-                               model=model, route=DEFAULT_ROUTE, prompt=prompt, answer=answer, response_id=rid,
-                               image=image, meta=meta)
+                               model=model, route=DEFAULT_ROUTE, prompt=prompt, answer=ans.text,
+                               response_id=ans.response_id, image=image, meta=with_logprobs(meta, ans))
 
     def _image(self, image: Any) -> CollectedImage:
         if isinstance(image, (bytes, bytearray)):
@@ -136,6 +139,11 @@ class SdkCollector:
         return CollectedSample(id=new_sample_id("sdk"), source="sdk", ts=datetime.fromtimestamp(t0, timezone.utc),
                                model=model, route=DEFAULT_ROUTE, prompt=prompt, answer=answer, image=img,
                                meta={"latency_ms": round(ms, 3)})
+
+
+def _plain(obj: Any) -> Any:
+    """An openai response object (pydantic) as the plain dict it was parsed from."""
+    return obj.model_dump() if hasattr(obj, "model_dump") else obj
 
 
 def _offer(collector: SdkCollector, item: tuple[Any, ...]) -> None:

@@ -26,8 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from collectors.exchange import answer_from_json, check_image_bytes, parse_chat_request
-from collectors.exchange import load_image_ref
+from collectors.exchange import answer_from_json, check_image_bytes, load_image_ref, parse_chat_request, with_logprobs
 from collectors.metrics import CollectorMetrics
 from collectors.pipeline import Redactor, SampleSink
 from collectors.sample import CollectedImage, CollectedSample, DropSample
@@ -289,10 +288,11 @@ class Tailer:
         route = d.get("route") if isinstance(d.get("route"), str) else DEFAULT_ROUTE
         if not self.policy.keep(fraction, model, route):
             raise DropSample("sampled_out")
-        answer, rid = answer_from_json(d.get("response"))
+        ans = answer_from_json(d.get("response"))
         image = load_image_ref(image_ref, self.max_image_bytes)
         return CollectedSample(id=sid, source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
-                               prompt=prompt, answer=answer, response_id=rid, image=image, meta=meta)
+                               prompt=prompt, answer=ans.text, response_id=ans.response_id, image=image,
+                               meta=with_logprobs(meta, ans))
 
     def _image(self, value: Any) -> CollectedImage | None:
         if value is None:

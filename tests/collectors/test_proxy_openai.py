@@ -10,10 +10,11 @@ import json
 import re
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
-from collectors.canned_upstream import ANSWER, response_id_for
+from collectors.canned_upstream import ANSWER, ANSWER_LOGPROBS, response_id_for
 from tests.collectors.helpers import chat_body, data_url, png_bytes
 
 
@@ -50,6 +51,24 @@ def test_openai_client_gets_identical_bytes_through_the_proxy(canned, make_proxy
     assert s.response_id == response_id_for(srv.requests[-1])
     assert s.image is not None and s.image.data == png and s.image.format == "PNG"
     assert s.meta["stream"] is stream
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_served_logprobs_are_kept_in_the_sample(canned, make_proxy, png, stream):
+    """With ``logprobs: true`` the answer's token log-probabilities land in ``meta.answer_logprobs``
+    (the probe scorer's free answer_prob signal, no full pass needed); without it, nothing is added."""
+    _, port = canned
+    proxy = make_proxy(f"http://127.0.0.1:{port}")
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k")
+    body = {**chat_body("logprobs?", data_url(png), stream=stream), "logprobs": True}
+    r = client.chat.completions.create(**body)
+    got = ([e.logprob for c in r for e in (c.choices[0].logprobs.content if c.choices[0].logprobs else [])]
+           if stream else [e.logprob for e in r.choices[0].logprobs.content])
+    assert got == ANSWER_LOGPROBS
+    client.chat.completions.create(**chat_body("plain?", data_url(png), stream=stream))
+    with_lp, plain = proxy.samples()
+    assert with_lp.meta["answer_logprobs"] == ANSWER_LOGPROBS and with_lp.answer == ANSWER
+    assert "answer_logprobs" not in plain.meta
 
 
 def test_openai_client_parsed_objects_match_direct(canned, make_proxy, png):
@@ -105,6 +124,7 @@ def test_fixture_server_as_upstream(make_proxy, tmp_path_factory):
     body = chat_body("Is there a red circle in the image?", data_url(img), model="tiny-llava")
     body["max_tokens"] = 4
     body["temperature"] = 0.0
+    body["logprobs"] = True
     with serve_in_thread(adapter, model_name="tiny-llava") as handle:
         upstream = handle.base_url.rsplit("/v1", 1)[0]
         proxy = make_proxy(upstream)
@@ -129,3 +149,22 @@ def test_fixture_server_as_upstream(make_proxy, tmp_path_factory):
     assert by_stream[True].answer == plain["choices"][0]["message"]["content"]  # greedy: same answer
     assert by_stream[True].response_id.startswith("chatcmpl")
     assert all(s.image is not None and s.image.data == img for s in samples)
+
+    # the served tokens' log-probabilities ride along in meta, streamed or not: exactly what the client got
+    served = [e["logprob"] for e in plain["choices"][0]["logprobs"]["content"]]
+    assert served and all(v <= 0 for v in served)
+    assert by_stream[False].meta["answer_logprobs"] == served
+    assert by_stream[True].meta["answer_logprobs"] == pytest.approx(served, abs=1e-6)
+    # ... and they are the model's own: a full pass over the served answer gives the same values,
+    # so the scorer's free answer_prob from captured logprobs equals the one a full pass would compute
+    from io import BytesIO
+
+    from PIL import Image
+
+    from monitor.probe.scorer import captured_answer_prob
+
+    enc = adapter.encode(Image.open(BytesIO(img)), body["messages"][0]["content"][0]["text"], plain["choices"][0]["message"]["content"])
+    full = adapter.forward([enc], [adapter.num_layers], logits=True).answer_logprobs[0].tolist()
+    assert full == pytest.approx(served, abs=1e-4)
+    expected = float(np.exp(np.mean(full)))
+    assert captured_answer_prob(by_stream[False].meta) == pytest.approx(expected, rel=1e-4)

@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from collectors.canned_upstream import ANSWER
+from collectors.canned_upstream import ANSWER, ANSWER_LOGPROBS
 from collectors.sample import CollectedSample
 from collectors.sdk import SdkCollector, watch_openai, watch_vlm
 from collectors.sampling import SamplingPolicy
@@ -84,6 +84,28 @@ def test_async_openai_wrapper(canned, tmp_path, collector, png):
     r, text = asyncio.run(run())
     assert r.choices[0].message.content == text == ANSWER
     assert [s.answer for s in _samples(tmp_path, collector)] == [ANSWER, ANSWER]
+
+
+def test_openai_wrapper_keeps_the_served_logprobs(canned, tmp_path, collector, png):
+    """``logprobs=True`` calls bring the probe's free answer_prob signal along, sync, streamed and async."""
+    _, port = canned
+    base = f"http://127.0.0.1:{port}/v1"
+    body = {**chat_body("logprobs?", data_url(png)), "logprobs": True}
+    client = watch_openai(openai.OpenAI(base_url=base, api_key="k"), collector)
+    r = client.chat.completions.create(**body)
+    assert [e.logprob for e in r.choices[0].logprobs.content] == ANSWER_LOGPROBS  # the caller's view is intact
+    list(client.chat.completions.create(**{**body, "stream": True}))
+
+    async def run():
+        aclient = watch_openai(openai.AsyncOpenAI(base_url=base, api_key="k"), collector)
+        s = await aclient.chat.completions.create(**{**body, "stream": True})
+        [c async for c in s]
+        await aclient.close()
+
+    asyncio.run(run())
+    client.chat.completions.create(**chat_body("no logprobs asked", data_url(png)))
+    samples = _samples(tmp_path, collector)
+    assert [s.meta.get("answer_logprobs") for s in samples] == [ANSWER_LOGPROBS] * 3 + [None]
 
 
 def test_vlm_wrapper_adds_microseconds_only(tmp_path, collector):

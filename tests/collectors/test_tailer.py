@@ -59,7 +59,8 @@ def test_reads_lines_into_spool_and_counts_bad_lines_with_offsets(tmp_path, capl
         f.write(json.dumps({"model": "m", "prompt": "p", "answer": "a",
                             "image": "aGVsbG8gd29ybGQgdGhpcyBpcyBub3QgYW4gaW1hZ2UgYXQgYWxsIGp1c3QgdGV4dCB0ZXh0IHRleHQ="}) + "\n")
         f.write(json.dumps({"request": chat_body("ex?", IMG), "response": {
-            "id": "chatcmpl-abc", "choices": [{"index": 0, "message": {"role": "assistant", "content": "no"}}]}}) + "\n")
+            "id": "chatcmpl-abc", "choices": [{"index": 0, "message": {"role": "assistant", "content": "no"},
+                                               "logprobs": {"content": [{"token": "no", "logprob": -0.75}]}}]}}) + "\n")
     t = s.tailer()
     with caplog.at_level(logging.WARNING, logger="collectors.tailer"):
         s.drain(t)
@@ -71,6 +72,7 @@ def test_reads_lines_into_spool_and_counts_bad_lines_with_offsets(tmp_path, capl
     ex = CollectedSample.from_bytes(r.read()[0][2])
     r.close()
     assert (ex.prompt, ex.answer, ex.response_id) == ("ex?", "no", "chatcmpl-abc")
+    assert ex.meta["answer_logprobs"] == [-0.75]  # a logged response's logprobs feed the scorer too
 
 
 def test_partial_line_waits_for_its_newline(tmp_path):
