@@ -43,6 +43,7 @@ def test_demo_summary_json(tmp_path: Path) -> None:
     assert s["errors"] == 0
     ref = s["reference_samples"]
     assert c["samples"] == s["sent"] + ref and c["scored"] == c["samples"]
+    assert c["with_answer_prob"] == c["scored"]  # logprobs captured by the proxy (and the reference's) reached the scores
     assert 0.05 * s["sent"] < c["labels"] - ref < 0.15 * s["sent"]
     assert c["windows"] > 0 and c["spot_checked"] > 0
     # the demo's promise, and its time limit

@@ -21,6 +21,7 @@ __all__ = ["Counts", "read_counts", "StatusLine", "alerts_with_samples", "format
 class Counts:
     samples: int = 0
     scored: int = 0
+    with_answer_prob: int = 0  # scores whose answer_prob came from logprobs the proxy captured
     spot_checked: int = 0
     labels: int = 0
     windows: int = 0
@@ -36,6 +37,7 @@ def read_counts(sessions: sessionmaker[Session]) -> Counts:
         return Counts(
             samples=n(select(func.count()).select_from(Sample)),
             scored=n(select(func.count()).select_from(Score)),
+            with_answer_prob=n(select(func.count()).select_from(Score).where(Score.answer_prob.is_not(None))),
             spot_checked=n(select(func.count()).select_from(SpotCheck)),
             labels=n(select(func.count()).select_from(Label).where(Label.source.in_(("ground_truth", "human")))),
             windows=n(select(func.count()).select_from(CalibrationWindow).where(CalibrationWindow.kind == "time")),
@@ -101,7 +103,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("samples sent", f"{summary['sent']}  (shift injected at sample {summary['shift_at']})"),
         ("model accuracy", f"{summary['accuracy_before']:.1%} before the shift, {summary['accuracy_after']:.1%} after"),
         ("samples stored", str(c["samples"])),
-        ("scored", str(c["scored"])),
+        ("scored", f"{c['scored']}  ({c['with_answer_prob']} with answer_prob from captured logprobs)"),
         ("spot-checked", str(c["spot_checked"])),
         ("ground-truth labels", str(c["labels"])),
         ("calibration windows", str(c["windows"])),

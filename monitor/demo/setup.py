@@ -135,11 +135,11 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
         for i, ex in enumerate(iter_examples(plan.base_split, plan.reference_n, seed=plan.seed + 303)):
             buf = io.BytesIO()
             ex.image.save(buf, format="PNG")
-            answer = ad.generate(ex.image, ex.prompt, max_new_tokens=4)
+            (gen,), _ = ad.generate_detailed(ex.image, ex.prompt, max_new_tokens=4)
             records.append(SampleRecord(
-                id=f"{REFERENCE_PREFIX}{i:05d}", model=model, prompt=ex.prompt, answer=answer,
-                ts=t0 + timedelta(milliseconds=100 * i), image=buf.getvalue(), label=answer_matches(answer, ex.truth),
-                meta={"demo": "reference"},
+                id=f"{REFERENCE_PREFIX}{i:05d}", model=model, prompt=ex.prompt, answer=gen.text,
+                ts=t0 + timedelta(milliseconds=100 * i), image=buf.getvalue(), label=answer_matches(gen.text, ex.truth),
+                meta={"demo": "reference", "answer_logprobs": gen.token_logprobs},  # as served with logprobs
             ))
         with sessions.begin() as s:
             ingest_samples(s, records, label_source="ground_truth")

@@ -169,6 +169,7 @@ class Replayer:
                 ]}],
                 temperature=0,
                 max_tokens=4,
+                logprobs=True,  # the proxy keeps them: the scorer's answer_prob without a full pass
             )
             answer = resp.choices[0].message.content or ""
             ok = answer_matches(answer, req.truth)
