@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 from collectors.exchange import RawExchange, build_sample
 from collectors.metrics import CONTENT_TYPE_LATEST, CollectorMetrics
-from collectors.pipeline import Pipeline
 from collectors.proxy_relay import ClientConnection, Exchange
 from collectors.sample import CollectedSample
 from collectors.sampling import DEFAULT_ROUTE, SamplingPolicy

@@ -8,7 +8,6 @@ answer follows the generation prompt, and avoids merges across the prompt/answer
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.calibration.evidence import SOURCES, EvidenceRow, as_arrays, combine, dedupe_human, load_evidence
+from monitor.calibration.evidence import EvidenceRow, as_arrays, combine, dedupe_human, load_evidence
 from monitor.calibration.metrics import window_metrics
 from monitor.calibration.reference import active_reference, ensure_default_reference
 from storage.models import CalibrationWindow, DetectorState, ProbeVersion, Score, utcnow

@@ -109,7 +109,6 @@ def _ece_rows(s: NDArray[np.float64], y: NDArray[np.float64], bins: int, mass: b
     rows = np.arange(s2.shape[0])[:, None]
     flat = (rows * bins + idx).ravel()
     size = s2.shape[0] * bins
-    cnt = np.bincount(flat, minlength=size).reshape(-1, bins)
     ssum = np.bincount(flat, weights=s2.ravel(), minlength=size).reshape(-1, bins)
     ysum = np.bincount(flat, weights=y2.ravel(), minlength=size).reshape(-1, bins)
     return np.abs(ysum - ssum).sum(axis=1) / n

@@ -32,7 +32,7 @@ from alerts.lifecycle import Signal, Transition, evaluate
 from monitor.calibration.evidence import HUMAN_SOURCES, SOURCES, EvidenceRow, load_evidence
 from monitor.calibration.history import parse_duration, window_start
 from monitor.calibration.metrics import wilson_interval
-from monitor.calibration.reference import active_reference, ensure_default_reference
+from monitor.calibration.reference import ensure_default_reference
 from monitor.detect.adwin import AdwinDetector
 from monitor.detect.cusum import BernoulliCusum, TwoSidedCusum
 from monitor.detect.tune import store_tuning, tuning_for

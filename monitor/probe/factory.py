@@ -9,51 +9,19 @@ load whose probe matches again.
 from __future__ import annotations
 
 import logging
-import threading
-from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from monitor.adapter.shared import folder_fingerprint, shared_vlm
 from monitor.config import ModelEntry, Settings
 from monitor.probe.artifact import load_artifact
 from monitor.probe.registry import active_probe, register_probe
 from monitor.probe.scorer import ProbeScorer, ScorerOptions
 from monitor.probe.stale import ProbeStaleError, check_fresh, raise_probe_stale, resolve_probe_stale
 
-__all__ = ["make_scorer", "folder_fingerprint", "scorer_options"]
+__all__ = ["make_scorer", "scorer_options"]
 
 log = logging.getLogger(__name__)
-
-_fp_cache: dict[str, tuple[tuple, str]] = {}
-_fp_lock = threading.Lock()
-
-
-def _stat_key(path: Path) -> tuple:
-    items = []
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            items.append((str(p.relative_to(path)), st.st_size, st.st_mtime_ns))
-    return tuple(items)
-
-
-def folder_fingerprint(path: str | Path) -> str:
-    """The adapter's fingerprint of a model folder, recomputed only when a file there changed."""
-    from monitor.adapter.loading import fingerprint_folder
-
-    p = Path(path).resolve()
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"model folder {p} has no config.json")
-    key = _stat_key(p)
-    with _fp_lock:
-        hit = _fp_cache.get(str(p))
-        if hit and hit[0] == key:
-            return hit[1]
-    fp = fingerprint_folder(p)
-    with _fp_lock:
-        _fp_cache[str(p)] = (key, fp)
-    return fp
-
 
 def scorer_options(settings: Settings) -> ScorerOptions:
     sc = settings.scoring
@@ -103,9 +71,8 @@ def make_scorer(name: str, entry: ModelEntry, settings: Settings, sessions: sess
         if resolve_probe_stale(s, name, alerts_config=settings.alerts):
             log.info("model %s: probe %s matches the served model again; probe_stale resolved", name, version)
         s.commit()
-    from monitor.adapter import load_vlm
-
-    adapter = load_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
+    # the spot checks use the same copy (monitor.spotcheck.job.load_adapters): one model in memory
+    adapter = shared_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
 
     def current() -> str:
         return folder_fingerprint(entry.path)

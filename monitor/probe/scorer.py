@@ -154,7 +154,8 @@ class ProbeScorer:
         t0 = time.perf_counter()
         encs = self.encode(items)
         opts = self.options
-        with self.image_cache.active() if self.image_cache is not None else contextlib.nullcontext():
+        # the adapter may be shared with the spot checks: hold its lock while the cache patches the model
+        with self.adapter.lock, self.image_cache.active() if self.image_cache is not None else contextlib.nullcontext():
             out = run_pass(
                 self.adapter, encs, [self.layer], [self.pooling],
                 stop_at=None if opts.full_pass else self.layer,

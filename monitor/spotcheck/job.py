@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 COST_HISTORY = 50  # recent checks averaged for the expected cost of one check
-_ADAPTERS: dict[tuple[str, str], Any] = {}  # (served name, path) -> adapter, kept for the process
 _LOAD_FAILED: dict[tuple[str, str], float] = {}
 RETRY_LOAD_SECONDS = 60.0
 
@@ -67,8 +66,9 @@ class SpotcheckRun:
 
 
 def load_adapters(settings: Settings, names: set[str]) -> dict[str, Any]:
-    """Adapters for the served models in ``names``, loaded once per process (failures retried later)."""
-    from monitor.adapter import load_vlm
+    """Adapters for the served models in ``names``: the process's shared copies, the scorer's too
+    (:func:`monitor.adapter.shared.shared_vlm`); a model that failed to load is retried later."""
+    from monitor.adapter.shared import shared_vlm
 
     out: dict[str, Any] = {}
     for name in sorted(names):
@@ -76,17 +76,16 @@ def load_adapters(settings: Settings, names: set[str]) -> dict[str, Any]:
         if entry is None:
             continue
         key = (name, entry.path)
-        if key not in _ADAPTERS:
-            failed = _LOAD_FAILED.get(key)
-            if failed is not None and time.monotonic() - failed < RETRY_LOAD_SECONDS:
-                continue
-            try:
-                _ADAPTERS[key] = load_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
-            except Exception as e:  # a model that cannot load leaves its samples pending
-                _LOAD_FAILED[key] = time.monotonic()
-                log.warning("spot checks for %s skipped: cannot load %s: %s", name, entry.path, e)
-                continue
-        out[name] = _ADAPTERS[key]
+        failed = _LOAD_FAILED.get(key)
+        if failed is not None and time.monotonic() - failed < RETRY_LOAD_SECONDS:
+            continue
+        try:
+            out[name] = shared_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
+        except Exception as e:  # a model that cannot load leaves its samples pending
+            _LOAD_FAILED[key] = time.monotonic()
+            log.warning("spot checks for %s skipped: cannot load %s: %s", name, entry.path, e)
+            continue
+        _LOAD_FAILED.pop(key, None)
     return out
 
 

@@ -7,7 +7,6 @@ import json
 from datetime import timedelta
 
 import numpy as np
-import pytest
 from sqlalchemy import select
 
 from alerts.outbox import deliver_due
