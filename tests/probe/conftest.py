@@ -68,3 +68,36 @@ def synpope_items():
         answer = ex.truth if i % 3 else f"{ex.truth}, I think there is"
         items.append(ScoreInput(f"s{i}", "tiny-llava", ex.prompt, answer, buf.getvalue(), {}))
     return items
+
+
+def redeploy(model_dir):
+    """Rewrite the weights with one tensor nudged: a new deploy of 'the same' model."""
+    from safetensors.torch import load_file, save_file
+
+    path = model_dir / "model.safetensors"
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def deploy_with_probe(tmp_path, llava_dir, llava, sessions, **settings_kw):
+    """A private copy of the tiny LLaVA served as ``tiny-llava`` with a registered probe for it.
+
+    Returns ``(deploy folder, probe artifact, Settings)``; ``settings_kw`` adds config sections.
+    """
+    import shutil
+
+    from monitor.config import ModelEntry, Settings
+    from monitor.probe.registry import register_probe
+
+    deploy = tmp_path / "deploy"
+    shutil.copytree(llava_dir, deploy)
+    art = make_artifact(tmp_path / "probe", llava.fingerprint, llava.model.config.get_text_config().hidden_size,
+                        llava.num_layers)
+    with sessions() as s:
+        register_probe(s, "tiny-llava", art)
+        s.commit()
+    settings = Settings(scoring={"device": "cpu", "dtype": "float32"},
+                        models={"tiny-llava": ModelEntry(path=str(deploy))}, **settings_kw)
+    return deploy, art, settings

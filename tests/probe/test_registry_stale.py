@@ -1,6 +1,5 @@
 """Probe registry (one active probe per model) and the stale-probe guard, on SQLite and PostgreSQL."""
 
-import shutil
 
 import pytest
 from sqlalchemy import select
@@ -11,18 +10,7 @@ from monitor.probe.registry import ProbeNotFoundError, activate_probe, active_pr
 from monitor.probe.stale import STALE_RULE, ProbeStaleError
 from storage.db import session_factory
 from storage.models import Alert, AlertDelivery, ProbeVersion
-from tests.probe.conftest import make_artifact
-
-
-def _redeploy(model_dir):
-    """Rewrite the weights with one tensor nudged: a new deploy of 'the same' model."""
-    from safetensors.torch import load_file, save_file
-
-    path = model_dir / "model.safetensors"
-    tensors = load_file(str(path))
-    name = sorted(tensors)[0]
-    tensors[name] = tensors[name] + 1e-3
-    save_file(tensors, str(path), metadata={"format": "pt"})
+from tests.probe.conftest import deploy_with_probe, make_artifact, redeploy
 
 
 def test_one_active_probe_per_model(engine, tmp_path):
@@ -52,22 +40,15 @@ def test_one_active_probe_per_model(engine, tmp_path):
 
 
 def test_stale_probe_stops_scoring_and_raises_probe_stale_alert(engine, db_url, tmp_path, llava_dir, llava, synpope_items):
-    deploy = tmp_path / "deploy"
-    shutil.copytree(llava_dir, deploy)
     sessions = session_factory(engine)
-    art = make_artifact(tmp_path / "probe", llava.fingerprint, llava.model.config.get_text_config().hidden_size,
-                        llava.num_layers)
-    with sessions() as s:
-        register_probe(s, "tiny-llava", art)
-        s.commit()
-    settings = Settings(storage={"url": db_url}, scoring={"device": "cpu", "dtype": "float32"},
-                        models={"tiny-llava": ModelEntry(path=str(deploy))},
-                        alerts={"channels": [{"name": "ops", "url": "http://127.0.0.1:9/hook"}]})
+    deploy, art, settings = deploy_with_probe(
+        tmp_path, llava_dir, llava, sessions, storage={"url": db_url},
+        alerts={"channels": [{"name": "ops", "url": "http://127.0.0.1:9/hook"}]})
     entry = settings.models["tiny-llava"]
     scorer = make_scorer("tiny-llava", entry, settings, sessions)
     assert len(scorer.score(synpope_items[:2])) == 2  # fresh probe: scores
 
-    _redeploy(deploy)
+    redeploy(deploy)
     calls = []
     handle = scorer.adapter.model.register_forward_pre_hook(lambda *a: calls.append(1))
     try:

@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import io
-import shutil
 import threading
 from types import SimpleNamespace
 
 from PIL import Image
 
 from monitor.adapter.shared import shared_vlm
-from monitor.config import ModelEntry, Settings
 from monitor.probe.factory import make_scorer
-from monitor.probe.registry import register_probe
 from monitor.spotcheck.job import _check, load_adapters
 from storage.db import session_factory
-from tests.probe.conftest import make_artifact
-from tests.probe.test_registry_stale import _redeploy
+from tests.probe.conftest import deploy_with_probe, redeploy
 
 
 def test_scorer_and_spot_checks_share_one_model_copy(engine, db_url, tmp_path, llava_dir, llava, synpope_items):
-    deploy = tmp_path / "deploy"
-    shutil.copytree(llava_dir, deploy)
     sessions = session_factory(engine)
-    art = make_artifact(tmp_path / "probe", llava.fingerprint, llava.model.config.get_text_config().hidden_size,
-                        llava.num_layers)
-    with sessions() as s:
-        register_probe(s, "tiny-llava", art)
-        s.commit()
-    settings = Settings(storage={"url": db_url}, scoring={"device": "cpu", "dtype": "float32"},
-                        models={"tiny-llava": ModelEntry(path=str(deploy))}, spotcheck={"k": 4, "max_new_tokens": 4})
+    deploy, _, settings = deploy_with_probe(tmp_path, llava_dir, llava, sessions, storage={"url": db_url},
+                                            spotcheck={"k": 4, "max_new_tokens": 4})
     scorer = make_scorer("tiny-llava", settings.models["tiny-llava"], settings, sessions)
     spot = load_adapters(settings, {"tiny-llava"})["tiny-llava"]
     assert spot is scorer.adapter  # one copy of the weights in this process, not two
@@ -69,7 +58,7 @@ def test_scorer_and_spot_checks_share_one_model_copy(engine, db_url, tmp_path, l
     assert got_checks == [want_checks] * 2
 
     # new weights under the same folder: the next load is a new copy, for both users
-    _redeploy(deploy)
+    redeploy(deploy)
     fresh = load_adapters(settings, {"tiny-llava"})["tiny-llava"]
     assert fresh is not spot
     assert shared_vlm(deploy, device="cpu", dtype="float32") is fresh
