@@ -146,5 +146,6 @@ def run_calibrate(session_factory: sessionmaker[Session], settings: Any, now: da
                 continue
             total += calibrate_probe(s, settings, pv, now)
             s.commit()
-    log.info("calibration history: %d window row(s) written for %d probe version(s)", total, len(pv_ids))
+    log.log(logging.INFO if total else logging.DEBUG,
+            "calibration history: %d window row(s) written for %d probe version(s)", total, len(pv_ids))
     return total

@@ -334,5 +334,7 @@ def run_detect(session_factory: sessionmaker[Session], settings: Any, now: datet
             s.commit()
             result.signals += signals
     firing = sum(1 for sig in result.signals if sig.status == "firing")
-    log.info("detect: %d signal(s), %d firing, %d alert transition(s)", len(result.signals), firing, len(result.transitions))
+    # a run that changed no alert is routine (every few seconds): DEBUG; a transition is news: INFO
+    log.log(logging.INFO if result.transitions else logging.DEBUG, "detect: %d signal(s), %d firing, %d alert transition(s)",
+            len(result.signals), firing, len(result.transitions))
     return result
