@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from collectors.exchange import token_logprobs
 from monitor.probe.artifact import ProbeArtifact
 from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, run_pass
 from monitor.probe.image_cache import SUPPORTED_FAMILIES, ImageFeatureCache
@@ -63,9 +64,8 @@ def captured_answer_prob(meta: dict[str, Any] | None) -> float | None:
     if not meta:
         return None
     lps = meta.get("answer_logprobs")
-    if lps is None and isinstance(meta.get("logprobs"), dict):
-        content = meta["logprobs"].get("content") or []
-        lps = [c.get("logprob") for c in content if isinstance(c, dict)]
+    if lps is None:  # an OpenAI logprobs object stored as is (e.g. by `vlmwatch ingest`)
+        lps = token_logprobs(meta.get("logprobs"))
     if not lps or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in lps):
         return None
     return answer_prob_from_logprobs(lps)
