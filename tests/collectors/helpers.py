@@ -78,7 +78,14 @@ class RunningProxy:
         assert ready.wait(10)
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def _settle(self) -> None:
+        """Wait for the proxy's loop to finish the callback it is in: the relay writes the last bytes
+        to the client *before* it parses them and hands the exchange off, so a client can be done
+        while its exchange is still a few microseconds from the pipeline."""
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(10)
+
     def samples(self) -> list[CollectedSample]:
+        self._settle()
         assert self.pipeline.flush(10)
         reader = SpoolReader(self.spool_root, "proxy")
         try:
@@ -88,6 +95,7 @@ class RunningProxy:
         return [CollectedSample.from_bytes(p) for p in payloads]
 
     def dropped(self, reason: str) -> float:
+        self._settle()
         self.pipeline.flush(10)
         return self.metrics.dropped_count(reason)
 
