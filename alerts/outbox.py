@@ -24,6 +24,7 @@ import email.utils
 import logging
 import os
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -145,6 +146,7 @@ def deliver_due(
 ) -> DeliveryStats:
     """Send every due outbox row once (one attempt each); see the module doc for the policy."""
     now = now or clock()
+    started = time.monotonic()  # `now` on the monotonic clock: retries count from each answer's arrival
     rng = rng or random.Random()
     channels = {c.name: c for c in config.channels}
     timeout = max([float(c.timeout_seconds) for c in config.channels] or [10.0])
@@ -156,7 +158,7 @@ def deliver_due(
         for row in _claim(session_factory, now, lease, limit):
             stats.claimed += 1
             try:
-                _deliver_one(session_factory, config, channels, http, row, now, rng, stats)
+                _deliver_one(session_factory, config, channels, http, row, now, started, rng, stats)
             except Exception as exc:  # one bad row must not stop the others; it is retried after its lease
                 report_internal_error(log, f"alert delivery {row.id}", exc)
     finally:
@@ -165,7 +167,8 @@ def deliver_due(
     return stats
 
 
-def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, rng, stats: DeliveryStats) -> None:
+def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, started: float, rng,
+                 stats: DeliveryStats) -> None:
     ch = channels.get(row.channel)
     if ch is None:
         _finish(factory, row.id, row.attempts, status="gave_up", last_error=f"channel {row.channel!r} is not configured")
@@ -188,7 +191,7 @@ def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, rng, 
     secret = os.environ.get(ch.secret_env) if ch.secret_env else None
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
-    retry_after = None
+    retry_resp = None  # a retryable answer, whose Retry-After counts
     try:
         resp = http.post(channel_url(ch.kind, ch.url), content=body, headers=headers, timeout=float(ch.timeout_seconds))
     except httpx.TransportError as exc:
@@ -201,11 +204,15 @@ def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, rng, 
             return
         error = f"HTTP {resp.status_code}: {resp.text[:200]}"
         retryable = resp.status_code in RETRYABLE_STATUSES
-        retry_after = _retry_after(resp, now) if retryable else None
+        retry_resp = resp if retryable else None
+    # the wait runs from when this attempt ended, not from the start of the batch: earlier rows'
+    # deliveries and this request's own time must not eat into the receiver's Retry-After
+    ended = now + timedelta(seconds=time.monotonic() - started)
+    retry_after = _retry_after(retry_resp, ended) if retry_resp is not None else None
     delay = _backoff(config, row.attempts, rng)
     if retry_after is not None:
         delay = max(delay, retry_after)
-    next_at = now + timedelta(seconds=delay)
+    next_at = ended + timedelta(seconds=delay)
     if not retryable or next_at > row.deadline_at:
         why = "not retryable" if not retryable else "next attempt would pass the deadline"
         _finish(factory, row.id, row.attempts, status="gave_up", last_error=f"{error} ({why})")
