@@ -78,9 +78,9 @@ DB = Annotated[Session, Depends(_db)]
 
 def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any = None) -> FastAPI:
     """Build the app over ``engine`` (default: ``storage.url``). ``daemon`` adds its status to /healthz."""
-    from storage.db import make_engine, require_schema, safe_url, session_factory
+    from storage.db import engine_for, require_schema, safe_url, session_factory
 
-    engine = engine or make_engine(settings.storage.url, settings.storage.password_env)
+    engine = engine or engine_for(settings.storage)
     sessions: sessionmaker[Session] = session_factory(engine)
     app = FastAPI(
         title="vlmwatch",

@@ -22,10 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from monitor.api.server import make_server
     from monitor.config import load_config
-    from storage.db import SchemaError, make_engine, require_schema
+    from storage.db import SchemaError, engine_for, require_schema
 
     settings = load_config(args.config)
-    engine = make_engine(settings.storage.url, settings.storage.password_env)
+    engine = engine_for(settings.storage)
     try:
         require_schema(engine)
     except SchemaError as e:

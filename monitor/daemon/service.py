@@ -74,10 +74,10 @@ class Daemon:
         jobs: dict[str, Job] | None = None,
         start_api: bool | None = None,
     ) -> None:
-        from storage.db import make_engine, session_factory
+        from storage.db import engine_for, session_factory
 
         self.settings = settings
-        self.engine = engine or make_engine(settings.storage.url)
+        self.engine = engine or engine_for(settings.storage)
         self.sessions = session_factory(self.engine)
         self.worker = worker_id or default_worker_id()
         self.stopping = threading.Event()
