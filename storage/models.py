@@ -297,7 +297,11 @@ class Alert(Base):
 
 
 class AlertDelivery(Base):
-    """Outbox: one row per (alert notification, channel). Sent exactly once across restarts."""
+    """Outbox: one row per (alert notification, channel), delivered at least once across restarts.
+
+    A row that reached ``sent`` is never sent again; a crash between the receiver's 2xx and the
+    ``sent`` commit resends it (same ``Idempotency-Key`` = ``id``), so receivers deduplicate by it.
+    """
 
     __tablename__ = "alert_deliveries"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
