@@ -154,7 +154,9 @@ class SpoolConfig(_Section):
 
 class ApiConfig(_Section):
     listen: str = "127.0.0.1:8090"  # host:port of the HTTP API
-    token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open
+    token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open writes
+    allow_open_writes: bool = False  # serve open writes (no token) on a non-loopback listen; false = refuse to start
+    max_body_bytes: int = Field(64_000_000, gt=0)  # larger request bodies get 413 (a base64 image is ~4/3 of its bytes)
 
 
 class DaemonConfig(_Section):

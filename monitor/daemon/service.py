@@ -122,6 +122,10 @@ class Daemon:
         from storage.db import require_schema
 
         require_schema(self.engine)
+        if self.start_api:  # before any lock: a refused API config (open writes in public) stops us here
+            from monitor.api.server import make_server
+
+            self.api_server = make_server(self.settings, engine=self.engine, daemon=self)
         if self.file_lock is not None:
             self.file_lock.acquire()
             with self.sessions() as s:  # we are the only daemon: leases of a killed one return now
@@ -157,9 +161,6 @@ class Daemon:
             logger.info("daemon %s took scheduler leadership", self.worker)
 
     def _start_api(self) -> None:
-        from monitor.api.server import make_server
-
-        self.api_server = make_server(self.settings, engine=self.engine, daemon=self)
         self._api_thread = threading.Thread(target=self.api_server.run, name="vlmwatch-api", daemon=True)
         self._api_thread.start()
 
