@@ -201,6 +201,7 @@ class Daemon:
             if self._api_thread is not None:
                 self._api_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self.leader.release()
+        self.score_job.close()
         if self.file_lock is not None:
             self.file_lock.release()
         metrics.IS_LEADER.set(0)
