@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "api",
         help="serve the HTTP API (ingest, labels, calibration history, alerts, /metrics)",
         description="Serve the HTTP API on api.listen. Writes need a bearer token when the environment "
-        "variable named by api.token_env is set. OpenAPI schema at /openapi.json, docs at /docs.",
+        "variable named by api.token_env is set; without it writes are open, which is refused on a "
+        "non-loopback address unless api.allow_open_writes is true. Request bodies over api.max_body_bytes "
+        "get 413. OpenAPI schema at /openapi.json, docs at /docs.",
     )
     p.add_argument("--listen", default=None, help="host:port (default: api.listen)")
     p.set_defaults(func=run)
