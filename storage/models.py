@@ -116,7 +116,7 @@ class Sample(Base):
     __tablename__ = "samples"
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     response_id: Mapped[str | None] = mapped_column(String(128), index=True)
-    model: Mapped[str] = mapped_column(String(256), index=True)
+    model: Mapped[str] = mapped_column(String(256))  # indexed with ts: ix_samples_model_ts
     route: Mapped[str] = mapped_column(String(256), default="/v1/chat/completions")
     source: Mapped[str] = mapped_column(String(32), default="ingest")  # proxy|tailer|sdk|ingest|api
     ts: Mapped[datetime] = mapped_column(index=True)  # when the request happened
@@ -334,4 +334,6 @@ class JobRun(Base):
 
 
 Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)
+# one model's samples newest first (the dashboard's keyset pages, per-model counts and time ranges)
+Index("ix_samples_model_ts", Sample.model, Sample.ts, Sample.id)
 Index("ix_deliveries_due", AlertDelivery.status, AlertDelivery.next_attempt_at)
