@@ -181,7 +181,7 @@ class World:
         self.sent += n
 
     # -- waiting ---------------------------------------------------------------------------
-    def count(self, sql: str) -> int:
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
         from sqlalchemy import text
 
         from storage.db import make_engine
@@ -189,9 +189,13 @@ class World:
         engine = make_engine(self.url)
         try:
             with engine.connect() as c:
-                return int(c.execute(text(sql)).scalar() or 0)
+                return [tuple(r) for r in c.execute(text(sql))]
         finally:
             engine.dispose()
+
+    def count(self, sql: str) -> int:
+        got = self.rows(sql)
+        return int(got[0][0] or 0) if got else 0
 
     def _wait(self, pred: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
