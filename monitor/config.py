@@ -155,6 +155,7 @@ class SpoolConfig(_Section):
 class ApiConfig(_Section):
     listen: str = "127.0.0.1:8090"  # host:port of the HTTP API
     token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open
+    metrics_cache_seconds: float = Field(5.0, ge=0)  # /metrics re-reads the database values at most this often
 
 
 class DaemonConfig(_Section):

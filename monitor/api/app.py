@@ -89,6 +89,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     )
     app.state.engine = engine
     app.state.sessions = sessions
+    app.state.metrics = _metrics_registry(sessions, settings)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -206,9 +207,22 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     def prom() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        # this process's counters (jobs, ingest) + the database's state (windows, alerts, queues)
+        body = generate_latest(REGISTRY) + generate_latest(app.state.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _metrics_registry(sessions: sessionmaker[Session], settings: Settings) -> Any:
+    """A registry of this app's own: the database collector reads at scrape time, never at registration."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.api.db_metrics import DatabaseCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(sessions, settings))
+    return registry
 
 
 def _to_record(smp: SampleIn, max_bytes: int, record_cls: Any) -> Any:

@@ -144,6 +144,8 @@ def test_calibration_alerts_health_metrics_openapi(api: httpx.Client, engine) ->
     api.post("/v1/samples", json={"samples": [_sample(1)]})
     m = api.get("/metrics")
     assert m.status_code == 200 and 'vlmwatch_api_samples_total{outcome="accepted"}' in m.text
+    assert "vlmwatch_database_up 1.0" in m.text  # the database collector is part of every scrape
+    assert 'vlmwatch_alert_deliveries{status="pending"} 0.0' in m.text
     spec = api.get("/openapi.json").json()
     assert {"/v1/samples", "/v1/labels", "/v1/calibration", "/v1/alerts", "/healthz", "/metrics"} <= set(spec["paths"])
 
