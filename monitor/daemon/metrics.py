@@ -22,6 +22,8 @@ __all__ = [
     "IS_LEADER",
     "API_INGESTED",
     "API_LABELS",
+    "API_OTLP_SPANS",
+    "API_OTLP_DROPPED",
 ]
 
 JOB_RUNS = Counter("vlmwatch_job_runs", "Daemon job runs, by job and outcome", ["job", "outcome"])
@@ -40,3 +42,10 @@ IMAGES_PURGED = Counter("vlmwatch_images_purged", "Image payloads deleted by the
 IS_LEADER = Gauge("vlmwatch_scheduler_leader", "1 when this process is the scheduler leader")
 API_INGESTED = Counter("vlmwatch_api_samples", "Samples received by POST /v1/samples", ["outcome"])
 API_LABELS = Counter("vlmwatch_api_labels", "Labels received by POST /v1/labels", ["outcome"])
+API_OTLP_SPANS = Counter("vlmwatch_api_otlp_spans", "Spans received by POST /v1/traces, by outcome "
+                         "(accepted, duplicate, dropped: a GenAI span that cannot be a sample, ignored: no LLM call)",
+                         ["outcome"])
+API_OTLP_DROPPED = Counter("vlmwatch_api_otlp_spans_dropped", "GenAI spans POST /v1/traces could not store, by reason",
+                           ["reason"])
+for _outcome in ("accepted", "duplicate", "dropped", "ignored"):  # zeros, so dashboards and rate() see every series
+    API_OTLP_SPANS.labels(_outcome)
