@@ -26,16 +26,16 @@ __all__ = [
     "API_OTLP_DROPPED",
 ]
 
-JOB_RUNS = Counter("vlmwatch_job_runs", "Daemon job runs, by job and outcome", ["job", "outcome"])
-JOB_FAILURES = Counter("vlmwatch_job_failures", "Daemon job runs that raised", ["job"])
-JOB_OVERRUNS = Counter("vlmwatch_job_overruns", "Job runs that took longer than their time budget", ["job"])
+JOB_RUNS = Counter("vlmwatch_job_runs", "Daemon job runs, by job and outcome", ["daemon_job", "outcome"])
+JOB_FAILURES = Counter("vlmwatch_job_failures", "Daemon job runs that raised", ["daemon_job"])
+JOB_OVERRUNS = Counter("vlmwatch_job_overruns", "Job runs that took longer than their time budget", ["daemon_job"])
 JOB_DURATION = Histogram(
     "vlmwatch_job_duration_seconds",
     "Wall time of daemon job runs",
-    ["job"],
+    ["daemon_job"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
-JOB_PROCESSED = Counter("vlmwatch_job_processed", "Items processed by daemon jobs", ["job"])
+JOB_PROCESSED = Counter("vlmwatch_job_processed", "Items processed by daemon jobs", ["daemon_job"])
 SAMPLES_SCORED = Counter("vlmwatch_samples_scored", "Samples scored by this process", ["model"])
 SAMPLES_FAILED = Counter("vlmwatch_samples_failed", "Samples given up after repeated scoring errors", ["model"])
 IMAGES_PURGED = Counter("vlmwatch_images_purged", "Image payloads deleted by the retention job")
