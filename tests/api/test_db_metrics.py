@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import numpy as np
 from sqlalchemy import insert, select
 
 from monitor.api.db_metrics import CALIBRATION_STATS, DatabaseCollector
-from monitor.calibration.history import run_calibrate
-from monitor.detect import run_detect
-from monitor.detect.synthetic import BinormalProbe
 from storage.db import make_engine, session_factory
 from storage.models import Alert, AlertDelivery, CalibrationWindow, Label, Sample, SpotCheck, utcnow
+from tests.api.helpers import drift
 from tests.detect.conftest import fast_settings, world  # noqa: F401  (fixtures)
-
-PROBE = BinormalProbe()
-
-
-def _stream(n: int, rate: float | None = None, seed: int = 0):
-    st = PROBE.sample(1, n, np.random.default_rng(seed), d=None if rate is None else PROBE.d_for_disagreement(rate))
-    return st.scores[0], st.correct[0]
-
 
 def _values(collector: DatabaseCollector) -> dict[tuple[str, frozenset], float]:
     return {(smp.name, frozenset(smp.labels.items())): smp.value for fam in collector.collect() for smp in fam.samples}
@@ -31,22 +20,9 @@ def _get(values, name: str, **labels) -> float | None:
     return values.get((name, frozenset(labels.items())))
 
 
-def _drifted_world(world, settings):
-    """A reference, then a drift to 25% disagreement: the disagreement CUSUM fires an alert."""
-    world.add(*_stream(600, seed=1))
-    now = utcnow()
-    run_calibrate(world.factory, settings, now)
-    run_detect(world.factory, settings, now)
-    for i in range(4):
-        world.add(*_stream(400, rate=0.25, seed=20 + i))
-        run_calibrate(world.factory, settings, now + timedelta(minutes=i + 1))
-        res = run_detect(world.factory, settings, now + timedelta(minutes=i + 1))
-    return now, res
-
-
 def test_metrics_mirror_windows_detectors_and_alerts(world, fast_settings):
     settings = fast_settings()
-    now, res = _drifted_world(world, settings)
+    now, res = drift(world, settings)
     values = _values(DatabaseCollector(world.factory, settings, cache_seconds=0))
     pv = {"model": "m1", "probe_version": "v1"}
     assert _get(values, "vlmwatch_database_up") == 1.0
