@@ -43,7 +43,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
-from storage.models import Alert, AlertDelivery, CalibrationWindow, DetectorState, Label, ProbeVersion, Sample, SpotCheck, utcnow
+from storage.models import (
+    Alert, AlertDelivery, CalibrationWindow, DetectorState, Label, ProbeVersion, Sample, SpotCheck, utcnow,
+)
 
 __all__ = ["DatabaseCollector", "CALIBRATION_STATS", "detector_reading"]
 
@@ -153,10 +155,12 @@ class DatabaseCollector:
     def _calibration(self, s: Session, probes: list[Any]) -> Iterable[Metric]:
         fams = {}
         for name, (_, _, help_) in CALIBRATION_STATS.items():
-            for suffix, what in (("", ""), ("_ci_lower", " (95% CI lower bound)"), ("_ci_upper", " (95% CI upper bound)")):
+            for suffix, what in (("", ""), ("_ci_lower", " (95% CI lower bound)"),
+                                 ("_ci_upper", " (95% CI upper bound)")):
                 fams[name + suffix] = GaugeMetricFamily(f"vlmwatch_calibration_{name}{suffix}", help_ + what,
                                                         labels=_CAL_LABELS)
-        n = GaugeMetricFamily("vlmwatch_calibration_window_samples", "Samples with evidence in the window", labels=_CAL_LABELS)
+        n = GaugeMetricFamily("vlmwatch_calibration_window_samples", "Samples with evidence in the window",
+                              labels=_CAL_LABELS)
         partial = GaugeMetricFamily("vlmwatch_calibration_window_partial",
                                     "1 when the window has fewer than calibration.min_labels samples (never alerts)",
                                     labels=_CAL_LABELS)
@@ -197,12 +201,13 @@ class DatabaseCollector:
             lag.add_metric([model], max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
         waiting = GaugeMetricFamily("vlmwatch_labels_waiting_for_sample",
                                     "Labels stored by response_id whose sample has not arrived")
-        waiting.add_metric([], float(s.scalar(select(func.count()).select_from(Label).where(Label.sample_id.is_(None))) or 0))
+        ahead = s.scalar(select(func.count()).select_from(Label).where(Label.sample_id.is_(None)))
+        waiting.add_metric([], float(ahead or 0))
         return [depth, lag, waiting]
 
     def _spotcheck(self, s: Session, now: datetime) -> Iterable[Metric]:
-        used = GaugeMetricFamily("vlmwatch_spotcheck_budget_used_seconds",
-                                 "Spot-check compute spent in the last hour (device seconds on GPU, wall seconds on CPU)")
+        used = GaugeMetricFamily("vlmwatch_spotcheck_budget_used_seconds", "Spot-check compute spent in the last hour "
+                                 "(device seconds on GPU, wall seconds on CPU)")
         spent = s.scalar(select(func.coalesce(func.sum(SpotCheck.compute_seconds), 0.0))
                          .where(SpotCheck.created_at >= now - timedelta(hours=1)))
         used.add_metric([], float(spent or 0.0))
@@ -219,8 +224,8 @@ class DatabaseCollector:
                                            labels=_DET_LABELS),
             "firing": GaugeMetricFamily("vlmwatch_detector_firing", "1 while the detector is past its threshold",
                                         labels=_DET_LABELS),
-            "alarms": CounterMetricFamily("vlmwatch_detector_alarms", "Alarms raised since the detector was (re)started",
-                                          labels=_DET_LABELS),
+            "alarms": CounterMetricFamily("vlmwatch_detector_alarms",
+                                          "Alarms raised since the detector was (re)started", labels=_DET_LABELS),
         }
         by_id = {p.id: p for p in probes}
         if by_id:
@@ -235,18 +240,20 @@ class DatabaseCollector:
         return list(fams.values())
 
     def _alerts(self, s: Session, probes: list[Any]) -> Iterable[Metric]:
-        firing = GaugeMetricFamily("vlmwatch_alert_firing", "1 while the alert is firing, 0 for a configured rule that is not",
+        firing = GaugeMetricFamily("vlmwatch_alert_firing",
+                                   "1 while the alert is firing, 0 for a configured rule that is not",
                                    labels=["model", "probe_version", "rule", "severity"])
         values: dict[tuple[str, str, str, str], float] = {}
         for p in probes:
             for rule in self.settings.alerts.rules:
                 values[(p.model, p.version, rule.name, rule.severity)] = 0.0
-        for a in s.execute(select(Alert.model, Alert.probe_version, Alert.rule, Alert.severity).where(Alert.state == "firing")):
+        q = select(Alert.model, Alert.probe_version, Alert.rule, Alert.severity).where(Alert.state == "firing")
+        for a in s.execute(q):
             values[(a.model, a.probe_version or "", a.rule, a.severity)] = 1.0
         for key in sorted(values):
             firing.add_metric(list(key), values[key])
-        deliveries = GaugeMetricFamily("vlmwatch_alert_deliveries", "Alert outbox rows by status (pending, sending, gave_up)",
-                                       labels=["status"])
+        deliveries = GaugeMetricFamily("vlmwatch_alert_deliveries",
+                                       "Alert outbox rows by status (pending, sending, gave_up)", labels=["status"])
         counts = dict(s.execute(select(AlertDelivery.status, func.count()).where(
             AlertDelivery.status.in_(DELIVERY_STATUSES)).group_by(AlertDelivery.status)).tuples().all())
         for status in DELIVERY_STATUSES:

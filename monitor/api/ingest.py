@@ -52,7 +52,9 @@ def _to_record(smp: SampleIn, max_bytes: int, source: str) -> Any:
     return SampleRecord(**kw)
 
 
-def ingest_batch(session: Session, samples: Sequence[SampleIn], *, max_image_bytes: int, source: str = "api") -> SamplesOut:
+def ingest_batch(
+    session: Session, samples: Sequence[SampleIn], *, max_image_bytes: int, source: str = "api"
+) -> SamplesOut:
     """Store ``samples`` idempotently (by id) in the caller's transaction; refusals per index, sorted."""
     from storage.images import ImageError
     from storage.repo_samples import ingest_samples
@@ -72,4 +74,5 @@ def ingest_batch(session: Session, samples: Sequence[SampleIn], *, max_image_byt
     for r in res.rejected:
         idx = positions[r.index] if 0 <= r.index < len(positions) else r.index
         rejected.append(RejectedOut(index=idx, id=r.key, reason=r.reason))
-    return SamplesOut(accepted=len(res.inserted), duplicates=res.duplicates, rejected=sorted(rejected, key=lambda r: r.index))
+    rejected.sort(key=lambda r: r.index)
+    return SamplesOut(accepted=len(res.inserted), duplicates=res.duplicates, rejected=rejected)

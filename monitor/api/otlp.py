@@ -153,7 +153,8 @@ def export_spans(sessions: Any, spans: list[Span], settings: Settings) -> Export
                  accepted, duplicates, len(drops), ignored)
     resp = ExportTraceServiceResponse()
     if drops or ignored:
-        resp.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=len(drops), error_message=_message(drops, ignored)))
+        resp.partial_success.CopyFrom(
+            ExportTracePartialSuccess(rejected_spans=len(drops), error_message=_message(drops, ignored)))
     return resp
 
 

@@ -38,7 +38,9 @@ from collectors.sample import DropSample
 
 __all__ = ["Span", "SpanSample", "NotGenAI", "DROP_REASONS", "span_to_sample", "sample_id_for"]
 
-DROP_REASONS = ("no_model", "no_prompt", "no_answer", "no_image", "unsupported_content", "bad_image", "invalid", "rejected")
+DROP_REASONS = (
+    "no_model", "no_prompt", "no_answer", "no_image", "unsupported_content", "bad_image", "invalid", "rejected",
+)
 INFERENCE_OPERATIONS = {"chat", "text_completion", "generate_content"}  # gen_ai.operation.name of one model call
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 _INDEXED = re.compile(r"^(?P<prefix>gen_ai\.prompt|gen_ai\.completion|llm\.input_messages|llm\.output_messages)"
@@ -190,7 +192,8 @@ def _inputs(a: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             msgs.insert(0, {"role": "system", "content": parts})
         return "gen_ai", msgs
     if prompts := _indexed(a, "gen_ai.prompt"):
-        return "gen_ai_indexed", [{"role": p.get("role"), "content": _openllmetry_content(p.get("content"))} for p in prompts]
+        return "gen_ai_indexed", [{"role": p.get("role"), "content": _openllmetry_content(p.get("content"))}
+                                  for p in prompts]
     if msgs := _indexed(a, "llm.input_messages"):
         return "openinference", [_openinference_message(m) for m in msgs]
     return "", []
