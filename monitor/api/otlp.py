@@ -55,6 +55,10 @@ class BadRequest(ValueError):
     """The body is not an OTLP trace export (answered 400)."""
 
 
+class TooLarge(ValueError):
+    """The body, as sent or decompressed, is over :data:`MAX_BODY_BYTES` (answered 413)."""
+
+
 def _value(v: AnyValue) -> Any:
     kind = v.WhichOneof("value")
     if kind == "array_value":
@@ -86,7 +90,7 @@ def decode_request(body: bytes, content_type: str) -> list[Span]:
             req.ParseFromString(body)
         else:
             json_format.ParseDict(_hex_ids_to_base64(json.loads(body)), req, ignore_unknown_fields=True)
-    except (DecodeError, ValueError, json_format.ParseError, TypeError) as e:
+    except (DecodeError, ValueError, json_format.ParseError, TypeError, AttributeError) as e:
         raise BadRequest(f"body is not an OTLP ExportTraceServiceRequest ({content_type}): {e}") from None
     spans = []
     for rs in req.resource_spans:
@@ -162,12 +166,12 @@ async def _read_body(request: Request) -> bytes:
     """The decompressed body, never more than :data:`MAX_BODY_BYTES` in memory."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise OverflowError(f"body of {int(declared):,} bytes is over the limit of {MAX_BODY_BYTES:,}")
+        raise TooLarge(f"body of {int(declared):,} bytes is over the limit of {MAX_BODY_BYTES:,}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise OverflowError(f"body is over the limit of {MAX_BODY_BYTES:,} bytes")
+            raise TooLarge(f"body is over the limit of {MAX_BODY_BYTES:,} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "").strip().lower()
@@ -181,7 +185,7 @@ async def _read_body(request: Request) -> bytes:
     except zlib.error as e:
         raise BadRequest(f"body is not valid {encoding}: {e}") from None
     if len(out) > MAX_BODY_BYTES or d.unconsumed_tail:
-        raise OverflowError(f"decompressed body is over the limit of {MAX_BODY_BYTES:,} bytes")
+        raise TooLarge(f"decompressed body is over the limit of {MAX_BODY_BYTES:,} bytes")
     if not d.eof:
         raise BadRequest(f"{encoding} body is truncated")
     return out
@@ -211,7 +215,7 @@ def register_otlp(app: FastAPI, settings: Settings, writes: list[Any]) -> None:
             return _error(415, f"content-type must be {PROTOBUF} or {JSON}, got {content_type or 'none'!r}", JSON)
         try:
             spans = decode_request(await _read_body(request), content_type)
-        except OverflowError as e:
+        except TooLarge as e:
             return _error(413, str(e), content_type)
         except BadRequest as e:
             return _error(400, str(e), content_type)

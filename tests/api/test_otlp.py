@@ -211,6 +211,8 @@ def test_bodies_that_are_not_an_otlp_export(api, monkeypatch) -> None:
     assert "not an OTLP ExportTraceServiceRequest" in Status.FromString(r.content).message
     r = api.post("/v1/traces", content=b"{broken", headers={"content-type": "application/json", **AUTH})
     assert r.status_code == 400 and "not an OTLP" in r.json()["error"]
+    r = api.post("/v1/traces", json=[1, 2], headers=AUTH)
+    assert r.status_code == 400 and "not an OTLP" in r.json()["error"]
     r = api.post("/v1/traces", content=b"x", headers={"content-type": "text/plain", **AUTH})
     assert r.status_code == 415 and "application/x-protobuf" in r.json()["error"]
     r = api.post("/v1/traces", content=b"not gzip", headers={**proto, "content-encoding": "gzip"})
