@@ -7,8 +7,7 @@ from trace and span id. The answer follows the OTLP/HTTP specification: 200 with
 ``ExportTraceServiceResponse`` in the request's encoding, whose ``partial_success`` counts the
 GenAI spans that were dropped and names why (``no_image``, ``no_answer``, ...); spans that are no
 LLM call are ignored (a warning in the same message, not a rejection); 400 (a ``google.rpc.Status``
-or JSON error) for a body that does not decode, 413 past :data:`MAX_BODY_BYTES`, 415 for another
-content type. Counts: ``vlmwatch_api_otlp_spans_total{outcome}`` and
+or JSON error) for a body that does not decode, 413 past the limit, 415 for another content type. Counts: ``vlmwatch_api_otlp_spans_total{outcome}`` and
 ``vlmwatch_api_otlp_spans_dropped_total{reason}``.
 """
 
@@ -40,13 +39,12 @@ from monitor.api.schemas import SampleIn
 from monitor.config import Settings
 from monitor.daemon import metrics
 
-__all__ = ["register_otlp", "decode_request", "MAX_BODY_BYTES"]
+__all__ = ["register_otlp", "decode_request", "export_spans"]
 
 log = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-MAX_BODY_BYTES = 64 * 1024 * 1024  # per request, compressed and decompressed (spans may carry inline images)
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 _MAX_NAMED = 5  # dropped spans named one by one in error_message
 
@@ -56,7 +54,7 @@ class BadRequest(ValueError):
 
 
 class TooLarge(ValueError):
-    """The body, as sent or decompressed, is over :data:`MAX_BODY_BYTES` (answered 413)."""
+    """The decompressed body is over ``api.max_body_bytes`` (answered 413; the guard bounds it as sent)."""
 
 
 def _value(v: AnyValue) -> Any:
@@ -162,30 +160,20 @@ def export_spans(sessions: Any, spans: list[Span], settings: Settings) -> Export
     return resp
 
 
-async def _read_body(request: Request) -> bytes:
-    """The decompressed body, never more than :data:`MAX_BODY_BYTES` in memory."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"body of {int(declared):,} bytes is over the limit of {MAX_BODY_BYTES:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise TooLarge(f"body is over the limit of {MAX_BODY_BYTES:,} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "").strip().lower()
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body as the client encoded it (gzip, deflate or none), never inflated past ``limit``."""
+    encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
         raise BadRequest(f"unsupported content-encoding {encoding!r} (gzip, deflate or none)")
     d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
-        out = d.decompress(body, MAX_BODY_BYTES + 1)
+        out = d.decompress(body, limit + 1)
     except zlib.error as e:
         raise BadRequest(f"body is not valid {encoding}: {e}") from None
-    if len(out) > MAX_BODY_BYTES or d.unconsumed_tail:
-        raise TooLarge(f"decompressed body is over the limit of {MAX_BODY_BYTES:,} bytes")
+    if len(out) > limit or d.unconsumed_tail:
+        raise TooLarge(f"decompressed body over api.max_body_bytes={limit:,} bytes")
     if not d.eof:
         raise BadRequest(f"{encoding} body is truncated")
     return out
@@ -200,12 +188,12 @@ def _error(status: int, message: str, content_type: str) -> Response:
     return Response(json.dumps({"error": message}), status_code=status, media_type=JSON)
 
 
-def register_otlp(app: FastAPI, settings: Settings, writes: list[Any]) -> None:
-    """Add ``POST /v1/traces`` to ``app`` (behind the same write dependencies as ``/v1/samples``)."""
+def register_otlp(app: FastAPI, settings: Settings) -> None:
+    """Add ``POST /v1/traces`` to ``app`` (its WriteGuard covers it as every write route)."""
     for reason in DROP_REASONS:  # zeros, so dashboards see every reason before the first drop
         metrics.API_OTLP_DROPPED.labels(reason)
 
-    @app.post("/v1/traces", dependencies=writes, summary="OTLP/HTTP trace export: GenAI spans become samples",
+    @app.post("/v1/traces", summary="OTLP/HTTP trace export: GenAI spans become samples",
               response_class=Response, openapi_extra={"requestBody": {"content": {
                   PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
                   JSON: {"schema": {"type": "object", "description": "OTLP/JSON ExportTraceServiceRequest"}}}}})
@@ -214,7 +202,9 @@ def register_otlp(app: FastAPI, settings: Settings, writes: list[Any]) -> None:
         if content_type not in (PROTOBUF, JSON):
             return _error(415, f"content-type must be {PROTOBUF} or {JSON}, got {content_type or 'none'!r}", JSON)
         try:
-            spans = decode_request(await _read_body(request), content_type)
+            body = _inflate(await request.body(), request.headers.get("content-encoding", ""),
+                            settings.api.max_body_bytes)
+            spans = decode_request(body, content_type)
         except TooLarge as e:
             return _error(413, str(e), content_type)
         except BadRequest as e:

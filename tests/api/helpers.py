@@ -16,11 +16,10 @@ from monitor.config import Settings
 from tests.daemon.helpers import free_port
 
 
-def serve_api(engine, token_env: str = "VLMWATCH_TEST_API_TOKEN", **settings) -> Iterator[httpx.Client]:
-    """Yield a client of the API over ``engine`` (a thread of this process), then stop it."""
+def serve_api(engine, token_env: str = "VLMWATCH_TEST_API_TOKEN", **api: Any) -> Iterator[httpx.Client]:
+    """Yield a client of the API over ``engine`` (a thread of this process), then stop it; ``api``: more api.* keys."""
     port = free_port()
-    cfg = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}", "token_env": token_env},
-                   **settings)
+    cfg = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}", "token_env": token_env, **api})
     server = make_server(cfg, engine=engine)
     t = threading.Thread(target=server.run, daemon=True)
     t.start()

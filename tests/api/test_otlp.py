@@ -202,7 +202,7 @@ def test_otlp_json_from_the_sdk_and_structured_attribute_values(api, engine) -> 
     assert smp.ts.isoformat().startswith("2025-11-24T16:00:00")
 
 
-def test_bodies_that_are_not_an_otlp_export(api, monkeypatch) -> None:
+def test_bodies_that_are_not_an_otlp_export(api) -> None:
     proto = {"content-type": "application/x-protobuf", **AUTH}
     r = api.post("/v1/traces", content=b"\xff\xfe not protobuf", headers=proto)
     assert r.status_code == 400 and r.headers["content-type"] == "application/x-protobuf"
@@ -217,12 +217,19 @@ def test_bodies_that_are_not_an_otlp_export(api, monkeypatch) -> None:
     assert r.status_code == 415 and "application/x-protobuf" in r.json()["error"]
     r = api.post("/v1/traces", content=b"not gzip", headers={**proto, "content-encoding": "gzip"})
     assert r.status_code == 400
-    monkeypatch.setattr("monitor.api.otlp.MAX_BODY_BYTES", 1000)
-    big = encode_spans(_vlm_calls()).SerializeToString()
-    assert len(big) > 1000
-    r = api.post("/v1/traces", content=big, headers=proto)
-    assert r.status_code == 413
-    bomb = gzip.compress(b"\0" * 5000)  # small on the wire, over the limit once inflated
-    assert len(bomb) < 1000
-    r = api.post("/v1/traces", content=bomb, headers={**proto, "content-encoding": "gzip"})
-    assert r.status_code == 413 and b"decompressed" in r.content
+
+
+def test_body_limit_as_sent_and_once_inflated(engine, monkeypatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "otlp-secret")
+    proto = {"content-type": "application/x-protobuf", **AUTH}
+    for c in serve_api(engine, token_env=TOKEN_ENV, max_body_bytes=1000):
+        big = encode_spans(_vlm_calls()).SerializeToString()
+        assert len(big) > 1000
+        r = c.post("/v1/traces", content=big, headers=proto)
+        assert r.status_code == 413  # api.max_body_bytes, the app's write guard
+        bomb = gzip.compress(b"\0" * 5000)  # small on the wire, over the limit once inflated
+        assert len(bomb) < 1000
+        r = c.post("/v1/traces", content=bomb, headers={**proto, "content-encoding": "gzip"})
+        assert r.status_code == 413 and b"decompressed body over api.max_body_bytes" in r.content
+        small = gzip.compress(encode_spans(_vlm_calls()[:1]).SerializeToString())
+        assert c.post("/v1/traces", content=small, headers={**proto, "content-encoding": "gzip"}).status_code == 200
