@@ -2,12 +2,15 @@
 
 Point any OpenTelemetry SDK's OTLP/HTTP exporter at ``http://<api.listen>/v1/traces``. Each GenAI
 span becomes a sample (:mod:`monitor.api.otlp_spans` reads the conventions) stored like one of
-``POST /v1/samples`` — the same ingest, the same bearer token, idempotent by a sample id derived
-from trace and span id. The answer follows the OTLP/HTTP specification: 200 with an
-``ExportTraceServiceResponse`` in the request's encoding, whose ``partial_success`` counts the
-GenAI spans that were dropped and names why (``no_image``, ``no_answer``, ...); spans that are no
-LLM call are ignored (a warning in the same message, not a rejection); 400 (a ``google.rpc.Status``
-or JSON error) for a body that does not decode, 413 past the limit, 415 for another content type. Counts: ``vlmwatch_api_otlp_spans_total{outcome}`` and
+``POST /v1/samples`` (the same ingest, :func:`monitor.api.ingest.ingest_batch`), idempotent by a
+sample id derived from trace and span id. The bearer token and the body limit
+(``api.max_body_bytes``) are the app's :class:`~monitor.api.guard.WriteGuard`, as for every write;
+a gzip or deflate body is held to the same limit once inflated. The answer follows the OTLP/HTTP
+specification: 200 with an ``ExportTraceServiceResponse`` in the request's encoding, whose
+``partial_success`` counts the GenAI spans that were dropped and names why (``no_image``,
+``no_answer``, ...); spans that are no LLM call are ignored (a warning in the same message, not a
+rejection); 400 (a ``google.rpc.Status``, or a JSON error) for a body that does not decode, 413 over
+the limit, 415 for another content type. Counts: ``vlmwatch_api_otlp_spans_total{outcome}`` and
 ``vlmwatch_api_otlp_spans_dropped_total{reason}``.
 """
 
