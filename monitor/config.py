@@ -175,6 +175,7 @@ class ApiConfig(_Section):
     token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open writes
     allow_open_writes: bool = False  # serve open writes (no token) on a non-loopback listen; false = refuse to start
     max_body_bytes: int = Field(64_000_000, gt=0)  # larger request bodies get 413 (a base64 image is ~4/3 of its bytes)
+    metrics_cache_seconds: float = Field(5.0, ge=0)  # /metrics re-reads the database values at most this often
 
 
 class DaemonConfig(_Section):

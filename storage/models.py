@@ -334,4 +334,7 @@ class JobRun(Base):
 
 
 Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)
+# the newest window of a probe version x kind x source (/metrics at every scrape, the detect job's alert context)
+Index("ix_calwin_latest", CalibrationWindow.probe_version_id, CalibrationWindow.kind, CalibrationWindow.source,
+      CalibrationWindow.window_end)
 Index("ix_deliveries_due", AlertDelivery.status, AlertDelivery.next_attempt_at)

@@ -125,6 +125,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_calibration_windows_model'), 'calibration_windows', ['model'], unique=False)
     op.create_index(op.f('ix_calibration_windows_probe_version_id'), 'calibration_windows', ['probe_version_id'], unique=False)
     op.create_index(op.f('ix_calibration_windows_window_start'), 'calibration_windows', ['window_start'], unique=False)
+    op.create_index('ix_calwin_latest', 'calibration_windows', ['probe_version_id', 'kind', 'source', 'window_end'], unique=False)
     op.create_table('detector_states',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('model', sa.String(length=256), nullable=False),
@@ -277,6 +278,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_references_model'), table_name='references')
     op.drop_table('references')
     op.drop_table('detector_states')
+    op.drop_index('ix_calwin_latest', table_name='calibration_windows')
     op.drop_index(op.f('ix_calibration_windows_window_start'), table_name='calibration_windows')
     op.drop_index(op.f('ix_calibration_windows_probe_version_id'), table_name='calibration_windows')
     op.drop_index(op.f('ix_calibration_windows_model'), table_name='calibration_windows')
