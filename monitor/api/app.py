@@ -1,4 +1,4 @@
-"""The FastAPI application: ingest, labels, calibration history, alerts, health, metrics.
+"""The FastAPI application: ingest, labels, probe recalibration, calibration history, alerts, health, metrics.
 
 Writes (``POST``) need ``Authorization: Bearer <token>`` when the environment variable named by
 ``api.token_env`` is set; reads are open. Invalid bodies get 422 with each offending field named
@@ -28,6 +28,7 @@ from monitor.api.schemas import (
     Health,
     LabelIn,
     LabelsOut,
+    RecalibrateIn,
     RejectedOut,
     SampleIn,
     SamplesIn,
@@ -146,6 +147,28 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         metrics.API_LABELS.labels("duplicate").inc(out.duplicates)
         return out
 
+    @app.post("/v1/probes/{model}/recalibrate", dependencies=writes,
+              summary="Recalibrate a model's active probe on its freshest labels, as a new probe version",
+              responses={404: {"description": "unknown model"},
+                         409: {"description": "no active probe, too few labels, or ranking broke (retrain)"}})
+    def post_recalibrate(model: str, s: DB, body: RecalibrateIn | None = None) -> JSONResponse:
+        """The report of ``vlmwatch probe recalibrate --json``; refusals carry ``error`` (a code) and ``message``."""
+        from monitor.probe.recalibrate import RecalibrationError, RecalibrationRequest, recalibrate_probe
+
+        body = body or RecalibrateIn()
+        since = body.since if body.since is None or body.since.tzinfo else body.since.replace(tzinfo=timezone.utc)
+        request = RecalibrationRequest(model=model, since=since, max_labels=body.max_labels, method=body.method,
+                                       activate=body.activate, force=body.force)
+        try:
+            res = recalibrate_probe(s, settings, request)
+        except RecalibrationError as e:
+            return JSONResponse(status_code=_RECAL_STATUS.get(e.code, 409), content=e.as_dict())
+        s.commit()
+        if res.status == "retrain":
+            return JSONResponse(status_code=409, content={"error": "retrain", "message": res.report["advice"]["text"],
+                                                          "status": res.status, **res.report})
+        return JSONResponse(status_code=200, content={"status": res.status, **res.report})
+
     @app.get("/v1/calibration", response_model=list[CalibrationRow], summary="Calibration history")
     def get_calibration(
         s: DB,
@@ -209,6 +232,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+_RECAL_STATUS = {"unknown_model": 404, "bad_request": 422}  # other refusals: 409 (the state does not allow it)
 
 
 def _to_record(smp: SampleIn, max_bytes: int, record_cls: Any) -> Any:

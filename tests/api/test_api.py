@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import base64
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from monitor.api.server import make_server, parse_listen
-from monitor.config import Settings
+from monitor.api.server import parse_listen
 from storage.db import session_factory
 from storage.models import Alert, CalibrationWindow, ProbeVersion
-from tests.daemon.helpers import free_port, png
+from tests.daemon.helpers import png, serve_api
 
 
 @pytest.fixture
@@ -25,20 +22,7 @@ def api(engine, monkeypatch) -> Iterator[httpx.Client]:
 
 
 def _serve(engine) -> Iterator[httpx.Client]:
-    port = free_port()
-    settings = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}",
-                                                               "token_env": "VLMWATCH_TEST_API_TOKEN"})
-    server = make_server(settings, engine=engine)
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-        yield c
-    server.should_exit = True
-    t.join(10)
+    yield from serve_api(engine)
 
 
 def _sample(i: int, **kw) -> dict:

@@ -163,3 +163,34 @@ def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in c.execute(text(sql))]
     finally:
         eng.dispose()
+
+
+API_TOKEN_ENV = "VLMWATCH_TEST_API_TOKEN"  # api.token_env of serve_api's server
+
+
+def serve_api(engine: Any, timeout: float = 10, **sections: Any) -> Iterator[Any]:
+    """The HTTP API over ``engine`` on a real uvicorn server on loopback; yields an httpx client.
+
+    ``sections``: more config sections for its Settings (``recalibration={...}``).
+    """
+    import threading
+
+    import httpx
+
+    from monitor.api.server import make_server
+    from monitor.config import Settings
+
+    port = free_port()
+    settings = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}", "token_env": API_TOKEN_ENV},
+                        **sections)
+    server = make_server(settings, engine=engine)
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.02)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as c:
+        yield c
+    server.should_exit = True
+    t.join(10)
