@@ -8,7 +8,8 @@ When storage is down the round fails, the spool keeps growing (bounded), and the
 with exponential backoff and jitter.
 
 The daemon runs it with ``Shipper(spool_dir, storage_url).start()`` (a thread) or calls
-``ship_once()`` from a scheduled job.
+``ship_once()`` from a scheduled job. ``password_env`` names the environment variable with the
+database password (``storage.password_env``); the secret itself never passes through here.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Shipper:
         spool_dir: str | Path,
         storage_url: str,
         *,
+        password_env: str | None = "VLMWATCH_DB_PASSWORD",  # storage.password_env's default
         batch: int = 500,
         interval: float = 2.0,
         max_backoff: float = 60.0,
@@ -64,6 +66,7 @@ class Shipper:
     ) -> None:
         self.spool_dir = Path(spool_dir)
         self.storage_url = storage_url
+        self.password_env = password_env  # env var with the DB password (storage.password_env)
         self.batch = batch
         self.interval = interval
         self.max_backoff = max_backoff
@@ -83,7 +86,7 @@ class Shipper:
             from storage.db import make_engine, session_factory
 
             if self._engine is None:
-                self._engine = make_engine(self.storage_url)
+                self._engine = make_engine(self.storage_url, self.password_env)
             self._factory = session_factory(self._engine)
         return self._factory
 
