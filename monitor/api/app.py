@@ -143,7 +143,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         metrics.API_LABELS.labels("duplicate").inc(out.duplicates)
         return out
 
-    @app.post("/v1/probes/{model}/recalibrate", dependencies=writes,
+    @app.post("/v1/probes/{model}/recalibrate",
               summary="Recalibrate a model's active probe on its freshest labels, as a new probe version",
               responses={404: {"description": "unknown model"},
                          409: {"description": "no active probe, too few labels, or ranking broke (retrain)"}})

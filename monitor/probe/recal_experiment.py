@@ -128,7 +128,7 @@ def run_recal_experiment(model_dir: str | Path, work: str | Path, exp: RecalExpe
     from monitor.probe.registry import register_probe
     from monitor.probe.runner import OnnxHeadRunner
     from monitor.probe.train import encode_samples
-    from storage.db import make_engine, session_factory, upgrade
+    from storage.db import engine_for, session_factory, upgrade
     from storage.models import utcnow
 
     work = Path(work)
@@ -142,7 +142,7 @@ def run_recal_experiment(model_dir: str | Path, work: str | Path, exp: RecalExpe
     settings = Settings(storage={"url": url}, models={plan.model: ModelEntry(path=str(model_dir))},
                         calibration={"bootstrap": exp.bootstrap}, recalibration={"max_labels": exp.n_fresh,
                                                                                   "probe_dir": str(work / "recalibrated")})
-    engine = make_engine(url)
+    engine = engine_for(settings.storage)
     sessions = session_factory(engine)
     try:
         with sessions() as s:
