@@ -1,4 +1,5 @@
-"""The FastAPI application: ingest (samples, OTLP traces), labels, calibration history, alerts, health, metrics.
+"""The FastAPI application: ingest (samples, OTLP traces), labels, probe recalibration, calibration history,
+alerts, health, metrics.
 
 Every write (any method but GET/HEAD/OPTIONS, on any route) needs ``Authorization: Bearer
 <token>`` when the environment variable named by ``api.token_env`` is set, and every body is
@@ -11,7 +12,7 @@ anything. Reads are open. Invalid bodies get 422 with each offending field named
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ from monitor.api.schemas import (
     Health,
     LabelIn,
     LabelsOut,
+    RecalibrateIn,
     SamplesIn,
     SamplesOut,
 )
@@ -107,6 +109,28 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         metrics.API_LABELS.labels("duplicate").inc(out.duplicates)
         return out
 
+    @app.post("/v1/probes/{model}/recalibrate",
+              summary="Recalibrate a model's active probe on its freshest labels, as a new probe version",
+              responses={404: {"description": "unknown model"},
+                         409: {"description": "no active probe, too few labels, or ranking broke (retrain)"}})
+    def post_recalibrate(model: str, s: DB, body: RecalibrateIn | None = None) -> JSONResponse:
+        """The report of ``vlmwatch probe recalibrate --json``; refusals carry ``error`` (a code) and ``message``."""
+        from monitor.probe.recalibrate import RecalibrationError, RecalibrationRequest, recalibrate_probe
+
+        body = body or RecalibrateIn()
+        since = body.since if body.since is None or body.since.tzinfo else body.since.replace(tzinfo=timezone.utc)
+        request = RecalibrationRequest(model=model, since=since, max_labels=body.max_labels, method=body.method,
+                                       activate=body.activate, force=body.force)
+        try:
+            res = recalibrate_probe(s, settings, request)
+        except RecalibrationError as e:
+            return JSONResponse(status_code=_RECAL_STATUS.get(e.code, 409), content=e.as_dict())
+        s.commit()
+        if res.status == "retrain":
+            return JSONResponse(status_code=409, content={"error": "retrain", "message": res.report["advice"]["text"],
+                                                          "status": res.status, **res.report})
+        return JSONResponse(status_code=200, content={"status": res.status, **res.report})
+
     @app.get("/v1/calibration", response_model=list[CalibrationRow], summary="Calibration history")
     def get_calibration(
         s: DB,
@@ -173,6 +197,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+_RECAL_STATUS = {"unknown_model": 404, "bad_request": 422}  # other refusals: 409 (the state does not allow it)
 
 
 def _metrics_registry(sessions: sessionmaker[Session], settings: Settings) -> Any:

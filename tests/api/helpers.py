@@ -16,10 +16,18 @@ from monitor.config import Settings
 from tests.daemon.helpers import free_port
 
 
-def serve_api(engine, token_env: str = "VLMWATCH_TEST_API_TOKEN", **api: Any) -> Iterator[httpx.Client]:
-    """Yield a client of the API over ``engine`` (a thread of this process), then stop it; ``api``: more api.* keys."""
+API_TOKEN_ENV = "VLMWATCH_TEST_API_TOKEN"  # default api.token_env of serve_api's server
+
+
+def serve_api(engine, token_env: str = API_TOKEN_ENV, *, timeout: float = 10,
+              sections: dict[str, Any] | None = None, **api: Any) -> Iterator[httpx.Client]:
+    """Yield a client of the API over ``engine`` (a real uvicorn in a thread of this process), then stop it.
+
+    ``api``: more api.* keys; ``sections``: more config sections (``{"recalibration": {...}}``).
+    """
     port = free_port()
-    cfg = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}", "token_env": token_env, **api})
+    cfg = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}", "token_env": token_env, **api},
+                   **(sections or {}))
     server = make_server(cfg, engine=engine)
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
@@ -27,7 +35,7 @@ def serve_api(engine, token_env: str = "VLMWATCH_TEST_API_TOKEN", **api: Any) ->
     while not server.started:
         assert time.monotonic() < deadline, "API did not start"
         time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as c:
         yield c
     server.should_exit = True
     t.join(10)
