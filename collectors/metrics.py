@@ -1,7 +1,8 @@
 """Prometheus metrics of a collector process (served on the proxy's ``/metrics``).
 
 Each collector owns a :class:`CollectorMetrics` with its own registry, so several collectors in
-one process (tests, an app with two SDK hooks) never clash on metric names.
+one process (tests, an app with two SDK hooks) never clash on metric names. Counters are declared
+without the ``_total`` suffix (prometheus_client appends it), as in :mod:`monitor.daemon.metrics`.
 """
 
 from __future__ import annotations

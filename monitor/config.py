@@ -112,6 +112,13 @@ class DetectConfig(_Section):
     drift_threshold: float = 0.2  # drift when PSI (distance methods) >= this, or p-value (test methods) < this
 
 
+class RecalibrationConfig(_Section):
+    max_labels: int = Field(200, ge=1)  # freshest human / ground-truth labels `probe recalibrate` fits on
+    min_labels: int = Field(100, ge=20)  # fewer labels (or under 10 correct or 10 incorrect): refused
+    max_auroc_drop: float = Field(0.05, ge=0.0, le=1.0)  # AUROC this far below the probe's reference, beyond its CI: advice is retrain
+    probe_dir: str = ""  # folder for recalibrated probe versions; "" = beside the active probe's artifact folder
+
+
 class AlertRule(_Section):
     name: str  # rule name, part of the fingerprint
     detector: str  # cusum_disagreement | cusum_residual | adwin_scores | adwin_spotcheck | window_drift | metric
@@ -175,6 +182,7 @@ class ApiConfig(_Section):
     token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open writes
     allow_open_writes: bool = False  # serve open writes (no token) on a non-loopback listen; false = refuse to start
     max_body_bytes: int = Field(64_000_000, gt=0)  # larger request bodies get 413 (a base64 image is ~4/3 of its bytes)
+    metrics_cache_seconds: float = Field(5.0, ge=0)  # /metrics re-reads the database values at most this often
 
 
 class DaemonConfig(_Section):
@@ -213,6 +221,7 @@ class Settings(BaseSettings):
     spotcheck: SpotcheckConfig = SpotcheckConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     detect: DetectConfig = DetectConfig()
+    recalibration: RecalibrationConfig = RecalibrationConfig()
     alerts: AlertsConfig = AlertsConfig()
     proxy: ProxyConfig = ProxyConfig()
     spool: SpoolConfig = SpoolConfig()

@@ -1,4 +1,5 @@
-"""The FastAPI application: ingest, labels, calibration history, alerts, health, metrics.
+"""The FastAPI application: ingest (samples, OTLP traces), labels, probe recalibration, calibration history,
+alerts, health, metrics.
 
 Every write (any method but GET/HEAD/OPTIONS, on any route) needs ``Authorization: Bearer
 <token>`` when the environment variable named by ``api.token_env`` is set, and every body is
@@ -10,8 +11,6 @@ anything. Reads are open. Invalid bodies get 422 with each offending field named
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from datetime import datetime, timezone
 from collections.abc import Iterator
@@ -25,14 +24,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.api.guard import WriteGuard, writes_open
+from monitor.api.otlp import register_otlp
 from monitor.api.schemas import (
     AlertOut,
     CalibrationRow,
     Health,
     LabelIn,
     LabelsOut,
-    RejectedOut,
-    SampleIn,
+    RecalibrateIn,
     SamplesIn,
     SamplesOut,
 )
@@ -51,24 +50,6 @@ def _field_errors(exc: RequestValidationError) -> list[str]:
         loc = [str(p) for p in e.get("loc", ()) if p != "body"]
         out.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
     return out
-
-
-def _decode_image(value: str, max_bytes: int) -> tuple[bytes | None, str | None]:
-    """Image bytes or URL from an API payload. Server-side file paths are not accepted."""
-    from storage.images import ImageError, decode_image_ref
-
-    text = value.strip()
-    low = text[:8].lower()
-    if low.startswith("data:") or low.startswith("http://") or low.startswith("https://"):
-        ref = decode_image_ref(text, None, max_bytes)
-        return ref.data, ref.url
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageError("image must be a data URL, base64 or an http(s) URL") from None
-    if len(data) > max_bytes:
-        raise ImageError(f"image is {len(data)} bytes, over storage.max_image_bytes={max_bytes}")
-    return data, None
 
 
 def _db(request: Request) -> Iterator[Session]:
@@ -92,6 +73,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     )
     app.state.engine = engine
     app.state.sessions = sessions
+    app.state.metrics = _metrics_registry(sessions, settings)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,33 +88,18 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
 
     @app.post("/v1/samples", response_model=SamplesOut, summary="Ingest a batch of samples")
     def post_samples(body: SamplesIn, s: DB) -> SamplesOut:
-        from storage.images import ImageError
-        from storage.records import SampleRecord
-        from storage.repo_samples import ingest_samples
+        from monitor.api.ingest import ingest_batch
 
-        records: list[SampleRecord] = []
-        positions: list[int] = []
-        rejected: list[RejectedOut] = []
-        for i, smp in enumerate(body.samples):
-            try:
-                rec = _to_record(smp, settings.storage.max_image_bytes, SampleRecord)
-            except ImageError as e:
-                rejected.append(RejectedOut(index=i, id=smp.id, reason=f"samples.{i}.image: {e}"))
-                continue
-            records.append(rec)
-            positions.append(i)
-        res = ingest_samples(s, records, max_image_bytes=settings.storage.max_image_bytes)
+        out = ingest_batch(s, body.samples, max_image_bytes=settings.storage.max_image_bytes)
         s.commit()
-        for r in res.rejected:
-            idx = positions[r.index] if 0 <= r.index < len(positions) else r.index
-            rejected.append(RejectedOut(index=idx, id=r.key, reason=r.reason))
-        metrics.API_INGESTED.labels("accepted").inc(len(res.inserted))
-        metrics.API_INGESTED.labels("duplicate").inc(res.duplicates)
-        metrics.API_INGESTED.labels("rejected").inc(len(rejected))
-        out = SamplesOut(accepted=len(res.inserted), duplicates=res.duplicates, rejected=sorted(rejected, key=lambda r: r.index))
-        if rejected and not res.inserted and not res.duplicates:
+        metrics.API_INGESTED.labels("accepted").inc(out.accepted)
+        metrics.API_INGESTED.labels("duplicate").inc(out.duplicates)
+        metrics.API_INGESTED.labels("rejected").inc(len(out.rejected))
+        if out.rejected and not out.accepted and not out.duplicates:
             raise HTTPException(422, detail=out.model_dump())
         return out
+
+    register_otlp(app, settings)
 
     @app.post("/v1/labels", response_model=LabelsOut, summary="Record correctness labels")
     def post_labels(body: LabelIn | list[LabelIn], s: DB) -> LabelsOut:
@@ -144,6 +111,28 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         metrics.API_LABELS.labels("stored").inc(out.stored)
         metrics.API_LABELS.labels("duplicate").inc(out.duplicates)
         return out
+
+    @app.post("/v1/probes/{model}/recalibrate",
+              summary="Recalibrate a model's active probe on its freshest labels, as a new probe version",
+              responses={404: {"description": "unknown model"},
+                         409: {"description": "no active probe, too few labels, or ranking broke (retrain)"}})
+    def post_recalibrate(model: str, s: DB, body: RecalibrateIn | None = None) -> JSONResponse:
+        """The report of ``vlmwatch probe recalibrate --json``; refusals carry ``error`` (a code) and ``message``."""
+        from monitor.probe.recalibrate import RecalibrationError, RecalibrationRequest, recalibrate_probe
+
+        body = body or RecalibrateIn()
+        since = body.since if body.since is None or body.since.tzinfo else body.since.replace(tzinfo=timezone.utc)
+        request = RecalibrationRequest(model=model, since=since, max_labels=body.max_labels, method=body.method,
+                                       activate=body.activate, force=body.force)
+        try:
+            res = recalibrate_probe(s, settings, request)
+        except RecalibrationError as e:
+            return JSONResponse(status_code=_RECAL_STATUS.get(e.code, 409), content=e.as_dict())
+        s.commit()
+        if res.status == "retrain":
+            return JSONResponse(status_code=409, content={"error": "retrain", "message": res.report["advice"]["text"],
+                                                          "status": res.status, **res.report})
+        return JSONResponse(status_code=200, content={"status": res.status, **res.report})
 
     @app.get("/v1/calibration", response_model=list[CalibrationRow], summary="Calibration history")
     def get_calibration(
@@ -206,19 +195,22 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     def prom() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        # this process's counters (jobs, ingest) + the database's state (windows, alerts, queues)
+        body = generate_latest(REGISTRY) + generate_latest(app.state.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
-def _to_record(smp: SampleIn, max_bytes: int, record_cls: Any) -> Any:
-    data, url = (None, None) if smp.image is None else _decode_image(smp.image, max_bytes)
-    kw: dict[str, Any] = dict(
-        id=smp.id, model=smp.model, prompt=smp.prompt, answer=smp.answer, source="api",
-        image=data, image_url=url, response_id=smp.response_id, label=smp.label, meta=smp.meta,
-    )
-    if smp.ts is not None:
-        kw["ts"] = smp.ts if smp.ts.tzinfo is not None else smp.ts.replace(tzinfo=timezone.utc)
-    if smp.route:
-        kw["route"] = smp.route
-    return record_cls(**kw)
+_RECAL_STATUS = {"unknown_model": 404, "bad_request": 422}  # other refusals: 409 (the state does not allow it)
+
+
+def _metrics_registry(sessions: sessionmaker[Session], settings: Settings) -> Any:
+    """A registry of this app's own: the database collector reads at scrape time, never at registration."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.api.db_metrics import DatabaseCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(sessions, settings))
+    return registry

@@ -17,6 +17,7 @@ __all__ = [
     "CalibrationRow",
     "AlertOut",
     "Health",
+    "RecalibrateIn",
 ]
 
 
@@ -119,3 +120,13 @@ class Health(BaseModel):
                                                          "token: writes need the bearer token of api.token_env")
     daemon: dict[str, Any] | None = None
     error: str | None = None
+
+
+class RecalibrateIn(_In):
+    """Options of ``POST /v1/probes/{model}/recalibrate`` (as ``vlmwatch probe recalibrate``'s flags)."""
+
+    since: datetime | None = Field(None, description="only labels of samples from this time on (ISO 8601; UTC if no offset)")
+    max_labels: int | None = Field(None, ge=1, description="freshest labelled samples to fit on (default: recalibration.max_labels)")
+    method: Literal["auto", "platt", "temperature", "isotonic"] = "auto"
+    activate: bool = Field(False, description="make the new version the active probe")
+    force: bool = Field(False, description="write the new version even when the advice is to retrain")

@@ -11,7 +11,7 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "api",
-        help="serve the HTTP API (ingest, labels, calibration history, alerts, /metrics)",
+        help="serve the HTTP API (ingest, OTLP traces, labels, calibration history, alerts, /metrics)",
         description="Serve the HTTP API on api.listen. Writes need a bearer token when the environment "
         "variable named by api.token_env is set; without it writes are open, which is refused on a "
         "non-loopback address unless api.allow_open_writes is true. Request bodies over api.max_body_bytes "

@@ -1,10 +1,12 @@
-"""``vlmwatch probe train|activate|list|compare``: hidden-state correctness probes."""
+"""``vlmwatch probe train|activate|list|compare|recalibrate``: hidden-state correctness probes."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
 __all__ = ["register"]
 
@@ -135,6 +137,82 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since(text: str) -> datetime:
+    """--since: an ISO 8601 time (UTC when no offset) or a duration back from now (90m, 6h, 2d)."""
+    from monitor.calibration.history import parse_duration
+
+    try:
+        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    except ValueError:
+        pass
+    try:
+        return datetime.now(timezone.utc) - parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--since must be an ISO 8601 time or a duration like 6h, got {text!r}") from None
+
+
+def _recalibrate(args: argparse.Namespace) -> int:
+    from monitor.commands._storage import open_database
+    from monitor.probe.recalibrate import RecalibrationError, RecalibrationRequest, recalibrate_probe
+    from storage.db import session_factory
+
+    settings, engine = open_database(args)
+    request = RecalibrationRequest(model=args.model, since=args.since, max_labels=args.max_labels, method=args.method,
+                                   activate=args.activate, force=args.force, out=args.out)
+    try:
+        with session_factory(engine)() as s:
+            try:
+                res = recalibrate_probe(s, settings, request)
+            except RecalibrationError as e:
+                if args.json:
+                    print(json.dumps(e.as_dict(), indent=2))
+                print(f"vlmwatch: probe recalibrate: {e}", file=sys.stderr)
+                return 2
+            s.commit()
+    finally:
+        engine.dispose()
+    print(json.dumps({"status": res.status, **res.report}, indent=2) if args.json else _recal_text(res.status, res.report))
+    return 3 if res.status == "retrain" else 0
+
+
+def _ci(m: dict, key: str) -> str:
+    v, ci = m.get(key), m.get(f"{key}_ci") or [None, None]
+    if v is None:
+        return "n/a"
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else f"{v:.3f}"
+
+
+def _recal_text(status: str, r: dict) -> str:
+    lab, sel, before, after = r["labels"], r["selection"], r["before"], r["after"]
+    lines = [f"probe {r['probe']['version']} of {r['model']}: {lab['n']} freshest labels ({lab['n_correct']} correct), "
+             f"{lab['first_ts']} .. {lab['last_ts']}",
+             f"calibration chosen on held-out labels ({r['held_out']}):"]
+    for c in sel["candidates"]:
+        mark = "  <- " + sel["reason"] if c["method"] == sel["method"] else ""
+        fig = f"log-loss {c['log_loss']:.4f}  Brier {c['brier']:.4f}" if c["log_loss"] is not None else c["error"]
+        lines.append(f"  {c['method']:<12} {fig}{mark}")
+    lines.append("before -> after (held-out):")
+    for key, name in (("ece_mass", "ECE equal-mass"), ("ece_width", "ECE equal-width"), ("brier", "Brier"),
+                      ("auroc", "AUROC")):
+        lines.append(f"  {name:<16} {_ci(before, key)} -> {_ci(after, key)}")
+    lines.append(f"  {'mean p_correct':<16} {before['mean_score']:.3f} -> {after['mean_score']:.3f} "
+                 f"(accuracy {before['accuracy']:.3f})")
+    lines.append(f"ranking vs {r['reference']['what']}: {r['advice']['text']}")
+    new = r.get("new_probe")
+    if status == "retrain":
+        lines.append("nothing written (--force writes the recalibrated version anyway)")
+    elif new:
+        state = "registered and activated" if new["active"] else (
+            f"registered, not active: `vlmwatch probe activate --served-name {r['model']} --version {new['version']}`")
+        lines.append(f"new probe version {new['version']} -> {new['path']} ({state})")
+        lines.append("its detectors start from a fresh reference: the first calibration.reference_n labelled samples "
+                     "it scores")
+    if r.get("note"):
+        lines.append(r["note"])
+    return "\n".join(lines) + "\n"
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="local model folder (save_pretrained layout)")
     p.add_argument("--data", required=True, metavar="FILE.jsonl", help="samples file (SynPOPE lines carry 'truth')")
@@ -149,7 +227,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("probe", help="hidden-state correctness probes: train, activate, list, compare")
+    p = subparsers.add_parser("probe", help="hidden-state correctness probes: train, activate, list, compare, recalibrate")
     sub = p.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
 
     tr = sub.add_parser("train", help="sweep layers x poolings, calibrate, save a versioned probe artifact")
@@ -157,7 +235,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, metavar="PROBE_DIR", help="artifact folder to write")
     tr.add_argument("--layers", default="all", help="'all' (0 = embeddings .. L) or comma-separated layer indices")
     tr.add_argument("--poolings", default=None, help="comma-separated subset of answer,prompt_last,answer_mean")
-    tr.add_argument("--calibration", choices=("platt", "isotonic"), default="platt")
+    tr.add_argument("--calibration", choices=("platt", "temperature", "isotonic"), default="platt",
+                    help="calibration fitted on the held-out calib split (default: platt)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--register", action="store_true", help="register in storage and make it the active probe")
     tr.add_argument("--served-name", default=None, help="served model name (as clients send it in 'model')")
@@ -183,3 +262,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cp.add_argument("--self-consistency-k", type=int, default=0,
                     help="K sampled answers per sample for the self_consistency signal (0: skip it)")
     cp.set_defaults(func=_compare)
+
+    rc = sub.add_parser(
+        "recalibrate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="refit the active probe's calibration on the freshest labels, as a new probe version",
+        description=(
+            "Refit the calibration of MODEL's active probe on its freshest human / ground-truth labels (the\n"
+            "stored scores of that probe; no model pass), choosing Platt, temperature or isotonic scaling on\n"
+            "held-out folds. Shows ECE (equal-mass and equal-width), Brier and AUROC with 95% CIs before and\n"
+            "after, and writes a new probe version with the same head (layer, pooling, linear direction).\n"
+            "When ranking broke (AUROC below the probe's reference by more than\n"
+            "recalibration.max_auroc_drop, beyond noise) it says retrain instead and writes nothing.\n\n"
+            "exit status: 0 written, 2 refused (unknown model, no active probe, too few labels), 3 retrain advised"),
+    )
+    rc.add_argument("--model", "--served-name", dest="model", required=True, metavar="NAME",
+                    help="served model name (as clients send it in 'model')")
+    rc.add_argument("--since", type=_since, default=None, metavar="TIME",
+                    help="only labels of samples from TIME on: ISO 8601 or a duration back from now (6h, 2d)")
+    rc.add_argument("--max-labels", type=int, default=None, metavar="N",
+                    help="freshest labelled samples to fit on (default: recalibration.max_labels, 200)")
+    rc.add_argument("--method", choices=("auto", "platt", "temperature", "isotonic"), default="auto",
+                    help="auto: the lowest held-out log-loss, a simpler map within one standard error preferred")
+    rc.add_argument("--activate", action="store_true", help="make the new version the active probe")
+    rc.add_argument("--force", action="store_true", help="write the new version even when the advice is to retrain")
+    rc.add_argument("--out", type=Path, default=None, metavar="PROBE_DIR",
+                    help="artifact folder (default: recalibration.probe_dir, else beside the active probe's folder)")
+    rc.add_argument("--json", action="store_true", help="print the report as JSON")
+    rc.set_defaults(func=_recalibrate)

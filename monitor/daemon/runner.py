@@ -80,6 +80,10 @@ class JobRunner:
         self.last_error: str | None = None
         self.runs = 0
         self.failures = 0
+        for outcome in ("ok", "error"):  # zeros, so rate() and alerts see every job before its first failure
+            metrics.JOB_RUNS.labels(name, outcome)
+        metrics.JOB_FAILURES.labels(name)
+        metrics.JOB_OVERRUNS.labels(name)
 
     def __call__(self) -> int | None:
         if self.stopping.is_set() or not self.enabled():

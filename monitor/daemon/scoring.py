@@ -82,6 +82,9 @@ class ScoreJob:
         self.retry_load_seconds = 30.0
         self.probe_check_seconds = 30.0
         self._probe_checked = 0.0
+        for name in settings.models:  # zeros, so rate() and alerts see each model before its first event
+            metrics.SAMPLES_SCORED.labels(name)
+            metrics.SAMPLES_FAILED.labels(name)
 
     def _scorer(self, name: str, sessions: sessionmaker[Session]) -> Scorer | None:
         if name in self._scorers:

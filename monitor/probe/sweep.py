@@ -2,7 +2,7 @@
 
 Samples are split three ways (by group, e.g. image, so that questions about one image never sit
 on both sides): ``train`` fits each candidate, ``select`` picks the layer, pooling and
-regularisation by AUROC, ``calib`` fits Platt or isotonic calibration and gives an estimate of
+regularisation by AUROC, ``calib`` fits the calibration (Platt, temperature or isotonic) and gives an estimate of
 the chosen probe that neither fitting nor selection has seen.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -150,22 +150,9 @@ def _sweep(features: Mapping[str, np.ndarray], y: np.ndarray, splits: Splits, la
     return SweepResult(layer, pooling, c, score, head, curves, list(layers))
 
 
-def calibrate_head(
-    head: ProbeHead, x: np.ndarray, y: np.ndarray, method: Literal["platt", "isotonic"] = "platt"
-) -> ProbeHead:
-    """Calibrate ``head`` on held-out ``(x, y)``: Platt folds into the weights, isotonic adds a table."""
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.linear_model import LogisticRegression
+def calibrate_head(head: ProbeHead, x: np.ndarray, y: np.ndarray, method: str = "platt") -> ProbeHead:
+    """Calibrate ``head`` on held-out ``(x, y)`` (:mod:`monitor.probe.calibrators`): Platt and
+    temperature fold into the weights, isotonic adds a table."""
+    from monitor.probe.calibrators import fit_calibrator
 
-    y = np.asarray(y).astype(int)
-    if method == "platt":
-        z = head.logit(x)[:, None]
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(z, y)  # effectively unregularised
-        a, c = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-        log.info("Platt scaling: logit' = %.4f * logit %+.4f", a, c)
-        return head.with_platt(a, c)
-    if method == "isotonic":
-        raw = head.raw_prob(x)
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
-        return head.with_isotonic(iso.X_thresholds_, iso.y_thresholds_)
-    raise ValueError(f"unknown calibration method {method!r}; expected 'platt' or 'isotonic'")
+    return fit_calibrator(method, head.logit(x), y, positive_slope=False).fold(head)

@@ -29,7 +29,7 @@ class TrainOptions:
     layers: str = "all"  # "all" or comma-separated layer indices (0 = embeddings)
     poolings: tuple[str, ...] = POOLINGS
     answers: AnswerSource = "auto"
-    calibration: str = "platt"  # platt | isotonic
+    calibration: str = "platt"  # platt | temperature | isotonic (monitor.probe.calibrators)
     cs: tuple[float, ...] = DEFAULT_CS
     layer_tolerance: float = DEFAULT_LAYER_TOLERANCE  # prefer an earlier layer within this AUROC of the best
     batch_size: int = 16
@@ -85,7 +85,7 @@ def train_on_features(
     res = sweep(features, y, splits, layers, cs=options.cs, seed=options.seed, layer_tolerance=options.layer_tolerance)
     j = layers.index(res.layer)
     x = features[res.pooling][:, j]
-    head = calibrate_head(res.head, x[splits.calib], y[splits.calib], options.calibration)  # type: ignore[arg-type]
+    head = calibrate_head(res.head, x[splits.calib], y[splits.calib], options.calibration)
     calib = signal_metrics(head.predict(x[splits.calib]), y[splits.calib], n_boot=options.bootstrap, seed=options.seed)
     select = signal_metrics(res.head.logit(x[splits.select]), y[splits.select], n_boot=options.bootstrap,
                             seed=options.seed)

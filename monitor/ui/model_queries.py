@@ -31,7 +31,7 @@ __all__ = ["RouteBucket", "history", "route_buckets", "reliability_windows", "wi
 ROUTE_LABELS = 3000  # newest labels the per-route metrics are computed on
 ROUTE_BUCKETS = 8  # points per route series
 ROUTE_MIN_BUCKET = 20  # labels per point at least
-ROUTE_BOOTSTRAP = 200  # resamples for the per-route CIs
+ROUTE_BOOTSTRAP = 50  # resamples for the per-route CIs (24 windows' worth per page: the page's main cost)
 RELIABILITY_WINDOWS = 6
 MAX_MARKS = 50  # alert marks per chart
 SOURCES = ("human", "self_consistency", "combined")
@@ -60,12 +60,15 @@ class RouteBucket:
 def route_buckets(session: Session, model: str, probe_version_id: int, threshold: float, bins: int,
                   limit: int = ROUTE_LABELS) -> dict[str, list[RouteBucket]]:
     """Window metrics per route over the newest ``limit`` labelled samples, oldest bucket first."""
+    # the newest labels first (labels' primary key backwards, samples by primary key), then their
+    # scores by (sample_id, probe) index lookups: never a scan of the probe's scores
+    recent = (select(Label.sample_id, Label.source, Label.correct, Sample.route, Sample.ts)
+              .join(Sample, Sample.id == Label.sample_id)
+              .where(Label.source.in_(HUMAN_SOURCES), Sample.model == model)
+              .order_by(Label.id.desc()).limit(limit).subquery("recent"))
     rows = session.execute(
-        select(Label.sample_id, Label.source, Sample.route, Sample.ts, Score.p_correct, Label.correct)
-        .join(Sample, Sample.id == Label.sample_id)
-        .join(Score, and_(Score.sample_id == Label.sample_id, Score.probe_version_id + 0 == probe_version_id))
-        .where(Label.source.in_(HUMAN_SOURCES), Sample.model == model)
-        .order_by(Label.id.desc()).limit(limit)).all()
+        select(recent.c.sample_id, recent.c.source, recent.c.route, recent.c.ts, Score.p_correct, recent.c.correct)
+        .join(Score, and_(Score.sample_id == recent.c.sample_id, Score.probe_version_id == probe_version_id))).all()
     per: dict[str, dict[str, tuple]] = {}
     for sid, source, route, ts, p, y in rows:  # one row per sample: ground truth over a human label
         cur = per.setdefault(route, {}).get(sid)

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import base64
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from monitor.api.server import make_server, parse_listen
-from monitor.config import Settings
+from monitor.api.server import parse_listen
 from storage.db import session_factory
 from storage.models import Alert, CalibrationWindow, ProbeVersion
-from tests.daemon.helpers import free_port, png
+from tests.api.helpers import serve_api
+from tests.daemon.helpers import png
 
 
 @pytest.fixture
 def api(engine, monkeypatch) -> Iterator[httpx.Client]:
     monkeypatch.delenv("VLMWATCH_TEST_API_TOKEN", raising=False)
-    yield from _serve(engine)
-
-
-def _serve(engine) -> Iterator[httpx.Client]:
-    port = free_port()
-    settings = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}",
-                                                               "token_env": "VLMWATCH_TEST_API_TOKEN"})
-    server = make_server(settings, engine=engine)
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-        yield c
-    server.should_exit = True
-    t.join(10)
+    yield from serve_api(engine)
 
 
 def _sample(i: int, **kw) -> dict:
@@ -100,7 +81,7 @@ def test_labels_by_sample_or_response_id(api: httpx.Client) -> None:
 
 def test_write_auth_when_token_configured(engine, monkeypatch) -> None:
     monkeypatch.setenv("VLMWATCH_TEST_API_TOKEN", "s3cret")
-    for c in _serve(engine):
+    for c in serve_api(engine):
         body = {"samples": [_sample(1)]}
         assert c.post("/v1/samples", json=body).status_code == 401
         assert c.post("/v1/samples", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -144,6 +125,8 @@ def test_calibration_alerts_health_metrics_openapi(api: httpx.Client, engine) ->
     api.post("/v1/samples", json={"samples": [_sample(1)]})
     m = api.get("/metrics")
     assert m.status_code == 200 and 'vlmwatch_api_samples_total{outcome="accepted"}' in m.text
+    assert "vlmwatch_database_up 1.0" in m.text  # the database collector is part of every scrape
+    assert 'vlmwatch_alert_deliveries{status="pending"} 0.0' in m.text
     spec = api.get("/openapi.json").json()
     assert {"/v1/samples", "/v1/labels", "/v1/calibration", "/v1/alerts", "/healthz", "/metrics"} <= set(spec["paths"])
 

@@ -16,7 +16,7 @@ from storage.models import JobRun
 
 
 def _failures(job: str) -> float:
-    return REGISTRY.get_sample_value("vlmwatch_job_failures_total", {"job": job}) or 0.0
+    return REGISTRY.get_sample_value("vlmwatch_job_failures_total", {"daemon_job": job}) or 0.0
 
 
 def test_runner_budget_failure_and_record(engine) -> None:

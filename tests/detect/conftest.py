@@ -47,6 +47,11 @@ class World:
 
 @pytest.fixture
 def world(engine):
+    return new_world(engine)
+
+
+def new_world(engine) -> World:
+    """An empty world over ``engine``: one active probe version ``v1`` of model ``m1``."""
     factory = session_factory(engine)
     t0 = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(days=2)  # hour-aligned
     with factory() as s:
@@ -61,16 +66,18 @@ def world(engine):
 @pytest.fixture
 def fast_settings():
     """Settings with small references and fewer simulations, so tests stay quick on 2 cores."""
+    return make_fast_settings
+
+
+def make_fast_settings(channels=(), **alerts):
+    """The settings of :func:`fast_settings`, for module-scoped fixtures."""
     from monitor.config import Settings
 
-    def make(channels=(), **alerts):
-        return Settings(
-            calibration={"reference_n": 600, "min_labels": 100, "bootstrap": 100, "rolling_n": 300},
-            detect={"simulations": 300, "adwin_simulations": 10, "horizon": 5000},
-            alerts={"channels": list(channels), "backoff_initial_seconds": 0.05, "no_data_minutes": 0, **alerts},
-        )
-
-    return make
+    return Settings(
+        calibration={"reference_n": 600, "min_labels": 100, "bootstrap": 100, "rolling_n": 300},
+        detect={"simulations": 300, "adwin_simulations": 10, "horizon": 5000},
+        alerts={"channels": list(channels), "backoff_initial_seconds": 0.05, "no_data_minutes": 0, **alerts},
+    )
 
 
 @pytest.fixture

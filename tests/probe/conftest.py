@@ -35,7 +35,7 @@ def llava(llava_dir):
 
 
 def make_artifact(out, fingerprint: str, hidden: int, num_layers: int, layer: int = 2, pooling: str = "answer",
-                  seed: int = 0):
+                  seed: int = 0, metrics: dict | None = None):
     """A probe artifact with random (unsaturated) weights for a given model fingerprint."""
     from monitor.probe.artifact import ProbeMeta, save_artifact
     from monitor.probe.head import ProbeHead
@@ -46,7 +46,7 @@ def make_artifact(out, fingerprint: str, hidden: int, num_layers: int, layer: in
         version=f"test-l{layer}-{pooling}-{seed}", model_fingerprint=fingerprint, model_family="llava",
         num_layers=num_layers, hidden_size=hidden, layer=layer, pooling=pooling, threshold=0.5,
         calibration="platt", c=0.1, training_data={"sha256": "0" * 64, "n": 0}, splits={},
-        metrics={}, layer_auroc={pooling: [0.5] * (num_layers + 1)}, layers=list(range(num_layers + 1)),
+        metrics=metrics or {}, layer_auroc={pooling: [0.5] * (num_layers + 1)}, layers=list(range(num_layers + 1)),
         created_at=datetime.now(timezone.utc).isoformat(),
     )
     return save_artifact(out, meta, head, plot=False)

@@ -40,7 +40,7 @@ def test_sweep_finds_the_informative_layer_and_pooling():
     assert max(res.curves["prompt_last"]) < 0.65  # noise layers stay near chance
 
 
-@pytest.mark.parametrize("method", ["platt", "isotonic"])
+@pytest.mark.parametrize("method", ["platt", "temperature", "isotonic"])
 def test_calibration_on_a_separate_split_lowers_ece(method):
     feats, y, groups = _features(n=1500)
     s = make_splits(y, groups)

@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from monitor.ui.auth import COOKIE, session_value
 from storage.db import session_factory
 from storage.models import Image, Sample, utcnow
-from tests.api.test_api import _serve  # the API on a real uvicorn server, token from $VLMWATCH_TEST_API_TOKEN
+from tests.api.helpers import serve_api
 from tests.daemon.helpers import png
 
 ENV = "VLMWATCH_TEST_API_TOKEN"
@@ -33,7 +33,7 @@ def sample(engine) -> str:
 @pytest.fixture
 def api(engine, monkeypatch) -> Iterator[httpx.Client]:
     monkeypatch.setenv(ENV, TOKEN)
-    yield from _serve(engine)
+    yield from serve_api(engine, ENV)
 
 
 PROTECTED = ("/ui/samples", "/ui/sample/smp-1", "/ui/image/smp-1")
@@ -84,7 +84,7 @@ def test_only_the_login_routes_skip_the_write_guard(api: httpx.Client) -> None:
 
 def test_without_a_token_every_page_is_open(engine, monkeypatch, sample: str) -> None:
     monkeypatch.delenv(ENV, raising=False)
-    for c in _serve(engine):
+    for c in serve_api(engine, ENV):
         for path in PROTECTED:
             assert c.get(path).status_code == 200, path
         page = c.get("/ui/samples").text

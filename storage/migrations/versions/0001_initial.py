@@ -125,6 +125,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_calibration_windows_model'), 'calibration_windows', ['model'], unique=False)
     op.create_index(op.f('ix_calibration_windows_probe_version_id'), 'calibration_windows', ['probe_version_id'], unique=False)
     op.create_index(op.f('ix_calibration_windows_window_start'), 'calibration_windows', ['window_start'], unique=False)
+    op.create_index('ix_calwin_latest', 'calibration_windows', ['probe_version_id', 'kind', 'source', 'window_end'], unique=False)
     op.create_table('detector_states',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('model', sa.String(length=256), nullable=False),
@@ -176,8 +177,8 @@ def upgrade() -> None:
     op.create_index(op.f('ix_samples_image_sha256'), 'samples', ['image_sha256'], unique=False)
     op.create_index('ix_samples_model_ts', 'samples', ['model', 'ts', 'id'], unique=False)
     op.create_index(op.f('ix_samples_response_id'), 'samples', ['response_id'], unique=False)
-    op.create_index(op.f('ix_samples_status'), 'samples', ['status'], unique=False)
     op.create_index('ix_samples_status_lease', 'samples', ['status', 'lease_expires_at'], unique=False)
+    op.create_index('ix_samples_status_model_ts', 'samples', ['status', 'model', 'ts'], unique=False)
     op.create_index(op.f('ix_samples_ts'), 'samples', ['ts'], unique=False)
     op.create_table('detector_tunings',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -267,8 +268,8 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_detector_tunings_model'), table_name='detector_tunings')
     op.drop_table('detector_tunings')
     op.drop_index(op.f('ix_samples_ts'), table_name='samples')
+    op.drop_index('ix_samples_status_model_ts', table_name='samples')
     op.drop_index('ix_samples_status_lease', table_name='samples')
-    op.drop_index(op.f('ix_samples_status'), table_name='samples')
     op.drop_index(op.f('ix_samples_response_id'), table_name='samples')
     op.drop_index('ix_samples_model_ts', table_name='samples')
     op.drop_index(op.f('ix_samples_image_sha256'), table_name='samples')
@@ -277,6 +278,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_references_model'), table_name='references')
     op.drop_table('references')
     op.drop_table('detector_states')
+    op.drop_index('ix_calwin_latest', table_name='calibration_windows')
     op.drop_index(op.f('ix_calibration_windows_window_start'), table_name='calibration_windows')
     op.drop_index(op.f('ix_calibration_windows_probe_version_id'), table_name='calibration_windows')
     op.drop_index(op.f('ix_calibration_windows_model'), table_name='calibration_windows')
