@@ -32,8 +32,10 @@ def shots_dir(tmp_path_factory) -> Iterator[Path]:
             shutil.copy2(f, Path(target) / f.name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(chromium_binary) -> Iterator[Any]:
+    # module scope: Playwright's sync API keeps an asyncio loop running until it stops, which
+    # would break later tests' asyncio.run() in the same session
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
