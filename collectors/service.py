@@ -111,6 +111,7 @@ def run_proxy(
     _check_spool_dir(opts.spool_dir)
     load_redactor(opts.redact_hook)  # fail fast on a bad hook; the sampler process imports it again
     metrics = CollectorMetrics("proxy")
+    metrics.watch_spool(opts.spool_dir)  # the shipper process's dead letters, counted from their files
     sampler = start_sampler(metrics, spool_dir=opts.spool_dir, lane=f"proxy-{port}",
                             spool_max_bytes=opts.spool_max_bytes, sample_rate=opts.sample_rate, rates=opts.rates,
                             max_image_bytes=opts.max_image_bytes, redact_hook=opts.redact_hook,

@@ -2,11 +2,18 @@
 
 These are the only storage types a collector needs: standard library, no SQLAlchemy, no Pillow.
 Storage validates them at ingest (:func:`storage.repo_samples.ingest_samples`).
+
+Text is made storable here, once, the same way for SQLite and PostgreSQL: every U+0000 (NUL,
+which PostgreSQL text and JSONB refuse) and every unpaired surrogate (which is not UTF-8) in a
+string field or anywhere in ``meta`` (keys and values) becomes U+FFFD, the replacement character;
+numbers JSON cannot hold (NaN, ±Infinity) in ``meta`` become null. So one client's odd byte
+neither stalls shipping nor gets stored differently on the two backends.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,9 +22,46 @@ __all__ = [
     "SampleRecord",
     "LabelRecord",
     "Rejected",
+    "storable_text",
+    "storable_json",
 ]
 
 DEFAULT_ROUTE = "/v1/chat/completions"
+REPLACEMENT = "\ufffd"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` with NUL and unpaired surrogates replaced by U+FFFD (the same object if clean)."""
+    if value.isascii():
+        return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
+    return _UNSTORABLE.sub(REPLACEMENT, value)
+
+
+def storable_json(value: Any) -> Any:
+    """A JSON value with :func:`storable_text` applied to every string and non-finite floats as None."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None  # NaN and ±inf fail x - x == 0
+    if isinstance(value, dict):
+        return {storable_text(k) if isinstance(k, str) else k: storable_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable_json(v) for v in value]
+    return value
+
+
+def _make_storable(record: Any) -> None:
+    for f in fields(record):
+        v = getattr(record, f.name)
+        if isinstance(v, str):
+            clean: Any = storable_text(v)
+        elif f.name == "meta" and isinstance(v, dict):
+            clean = storable_json(v)
+        else:
+            continue
+        if clean is not v:
+            object.__setattr__(record, f.name, clean)  # frozen: set once, before anyone sees it
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +86,9 @@ class SampleRecord:
     label: bool | None = None
     meta: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        _make_storable(self)
+
 
 @dataclass(frozen=True, slots=True)
 class LabelRecord:
@@ -55,6 +102,9 @@ class LabelRecord:
     sample_id: str | None = None
     response_id: str | None = None
     value: float | None = None  # e.g. self-consistency agreement
+
+    def __post_init__(self) -> None:
+        _make_storable(self)
 
 
 @dataclass(frozen=True, slots=True)

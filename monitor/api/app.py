@@ -106,10 +106,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     writes = [Depends(require_token)]
 
     @app.post("/v1/samples", response_model=SamplesOut, dependencies=writes, summary="Ingest a batch of samples")
-    def post_samples(body: SamplesIn, s: DB) -> SamplesOut:
+    def post_samples(body: SamplesIn) -> SamplesOut:
         from storage.images import ImageError
         from storage.records import SampleRecord
-        from storage.repo_samples import ingest_samples
+        from storage.repo_samples import ingest_isolated
 
         records: list[SampleRecord] = []
         positions: list[int] = []
@@ -122,8 +122,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
                 continue
             records.append(rec)
             positions.append(i)
-        res = ingest_samples(s, records, max_image_bytes=settings.storage.max_image_bytes)
-        s.commit()
+        # records the database refuses come back by index; the rest of the batch is stored
+        res = ingest_isolated(sessions, records, max_image_bytes=settings.storage.max_image_bytes)
         for r in res.rejected:
             idx = positions[r.index] if 0 <= r.index < len(positions) else r.index
             rejected.append(RejectedOut(index=idx, id=r.key, reason=r.reason))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from collectors.dead_letter import DeadLetterCollector
 
 __all__ = [
     "JOB_RUNS",
@@ -16,6 +18,8 @@ __all__ = [
     "IS_LEADER",
     "API_INGESTED",
     "API_LABELS",
+    "DEAD_LETTERS",
+    "LABELS_EXPIRED",
 ]
 
 JOB_RUNS = Counter("vlmwatch_job_runs_total", "Daemon job runs, by job and outcome", ["job", "outcome"])
@@ -34,3 +38,9 @@ IMAGES_PURGED = Counter("vlmwatch_images_purged_total", "Image payloads deleted 
 IS_LEADER = Gauge("vlmwatch_scheduler_leader", "1 when this process is the scheduler leader")
 API_INGESTED = Counter("vlmwatch_api_samples_total", "Samples received by POST /v1/samples", ["outcome"])
 API_LABELS = Counter("vlmwatch_api_labels_total", "Labels received by POST /v1/labels", ["outcome"])
+LABELS_EXPIRED = Counter(
+    "vlmwatch_labels_expired_total",
+    "Labels by response id deleted by retention: their sample never arrived within storage.unjoined_label_ttl_hours",
+)
+DEAD_LETTERS = DeadLetterCollector()  # the ship job's spool (spool.collector_ships: false), from the files
+REGISTRY.register(DEAD_LETTERS)

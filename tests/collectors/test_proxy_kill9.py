@@ -141,6 +141,9 @@ def test_storage_down_fails_no_client_request(tmp_path, canned):
     _, upstream = canned
     port = _free_port()
     dead = f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/none"
+    old_lane = tmp_path / "spool" / "proxy-old"  # dead letters an earlier shipper left: counted on /metrics
+    old_lane.mkdir(parents=True)
+    (old_lane / "dead-letter.jsonl").write_text('{"payload_sha256":"%s","reason":"x"}\n' % ("0" * 64))
     proc = _start_proxy(tmp_path, upstream, port, env={"VLMWATCH_STORAGE__URL": dead}, ship=True)
     img = data_url(png_bytes(9, side=24))
     try:
@@ -160,6 +163,7 @@ def test_storage_down_fails_no_client_request(tmp_path, canned):
         while pattern not in httpx.get(f"http://127.0.0.1:{port}/metrics").text and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pattern in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'vlmwatch_spool_dead_letters_total{lane="proxy-old"} 1.0' in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0].decode()
