@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -232,7 +233,10 @@ class CalibrationWindow(Base):
 
 
 class Reference(Base):
-    """Reference statistics a probe version is compared against (pinned or the first N labels)."""
+    """Reference statistics a probe version is compared against (pinned or the first N labels).
+
+    At most one active per probe version (partial unique index ``uq_references_active``).
+    """
 
     __tablename__ = "references"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -329,4 +333,7 @@ class JobRun(Base):
 
 
 Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)
+# one active reference per probe version: two jobs creating the default one at once make one row
+Index("uq_references_active", Reference.probe_version_id, unique=True,
+      sqlite_where=text("active"), postgresql_where=text("active"))
 Index("ix_deliveries_due", AlertDelivery.status, AlertDelivery.next_attempt_at)

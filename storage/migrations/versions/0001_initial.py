@@ -152,6 +152,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_references_model'), 'references', ['model'], unique=False)
     op.create_index(op.f('ix_references_probe_version_id'), 'references', ['probe_version_id'], unique=False)
+    op.create_index('uq_references_active', 'references', ['probe_version_id'], unique=True, sqlite_where=sa.text('active'), postgresql_where=sa.text('active'))
     op.create_table('samples',
     sa.Column('id', sa.String(length=128), nullable=False),
     sa.Column('response_id', sa.String(length=128), nullable=True),
@@ -273,6 +274,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_samples_model'), table_name='samples')
     op.drop_index(op.f('ix_samples_image_sha256'), table_name='samples')
     op.drop_table('samples')
+    op.drop_index('uq_references_active', table_name='references', sqlite_where=sa.text('active'), postgresql_where=sa.text('active'))
     op.drop_index(op.f('ix_references_probe_version_id'), table_name='references')
     op.drop_index(op.f('ix_references_model'), table_name='references')
     op.drop_table('references')
