@@ -44,6 +44,7 @@ __all__ = [
     "Alert",
     "AlertDelivery",
     "JobRun",
+    "Tally",
     "SAMPLE_STATUSES",
     "LABEL_SOURCES",
 ]
@@ -330,6 +331,15 @@ class JobRun(Base):
     ok: Mapped[bool | None] = mapped_column(Boolean)
     processed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Tally(Base):
+    """A running total kept across restarts (``vlmwatch status``), e.g. labels expired unjoined."""
+
+    __tablename__ = "tallies"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)

@@ -17,16 +17,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, false, func, select, text, update
+from sqlalchemy import bindparam, delete, false, func, select, text, update
 from sqlalchemy.orm import Session
 
 from storage._sql import chunks, in_values, insert_ignore
 from storage.models import LABEL_SOURCES, Label, Sample, utcnow
 from storage.records import LabelRecord, Rejected
+from storage.repo_status import add_to_tally
 
-__all__ = ["LabelResult", "add_labels", "join_waiting_labels", "lock_label_join"]
+__all__ = ["LabelResult", "add_labels", "join_waiting_labels", "lock_label_join", "expire_waiting_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -186,3 +188,18 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
         session.connection().execute(stmt, updates)
         result.updated = len(updates)
     return result
+
+
+def expire_waiting_labels(session: Session, older_than: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` labels still waiting for their sample that arrived before ``older_than``,
+    and add them to the ``labels_expired_unjoined`` total, in the caller's transaction.
+
+    Labels by response id for requests that were never sampled (most of them, at a 10% rate) would
+    otherwise wait forever. A label joined meanwhile is kept: the condition is checked again on the
+    row being deleted (PostgreSQL re-evaluates it after a concurrent join commits).
+    """
+    due = (_LABELS.c.sample_id.is_(None), _LABELS.c.created_at < older_than)
+    ids = select(_LABELS.c.id).where(*due).order_by(_LABELS.c.id).limit(limit)
+    n = int(session.execute(delete(_LABELS).where(_LABELS.c.id.in_(ids), *due)).rowcount or 0)
+    add_to_tally(session, "labels_expired_unjoined", n)
+    return n

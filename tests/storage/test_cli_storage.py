@@ -142,6 +142,7 @@ def test_status_text_and_json_agree(db_url, tmp_path, make_png, cli, vlmwatch_cl
     text = _parse_text_status(as_text.stdout)
     assert text["tables"] == report["tables"]
     assert text["pending"] == report["pending"]
+    assert report["totals"] == {"labels_expired_unjoined": 0} and text["totals"] == report["totals"]
     assert text["last job runs"] == {"score": "FAILED"}
 
 

@@ -82,6 +82,12 @@ def upgrade() -> None:
     sa.UniqueConstraint('model', 'version', name='uq_probe_model_version')
     )
     op.create_index(op.f('ix_probe_versions_model'), 'probe_versions', ['model'], unique=False)
+    op.create_table('tallies',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('n', sa.Integer(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_tallies'))
+    )
     op.create_table('alert_deliveries',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('alert_id', sa.String(length=64), nullable=False),
@@ -287,6 +293,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_alert_deliveries_status'), table_name='alert_deliveries')
     op.drop_index(op.f('ix_alert_deliveries_alert_id'), table_name='alert_deliveries')
     op.drop_table('alert_deliveries')
+    op.drop_table('tallies')
     op.drop_index(op.f('ix_probe_versions_model'), table_name='probe_versions')
     op.drop_table('probe_versions')
     op.drop_index(op.f('ix_job_runs_job'), table_name='job_runs')
