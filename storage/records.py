@@ -13,7 +13,7 @@ neither stalls shipping nor gets stored differently on the two backends.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,7 +35,7 @@ def storable_text(value: str) -> str:
     """``value`` with NUL and unpaired surrogates replaced by U+FFFD (the same object if clean)."""
     if value.isascii():
         return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
-    return _UNSTORABLE.sub(REPLACEMENT, value)
+    return _UNSTORABLE.sub(REPLACEMENT, value) if _UNSTORABLE.search(value) else value
 
 
 def storable_json(value: Any) -> Any:
@@ -51,17 +51,33 @@ def storable_json(value: Any) -> Any:
     return value
 
 
-def _make_storable(record: Any) -> None:
-    for f in fields(record):
-        v = getattr(record, f.name)
-        if isinstance(v, str):
-            clean: Any = storable_text(v)
-        elif f.name == "meta" and isinstance(v, dict):
-            clean = storable_json(v)
-        else:
-            continue
-        if clean is not v:
-            object.__setattr__(record, f.name, clean)  # frozen: set once, before anyone sees it
+def _maybe_unstorable(value: Any) -> bool:
+    """Cheap screen: False when ``value`` surely needs no change (ASCII text without NUL, finite numbers)."""
+    t = type(value)
+    if t is str:
+        return "\x00" in value or not value.isascii()
+    if t is float:
+        return value - value != 0.0
+    if t is dict:
+        for k, v in value.items():
+            if _maybe_unstorable(k) or _maybe_unstorable(v):
+                return True
+        return False
+    if t is list or t is tuple:
+        for v in value:
+            if _maybe_unstorable(v):
+                return True
+    return False
+
+
+def _make_storable(record: Any, text_fields: tuple[str, ...]) -> None:
+    for name in text_fields:
+        v = getattr(record, name)
+        if type(v) is str and ("\x00" in v or not v.isascii()) and (clean := storable_text(v)) is not v:
+            object.__setattr__(record, name, clean)  # frozen: set once, before anyone sees it
+    meta = getattr(record, "meta", None)
+    if isinstance(meta, dict) and _maybe_unstorable(meta):
+        object.__setattr__(record, "meta", storable_json(meta))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +103,7 @@ class SampleRecord:
     meta: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        _make_storable(self)
+        _make_storable(self, _SAMPLE_TEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +120,11 @@ class LabelRecord:
     value: float | None = None  # e.g. self-consistency agreement
 
     def __post_init__(self) -> None:
-        _make_storable(self)
+        _make_storable(self, _LABEL_TEXT)
+
+
+_SAMPLE_TEXT = ("id", "model", "prompt", "answer", "route", "source", "image_url", "response_id")
+_LABEL_TEXT = ("source", "sample_id", "response_id")
 
 
 @dataclass(frozen=True, slots=True)
