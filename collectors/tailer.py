@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -281,8 +282,13 @@ class Tailer:
         if not isinstance(d, dict):
             raise DropSample("bad_json", "line is not a JSON object")
         fraction = hash_fraction(zlib.crc32(text), len(text))
+        own = d.get("id") if isinstance(d.get("id"), str) and d.get("id") else None
+
+        def sample_id(response_id: str | None) -> str:
+            return own or self._line_id(offset, text, response_id)
+
         if "request" in d:
-            return self._from_exchange(d, offset, text, fraction)
+            return self._from_exchange(d, sample_id, fraction)
         model, prompt, answer = d.get("model"), d.get("prompt"), d.get("answer")
         if not (isinstance(model, str) and model and isinstance(prompt, str) and isinstance(answer, str)):
             raise DropSample("unsupported_content", "needs string fields model, prompt and answer")
@@ -292,9 +298,7 @@ class Tailer:
         image = self._image(d.get("image"))
         meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
         rid = d.get("response_id") if isinstance(d.get("response_id"), str) else None
-        own = d.get("id") if isinstance(d.get("id"), str) and d.get("id") else None
-        sid = own or self._line_id(offset, text, rid)
-        return CollectedSample(id=sid, source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
+        return CollectedSample(id=sample_id(rid), source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
                                prompt=prompt, answer=answer, response_id=rid, image=image, meta=meta)
 
     def _line_id(self, offset: int, text: bytes, response_id: str | None) -> str:
@@ -307,16 +311,17 @@ class Tailer:
             key = f"pos:{self._id.dev}:{self._id.ino}:{self._generation}:{offset}:{digest}"
         return "tail-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
-    def _from_exchange(self, d: dict[str, Any], offset: int, text: bytes, fraction: float) -> CollectedSample:
+    def _from_exchange(
+        self, d: dict[str, Any], sample_id: Callable[[str | None], str], fraction: float
+    ) -> CollectedSample:
         model, prompt, image_ref, meta = parse_chat_request(d.get("request"))
         route = d.get("route") if isinstance(d.get("route"), str) else DEFAULT_ROUTE
         if not self.policy.keep(fraction, model, route):
             raise DropSample("sampled_out")
         ans = answer_from_json(d.get("response"))
         image = load_image_ref(image_ref, self.max_image_bytes)
-        sid = d["id"] if isinstance(d.get("id"), str) and d["id"] else self._line_id(offset, text, ans.response_id)
-        return CollectedSample(id=sid, source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
-                               prompt=prompt, answer=ans.text, response_id=ans.response_id, image=image,
+        return CollectedSample(id=sample_id(ans.response_id), source="tailer", ts=_parse_ts(d.get("ts")), model=model,
+                               route=route, prompt=prompt, answer=ans.text, response_id=ans.response_id, image=image,
                                meta=with_logprobs(meta, ans))
 
     def _image(self, value: Any) -> CollectedImage | None:
