@@ -6,8 +6,9 @@ deliverer (:func:`deliver_due`) then:
 1. claims due rows — ``pending`` with ``next_attempt_at <= now``, or ``sending`` whose lease ran
    out (the process died mid-send) — by a conditional UPDATE (status and attempt count must still
    match), committed before any request, so two deliverers never send the same attempt;
-2. posts the stored body (``X-Vlmwatch-Signature`` when the channel has a secret,
-   ``Idempotency-Key`` = the delivery id on every attempt);
+2. posts the stored body (``X-Vlmwatch-Signature: t=<unix>,v1=<hmac>`` when the channel has a
+   secret, signed with the moment of this attempt; ``Idempotency-Key`` = the delivery id on every
+   attempt);
 3. marks the row ``sent``; or, on 429 / 5xx / connection errors, ``pending`` again after an
    exponential backoff with jitter that honours ``Retry-After``; or ``gave_up`` (recorded in
    ``last_error``) for other statuses and when the next attempt would pass the row's deadline.
@@ -158,7 +159,7 @@ def deliver_due(
         for row in _claim(session_factory, now, lease, limit):
             stats.claimed += 1
             try:
-                _deliver_one(session_factory, config, channels, http, row, now, started, rng, stats)
+                _deliver_one(session_factory, config, channels, http, row, now, started, rng, stats, clock)
             except Exception as exc:  # one bad row must not stop the others; it is retried after its lease
                 report_internal_error(log, f"alert delivery {row.id}", exc)
     finally:
@@ -168,7 +169,7 @@ def deliver_due(
 
 
 def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, started: float, rng,
-                 stats: DeliveryStats) -> None:
+                 stats: DeliveryStats, clock: Callable[[], datetime]) -> None:
     ch = channels.get(row.channel)
     if ch is None:
         _finish(factory, row.id, row.attempts, status="gave_up", last_error=f"channel {row.channel!r} is not configured")
@@ -189,8 +190,8 @@ def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, start
         "X-Vlmwatch-Event": row.event,
     }
     secret = os.environ.get(ch.secret_env) if ch.secret_env else None
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(body, secret)
+    if secret:  # the moment of this attempt, so a receiver can refuse a replay of an old one
+        headers[SIGNATURE_HEADER] = sign(body, secret, timestamp=int(clock().timestamp()))
     retry_resp = None  # a retryable answer, whose Retry-After counts
     try:
         resp = http.post(channel_url(ch.kind, ch.url), content=body, headers=headers, timeout=float(ch.timeout_seconds))

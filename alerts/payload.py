@@ -1,8 +1,12 @@
 """The alert payload (DESIGN.md "Alerts"), its canonical JSON bytes, and the HMAC signature.
 
 The body is rendered once, when the notification is queued, and stored in the outbox row; the
-signature is computed at send time over exactly those bytes, so the secret never reaches storage.
-Receivers verify ``X-Vlmwatch-Signature: sha256=<hex>`` with :func:`verify_signature`.
+signature is computed at send time, for each attempt, so the secret never reaches storage:
+``X-Vlmwatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`` (the scheme of
+Stripe and Slack). Signing the attempt's timestamp with the body lets a receiver refuse a captured
+request replayed later: :func:`verify_signature` accepts it only within ``tolerance_seconds`` of
+its own clock. Several ``v1=`` entries may appear (secret rotation); any one matching suffices.
+Deliveries are at least once, so a receiver still deduplicates by ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +22,7 @@ from storage.models import Alert
 
 __all__ = [
     "SIGNATURE_HEADER",
+    "SIGNATURE_TOLERANCE_SECONDS",
     "alert_payload",
     "canonical_json",
     "fingerprint",
@@ -25,6 +31,7 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "X-Vlmwatch-Signature"
+SIGNATURE_TOLERANCE_SECONDS = 300  # receivers refuse signatures further than this from their clock
 
 
 def fingerprint(rule: str, model: str, probe_version: str | None) -> str:
@@ -73,11 +80,39 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default, allow_nan=False).encode()
 
 
-def sign(body: bytes, secret: str) -> str:
-    """``sha256=<hex>`` HMAC-SHA256 of ``body`` under ``secret``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
-    """Constant-time check of a ``X-Vlmwatch-Signature`` header value."""
-    return bool(header) and hmac.compare_digest(sign(body, secret), header or "")
+def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
+    """The ``X-Vlmwatch-Signature`` value ``t=<timestamp>,v1=<hex>`` (``timestamp``: now, unix seconds)."""
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    return f"t={t},v1={_mac(secret, t, body)}"
+
+
+def verify_signature(
+    body: bytes,
+    header: str | None,
+    secret: str,
+    *,
+    tolerance_seconds: float = SIGNATURE_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """True when ``header`` signs ``body`` under ``secret`` with a timestamp within ``tolerance_seconds``
+    of ``now`` (default: this clock). Constant-time comparison."""
+    if not header:
+        return False
+    t: int | None = None
+    macs: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            t = int(value)
+        elif key == "v1":
+            macs.append(value)
+    if t is None or not macs:
+        return False
+    if abs((time.time() if now is None else now) - t) > tolerance_seconds:
+        return False
+    expected = _mac(secret, t, body)
+    return any(hmac.compare_digest(expected, m) for m in macs)

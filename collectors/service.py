@@ -35,6 +35,7 @@ class CollectorOptions:
     spool_dir: str
     spool_max_bytes: int = 1_000_000_000
     storage_url: str | None = None  # None: no shipper here (the daemon ships spool_dir)
+    storage_password_env: str | None = "VLMWATCH_DB_PASSWORD"  # name of the env var holding the DB password (never the secret)
     ship_interval: float = 2.0
     sample_rate: float = 0.1
     rates: dict[str, float] = field(default_factory=dict)
@@ -45,16 +46,18 @@ class CollectorOptions:
     background_nice: int = DEFAULT_BACKGROUND_NICE  # sampler and shipper processes yield the CPU to the request path
 
 
-def _shipper_main(spool_dir: str, storage_url: str, interval: float, max_image_bytes: int, level: str,
-                  nice: int) -> None:
+def _shipper_main(spool_dir: str, storage_url: str, password_env: str | None, interval: float,
+                  max_image_bytes: int, level: str, nice: int) -> None:
+    stop = threading.Event()  # before the slow imports: a SIGTERM while starting still gets the final round
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     become_background(nice)
     from collectors.shipper import Shipper
     import storage.db, storage.repo_samples  # noqa: F401,E401 - imported at start, not in the first round
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    shipper = Shipper(spool_dir, storage_url, interval=interval, max_image_bytes=max_image_bytes)
-    signal.signal(signal.SIGTERM, lambda *_: shipper._stop.set())
-    signal.signal(signal.SIGINT, lambda *_: shipper._stop.set())
+    shipper = Shipper(spool_dir, storage_url, password_env=password_env, interval=interval,
+                      max_image_bytes=max_image_bytes, stop=stop)
     shipper.run()
     shipper.stop()
 
@@ -66,8 +69,8 @@ def start_shipper_process(opts: CollectorOptions) -> Any:
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(
         target=_shipper_main,
-        args=(opts.spool_dir, opts.storage_url, opts.ship_interval, opts.max_image_bytes, opts.log_level,
-              opts.background_nice),
+        args=(opts.spool_dir, opts.storage_url, opts.storage_password_env, opts.ship_interval,
+              opts.max_image_bytes, opts.log_level, opts.background_nice),
         name="vlmwatch-shipper",
         daemon=True,
     )

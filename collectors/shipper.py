@@ -12,7 +12,8 @@ lane's dead-letter file with its reason (:mod:`collectors.dead_letter`) before t
 the rest of its batch and every other lane ship, and ``vlmwatch_spool_dead_letters_total`` counts it.
 
 The daemon runs it with ``Shipper(spool_dir, storage_url).start()`` (a thread) or calls
-``ship_once()`` from a scheduled job.
+``ship_once()`` from a scheduled job. ``password_env`` names the environment variable with the
+database password (``storage.password_env``); the secret itself never passes through here.
 """
 
 from __future__ import annotations
@@ -60,15 +61,18 @@ class Shipper:
         spool_dir: str | Path,
         storage_url: str,
         *,
+        password_env: str | None = "VLMWATCH_DB_PASSWORD",  # storage.password_env's default
         batch: int = 500,
         interval: float = 2.0,
         max_backoff: float = 60.0,
         max_image_bytes: int = 20_000_000,
         metrics: CollectorMetrics | None = None,
         engine: Any = None,
+        stop: threading.Event | None = None,  # set to end run() (after one last round)
     ) -> None:
         self.spool_dir = Path(spool_dir)
         self.storage_url = storage_url
+        self.password_env = password_env  # env var with the DB password (storage.password_env)
         self.batch = batch
         self.interval = interval
         self.max_backoff = max_backoff
@@ -80,7 +84,7 @@ class Shipper:
         self._factory: Any = None
         self._readers: dict[str, SpoolReader] = {}
         self._dead: dict[str, DeadLetters] = {}
-        self._stop = threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
         self._thread: threading.Thread | None = None
         self.shipped = 0
         self.dead_lettered = 0  # records this shipper moved to a dead-letter file
@@ -90,7 +94,7 @@ class Shipper:
             from storage.db import make_engine, session_factory
 
             if self._engine is None:
-                self._engine = make_engine(self.storage_url)
+                self._engine = make_engine(self.storage_url, self.password_env)
             self._factory = session_factory(self._engine)
         return self._factory
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -41,6 +41,24 @@ class StorageConfig(_Section):
     image_ttl_hours: float = 24.0  # image bytes are deleted after this even if never scored
     max_image_bytes: int = 20_000_000  # larger images are rejected at ingest
     unjoined_label_ttl_hours: float = Field(168.0, ge=0)  # labels by response_id still waiting for their sample after this are deleted and counted; 0 = never
+
+
+class ImageFetchConfig(_Section):
+    enabled: bool = True  # fetch http(s) image URLs of samples before scoring (false: such samples are image_unavailable)
+    allow: tuple[str, ...] = ()  # networks (10.0.0.0/8) or hosts (img.example.com, *.cdn.example.com) to fetch from; empty = any public address
+    timeout_seconds: float = Field(10.0, gt=0)  # one image: connect, headers and body together
+    max_redirects: int = Field(3, ge=0)  # redirects followed, each target checked like the first URL
+    concurrency: int = Field(4, ge=1)  # images fetched at once per scoring batch
+    retry_seconds: float = Field(60.0, ge=0)  # a timeout, connection error or 5xx retries after this (up to daemon.max_attempts)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from monitor.fetch_policy import parse_allow_entry
+
+        for entry in value:
+            parse_allow_entry(entry)  # ValueError names the entry
+        return value
 
 
 class ModelEntry(_Section):
@@ -155,7 +173,9 @@ class SpoolConfig(_Section):
 
 class ApiConfig(_Section):
     listen: str = "127.0.0.1:8090"  # host:port of the HTTP API
-    token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open
+    token_env: str = "VLMWATCH_API_TOKEN"  # env var holding the bearer token for writes; unset = open writes
+    allow_open_writes: bool = False  # serve open writes (no token) on a non-loopback listen; false = refuse to start
+    max_body_bytes: int = Field(64_000_000, gt=0)  # larger request bodies get 413 (a base64 image is ~4/3 of its bytes)
 
 
 class DaemonConfig(_Section):
@@ -188,6 +208,7 @@ class Settings(BaseSettings):
     )
 
     storage: StorageConfig = StorageConfig()
+    image_fetch: ImageFetchConfig = ImageFetchConfig()
     models: dict[str, ModelEntry] = Field(default_factory=dict)  # served model name -> local folder + probe
     scoring: ScoringConfig = ScoringConfig()
     spotcheck: SpotcheckConfig = SpotcheckConfig()

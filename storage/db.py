@@ -3,7 +3,9 @@
 SQLite is the embedded default and gets WAL, foreign keys and a busy timeout on every
 connection; PostgreSQL is reached through psycopg 3. The database password never sits in the
 URL of a config file: when the environment variable named by ``storage.password_env`` is set it
-is injected here. Migrations are Alembic's, run programmatically from the scripts packaged in
+is injected here; :func:`engine_for` is how the product opens every engine from its storage config.
+Engines hide bound parameters in their error messages (``hide_parameters``): a failed INSERT must
+not put a prompt or an answer into a log. Migrations are Alembic's, run programmatically from the scripts packaged in
 ``storage/migrations`` (so ``vlmwatch db upgrade`` works from any working directory).
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
@@ -24,6 +26,7 @@ __all__ = [
     "SchemaError",
     "alembic_config",
     "current_revision",
+    "engine_for",
     "head_revision",
     "make_engine",
     "require_schema",
@@ -79,8 +82,12 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str | URL, password_env: str | None = DEFAULT_PASSWORD_ENV, **kwargs: Any) -> Engine:
-    """Create an engine for ``url`` (SQLite: WAL, foreign keys, busy timeout; Postgres: psycopg)."""
+    """Create an engine for ``url`` (SQLite: WAL, foreign keys, busy timeout; Postgres: psycopg).
+
+    Bound parameters never appear in its error messages or logs (``hide_parameters=True``).
+    """
     u = resolve_url(url, password_env)
+    kwargs.setdefault("hide_parameters", True)
     if u.drivername.startswith("sqlite"):
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         engine = create_engine(u, **kwargs)
@@ -88,6 +95,25 @@ def make_engine(url: str | URL, password_env: str | None = DEFAULT_PASSWORD_ENV,
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(u, **kwargs)
+
+
+class StorageSettings(Protocol):
+    """What :func:`engine_for` reads: ``monitor.config``'s ``storage`` section fits."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def password_env(self) -> str | None: ...
+
+
+def engine_for(storage: StorageSettings, **kwargs: Any) -> Engine:
+    """The engine for a storage config: ``storage.url`` with the password from ``$storage.password_env``.
+
+    Everything in ``monitor/`` opens its engines here, so the configured variable is never
+    bypassed; collectors, which take no config objects, pass the two values to :func:`make_engine`.
+    """
+    return make_engine(storage.url, storage.password_env, **kwargs)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -49,7 +49,7 @@ __all__ = [
     "LABEL_SOURCES",
 ]
 
-SAMPLE_STATUSES = ("pending", "scored", "failed", "stale", "skipped")
+SAMPLE_STATUSES = ("pending", "scored", "failed", "image_unavailable", "stale", "skipped")
 LABEL_SOURCES = ("human", "ground_truth", "self_consistency")
 
 
@@ -126,9 +126,10 @@ class Sample(Base):
     prompt: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
     image_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    # one of SAMPLE_STATUSES; image_unavailable: its image could not be had, never scored without it
+    status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)  # last scoring error / "image_unavailable: <reason>: ..."
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     spotcheck_status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|selected|done|skipped
@@ -302,7 +303,11 @@ class Alert(Base):
 
 
 class AlertDelivery(Base):
-    """Outbox: one row per (alert notification, channel). Sent exactly once across restarts."""
+    """Outbox: one row per (alert notification, channel), delivered at least once across restarts.
+
+    A row that reached ``sent`` is never sent again; a crash between the receiver's 2xx and the
+    ``sent`` commit resends it (same ``Idempotency-Key`` = ``id``), so receivers deduplicate by it.
+    """
 
     __tablename__ = "alert_deliveries"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

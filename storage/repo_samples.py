@@ -82,35 +82,40 @@ def _check(rec: SampleRecord) -> str | None:
     return None
 
 
-def _image_rows(session: Session, images: dict[str, dict[str, Any]], now: datetime) -> int:
-    """Insert the images not stored yet; refill bytes of stored ones whose bytes were purged.
-
-    Bytes of images already stored are not re-sent. Returns how many images were new.
-    """
+def _image_rows(session: Session, images: dict[str, dict[str, Any]]) -> tuple[int, set[str]]:
+    """Insert the images not stored yet. Returns (how many were new, keys of those already stored)."""
     if not images:
-        return 0
+        return 0, set()
     keys = list(images)
     dialect = session.get_bind().dialect.name
-    has_bytes: dict[str, bool] = {}
+    stored: set[str] = set()
     for part in chunks(keys):
-        q = select(Image.sha256, Image.data.is_not(None)).where(in_values(Image.sha256, part, dialect))
-        has_bytes.update((sha, bool(present)) for sha, present in session.execute(q))
-    refill = [
-        {"b_sha": k, "b_data": images[k]["data"], "b_now": now}
-        for k in keys if k in has_bytes and not has_bytes[k] and images[k]["data"] is not None
-    ]
-    if refill:  # the image was seen before and its bytes purged after scoring: the new sample needs them
-        stmt = (
-            update(_IMAGES).where(_IMAGES.c.sha256 == bindparam("b_sha"))
-            # created_at restarts so the image TTL counts from the refill, not the first sighting
-            .values(data=bindparam("b_data"), purged_at=None, created_at=bindparam("b_now"))
-        )
-        session.connection().execute(stmt, refill)
-    rows = [images[k] for k in keys if k not in has_bytes]
+        stored.update(session.execute(select(Image.sha256).where(in_values(Image.sha256, part, dialect))).scalars())
+    rows = [images[k] for k in keys if k not in stored]
     if not rows:
-        return 0
+        return 0, stored
     res = session.execute(insert_ignore(_IMAGES, dialect).returning(_IMAGES.c.sha256), rows)
-    return len(res.all())
+    return len(res.all()), stored
+
+
+def _refill_images(session: Session, images: dict[str, dict[str, Any]], keys: set[str], now: datetime) -> None:
+    """Give back bytes to stored images that lost them, for the samples just inserted.
+
+    Runs *after* the samples are inserted, as one conditional UPDATE per image: retention may
+    have purged an image between our read and our insert (it re-checks which images pending
+    samples need in its own UPDATE, but cannot see a sample not yet committed). Whatever it did,
+    an image a new sample needs ends this transaction with its bytes.
+    """
+    refill = [{"b_sha": k, "b_data": images[k]["data"], "b_now": now} for k in sorted(keys)
+              if images[k]["data"] is not None]
+    if not refill:
+        return
+    stmt = (
+        update(_IMAGES).where(_IMAGES.c.sha256 == bindparam("b_sha"), _IMAGES.c.data.is_(None))
+        # created_at restarts so the image TTL counts from the refill, not the first sighting
+        .values(data=bindparam("b_data"), purged_at=None, created_at=bindparam("b_now"))
+    )
+    session.connection().execute(stmt, refill)
 
 
 def ingest_samples(
@@ -171,7 +176,7 @@ def ingest_samples(
             labels[rec.id] = rec.label
     if not rows:
         return result
-    result.images_inserted = _image_rows(session, images, now)
+    result.images_inserted, stored_images = _image_rows(session, images)
     dialect = session.get_bind().dialect.name
     # Known ids are skipped before the INSERT, which then runs as a plain executemany: far faster
     # on psycopg than INSERT .. RETURNING (one huge statement to parse per batch). ON CONFLICT
@@ -195,6 +200,7 @@ def ingest_samples(
             result.duplicates += len(rows) - len(ours)
             result.inserted = ours
     new = set(result.inserted)
+    _refill_images(session, images, {r["image_sha256"] for r in rows if r["id"] in new} & stored_images, now)
     response_ids = [r["response_id"] for r in rows if r["id"] in new and r["response_id"]]
     join_waiting_labels(session, response_ids)
     label_rows = [

@@ -50,6 +50,7 @@ def pending_work(session: Session) -> dict[str, int]:
 
     return {
         "samples_pending_scoring": count(Sample.status == "pending", model=Sample),
+        "samples_image_unavailable": count(Sample.status == "image_unavailable", model=Sample),
         "deliveries_pending": count(AlertDelivery.status.in_(("pending", "sending")), model=AlertDelivery),
         "labels_waiting_for_sample": count(Label.sample_id.is_(None), model=Label),
     }

@@ -71,17 +71,41 @@ def _pg_unavailable() -> str | None:
     return _pg_state["error"]
 
 
+def _skip_or_fail(msg: str, require_env: str) -> None:
+    """Skip a test whose service is missing, or fail it when ``$require_env`` is 1 (``.ci/run`` sets it)."""
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{msg}; {require_env}=1 makes this a failure", pytrace=False)
+    pytest.skip(f"{msg}; set {require_env}=1 to fail instead of skipping")
+
+
 def _skip_or_fail_pg() -> None:
     err = _pg_unavailable()
     if err is None:
         return
-    msg = (
+    _skip_or_fail(
         f"PostgreSQL not reachable at {PG_URL} ({err}). Start a server with trust auth and a `test` "
-        "database (.ci/run does), or point VLMWATCH_TEST_PG_URL at one"
+        "database (.ci/run does), or point VLMWATCH_TEST_PG_URL at one",
+        "VLMWATCH_REQUIRE_PG",
     )
-    if os.environ.get("VLMWATCH_REQUIRE_PG") == "1":
-        pytest.fail(msg + "; VLMWATCH_REQUIRE_PG=1 makes this a failure", pytrace=False)
-    pytest.skip(msg + "; set VLMWATCH_REQUIRE_PG=1 to fail instead of skipping")
+
+
+@pytest.fixture
+def pg_server() -> str:
+    """The PostgreSQL test server's admin URL; skips (or fails, VLMWATCH_REQUIRE_PG=1) without one."""
+    _skip_or_fail_pg()
+    return PG_URL
+
+
+@pytest.fixture
+def alertmanager_binary() -> str:
+    """Path of Prometheus Alertmanager; skips (or fails, VLMWATCH_REQUIRE_ALERTMANAGER=1) without it."""
+    import shutil
+
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        _skip_or_fail("prometheus-alertmanager not installed (apt-get install -y prometheus-alertmanager; "
+                      ".ci/run installs it)", "VLMWATCH_REQUIRE_ALERTMANAGER")
+    return str(binary)
 
 
 def _drop_stale_test_databases(conn, max_age_s: float) -> None:

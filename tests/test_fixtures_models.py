@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
-torch = pytest.importorskip("torch")
-from PIL import Image  # noqa: E402
-
-from monitor.fixtures.build import FAMILIES, LLAVA_CHAT_TEMPLATE, build_untrained  # noqa: E402
-from monitor.fixtures.evaluate import EVAL_SEED, evaluate_model, load_fixture  # noqa: E402
-from monitor.fixtures.registry import FIXTURES, built_fixtures, fixture_dir  # noqa: E402
-from monitor.fixtures.tokenizer import SPECIAL_TOKENS, vocabulary  # noqa: E402
+from monitor.fixtures.build import FAMILIES, LLAVA_CHAT_TEMPLATE, build_untrained
+from monitor.fixtures.evaluate import EVAL_SEED, evaluate_model, load_fixture
+from monitor.fixtures.registry import FIXTURES, built_fixtures, fixture_dir
+from monitor.fixtures.tokenizer import SPECIAL_TOKENS, vocabulary
 
 EVAL_N = 1000  # held-out questions per split (~10 s a model on CPU): binomial noise +-1 point
 

@@ -1,7 +1,10 @@
 """The FastAPI application: ingest, labels, calibration history, alerts, health, metrics.
 
-Writes (``POST``) need ``Authorization: Bearer <token>`` when the environment variable named by
-``api.token_env`` is set; reads are open. Invalid bodies get 422 with each offending field named
+Every write (any method but GET/HEAD/OPTIONS, on any route) needs ``Authorization: Bearer
+<token>`` when the environment variable named by ``api.token_env`` is set, and every body is
+bounded by ``api.max_body_bytes``: both by :class:`monitor.api.guard.WriteGuard`, middleware
+around the whole app, so a route added here or by another module is covered without declaring
+anything. Reads are open. Invalid bodies get 422 with each offending field named
 (``samples.3.prompt: Field required``), records that storage refuses come back per index.
 """
 
@@ -9,19 +12,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import logging
 from datetime import datetime, timezone
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from monitor.api.guard import WriteGuard, writes_open
 from monitor.api.schemas import (
     AlertOut,
     CalibrationRow,
@@ -78,9 +81,9 @@ DB = Annotated[Session, Depends(_db)]
 
 def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any = None) -> FastAPI:
     """Build the app over ``engine`` (default: ``storage.url``). ``daemon`` adds its status to /healthz."""
-    from storage.db import make_engine, require_schema, safe_url, session_factory
+    from storage.db import engine_for, require_schema, safe_url, session_factory
 
-    engine = engine or make_engine(settings.storage.url, settings.storage.password_env)
+    engine = engine or engine_for(settings.storage)
     sessions: sessionmaker[Session] = session_factory(engine)
     app = FastAPI(
         title="vlmwatch",
@@ -95,17 +98,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         fields = _field_errors(exc)
         return JSONResponse(status_code=422, content={"error": "; ".join(fields), "fields": fields})
 
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        token = settings.secret(settings.api.token_env)
-        if token is None:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    app.add_middleware(WriteGuard, token=lambda: settings.secret(settings.api.token_env),
+                       max_body_bytes=settings.api.max_body_bytes)
 
-    writes = [Depends(require_token)]
-
-    @app.post("/v1/samples", response_model=SamplesOut, dependencies=writes, summary="Ingest a batch of samples")
+    @app.post("/v1/samples", response_model=SamplesOut, summary="Ingest a batch of samples")
     def post_samples(body: SamplesIn) -> SamplesOut:
         from storage.images import ImageError
         from storage.records import SampleRecord
@@ -135,7 +131,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
             raise HTTPException(422, detail=out.model_dump())
         return out
 
-    @app.post("/v1/labels", response_model=LabelsOut, dependencies=writes, summary="Record correctness labels")
+    @app.post("/v1/labels", response_model=LabelsOut, summary="Record correctness labels")
     def post_labels(body: LabelIn | list[LabelIn], s: DB) -> LabelsOut:
         from monitor.api.labels import store_labels
 
@@ -193,7 +189,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
 
     @app.get("/healthz", response_model=Health, summary="Liveness and database health")
     def healthz() -> JSONResponse:
-        body = Health(status="ok", database=safe_url(engine.url), schema_ok=True)
+        body = Health(status="ok", database=safe_url(engine.url), schema_ok=True,
+                      writes="open" if writes_open(settings) else "token")
         try:
             require_schema(engine)
         except Exception as e:

@@ -115,5 +115,7 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str
     schema_ok: bool
+    writes: Literal["open", "token"] = Field(description="open: anyone who reaches the API may write; "
+                                                         "token: writes need the bearer token of api.token_env")
     daemon: dict[str, Any] | None = None
     error: str | None = None

@@ -28,6 +28,7 @@ def collector_options(args: argparse.Namespace, *, proxy_queue: bool = False) ->
         spool_dir=args.spool or s.spool.dir,
         spool_max_bytes=s.spool.max_bytes,
         storage_url=s.storage.url if ships else None,
+        storage_password_env=s.storage.password_env,
         ship_interval=s.spool.ship_interval_seconds,
         sample_rate=s.proxy.sample_rate if args.sample_rate is None else args.sample_rate,
         rates=dict(s.proxy.rates),

@@ -27,7 +27,7 @@ def open_database(args: argparse.Namespace, *, require_schema: bool = True) -> t
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are noise for operators
 
     settings = load_config(args.config)
-    engine = db.make_engine(settings.storage.url, settings.storage.password_env)
+    engine = db.engine_for(settings.storage)
     if require_schema:
         try:
             db.require_schema(engine)

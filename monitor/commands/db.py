@@ -18,7 +18,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     where = db.safe_url(settings.storage.url)
     try:
-        engine = db.make_engine(settings.storage.url, settings.storage.password_env)
+        engine = db.engine_for(settings.storage)
         try:
             before = db.current_revision(engine)
         finally:
@@ -39,7 +39,7 @@ def _current(args: argparse.Namespace) -> int:
     from storage import db
 
     settings = load_config(args.config)
-    engine = db.make_engine(settings.storage.url, settings.storage.password_env)
+    engine = db.engine_for(settings.storage)
     try:
         rev = db.current_revision(engine)
     finally:

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from monitor.config import load_config
     from monitor.report import build_report, parse_since
-    from storage.db import SchemaError, make_engine, require_schema, session_factory
+    from storage.db import SchemaError, engine_for, require_schema, session_factory
 
     try:
         parse_since(args.since)
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vlmwatch report: {e}", file=sys.stderr)
         return 2
     settings = load_config(args.config)
-    engine = make_engine(settings.storage.url, settings.storage.password_env)
+    engine = engine_for(settings.storage)
     try:
         require_schema(engine)
     except SchemaError as e:

@@ -28,6 +28,7 @@ __all__ = [
     "release_all_leases",
     "release_samples",
     "mark_failed",
+    "mark_image_unavailable",
     "write_scores",
 ]
 
@@ -129,6 +130,34 @@ def mark_failed(session: Session, sample_ids: Sequence[str], error: str, *, max_
         update(Sample)
         .where(Sample.id.in_(sample_ids), Sample.status == "pending", Sample.attempts >= max_attempts)
         .values(status="failed")
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(res.rowcount or 0)
+
+
+def mark_image_unavailable(
+    session: Session, sample_ids: Sequence[str], error: str, *, retry_at: datetime | None = None, max_attempts: int = 1
+) -> int:
+    """Samples whose image cannot be had: never scored without it.
+
+    With ``retry_at`` (a transient failure) a sample that has claims left waits, pending, until
+    then; the others become ``image_unavailable`` with ``error``. Returns how many became so.
+    """
+    if not sample_ids:
+        return 0
+    pending = (Sample.id.in_(sample_ids), Sample.status == "pending")
+    final: tuple[Any, ...] = pending
+    if retry_at is not None:
+        session.execute(
+            update(Sample).where(*pending, Sample.attempts < max_attempts)
+            .values(error=error[:2000], lease_owner=None, lease_expires_at=retry_at)
+            .execution_options(synchronize_session=False)
+        )
+        final = (*pending, Sample.attempts >= max_attempts)
+    res = session.execute(
+        update(Sample).where(*final)
+        .values(status="image_unavailable", error=error[:2000], lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
     session.commit()

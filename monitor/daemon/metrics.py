@@ -15,6 +15,8 @@ __all__ = [
     "SAMPLES_SCORED",
     "SAMPLES_FAILED",
     "IMAGES_PURGED",
+    "IMAGE_FETCHES",
+    "SAMPLES_IMAGE_UNAVAILABLE",
     "IS_LEADER",
     "API_INGESTED",
     "API_LABELS",
@@ -35,6 +37,12 @@ JOB_PROCESSED = Counter("vlmwatch_job_processed_total", "Items processed by daem
 SAMPLES_SCORED = Counter("vlmwatch_samples_scored_total", "Samples scored by this process", ["model"])
 SAMPLES_FAILED = Counter("vlmwatch_samples_failed_total", "Samples given up after repeated scoring errors", ["model"])
 IMAGES_PURGED = Counter("vlmwatch_images_purged_total", "Image payloads deleted by the retention job")
+IMAGE_FETCHES = Counter("vlmwatch_image_fetches_total", "Image URLs fetched for scoring, by outcome (ok or the reason)",
+                        ["outcome"])
+SAMPLES_IMAGE_UNAVAILABLE = Counter(
+    "vlmwatch_samples_image_unavailable_total",
+    "Samples set aside unscored because their image could not be had, by reason", ["model", "reason"],
+)
 IS_LEADER = Gauge("vlmwatch_scheduler_leader", "1 when this process is the scheduler leader")
 API_INGESTED = Counter("vlmwatch_api_samples_total", "Samples received by POST /v1/samples", ["outcome"])
 API_LABELS = Counter("vlmwatch_api_labels_total", "Labels received by POST /v1/labels", ["outcome"])

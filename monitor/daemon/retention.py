@@ -1,7 +1,8 @@
 """The retention job: image bytes are purged once no sample needs them, data ages out.
 
 An image is *needed* while a sample that shows it is still pending scoring or may still be
-spot-checked. Unless ``storage.keep_images`` is set, bytes of images nobody needs are deleted
+spot-checked. A pending sample whose bytes are gone (TTL) is not scored without them: the score
+job marks it ``image_unavailable`` (an image known by URL is fetched again instead). Unless ``storage.keep_images`` is set, bytes of images nobody needs are deleted
 (the row, hash, size and dimensions stay); after ``storage.image_ttl_hours`` they are deleted
 whether needed or not. Samples (with their scores, spot checks and labels, by cascade), job runs
 and calibration history older than ``daemon.retention_days`` are deleted. Labels by response id
@@ -32,30 +33,41 @@ _NEEDED_SPOTCHECK = ("pending", "selected")
 
 
 def purge_images(session: Session, settings: Settings, now: datetime | None = None, limit: int = 1000) -> int:
-    """Delete image bytes that are no longer needed (or past their TTL). Returns images purged."""
+    """Delete image bytes that are no longer needed (or past their TTL). Returns images purged.
+
+    One transaction: the candidates are locked first (PostgreSQL ``FOR UPDATE SKIP LOCKED``, so
+    rows an ingest is linking a new sample to right now are left for the next run), then the
+    UPDATE re-checks the condition itself, seeing every sample committed since the SELECT. An
+    ingest that commits after that re-stores the bytes it carries
+    (:func:`storage.repo_samples.ingest_samples`), so no pending sample is left without its image.
+    """
     now = now or utcnow()
     ttl_cut = now - timedelta(hours=settings.storage.image_ttl_hours)
     needed = exists().where(
         Sample.image_sha256 == Image.sha256,
         or_(Sample.status.in_(_NEEDED_STATUS), Sample.spotcheck_status.in_(_NEEDED_SPOTCHECK)),
     )
-    cond = [Image.purged_at.is_(None)]
+    cond = [Image.purged_at.is_(None), Image.data.is_not(None)]
     if settings.storage.keep_images:
         cond.append(Image.created_at < ttl_cut)
     else:
         cond.append(or_(~needed, Image.created_at < ttl_cut))
-    shas = list(session.scalars(select(Image.sha256).where(*cond).limit(limit)))
+    shas = list(session.scalars(
+        select(Image.sha256).where(*cond).limit(limit).with_for_update(skip_locked=True, of=Image)
+    ))
     if not shas:
+        session.rollback()
         return 0
-    session.execute(
+    res = session.execute(
         update(Image)
-        .where(Image.sha256.in_(shas), Image.purged_at.is_(None))
+        .where(Image.sha256.in_(shas), *cond)
         .values(data=None, purged_at=now)
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    metrics.IMAGES_PURGED.inc(len(shas))
-    return len(shas)
+    n = int(res.rowcount or 0)
+    metrics.IMAGES_PURGED.inc(n)
+    return n
 
 
 def delete_old(session: Session, settings: Settings, now: datetime | None = None, limit: int = 1000) -> int:

@@ -5,6 +5,13 @@ the life of the daemon; a model whose scorer cannot be loaded (no active probe y
 weights) is skipped this run and its samples stay pending. A batch that raises is recorded on
 its samples; after ``daemon.max_attempts`` claims a sample is ``failed`` (a poison sample cannot
 wedge the queue or crash-loop the daemon).
+
+A sample that shows an image is scored with it or not at all: images given by URL are fetched
+here (:mod:`monitor.daemon.sample_images`, off the request path), and a sample whose image cannot
+be had (refused, 4xx, too large, not an image, bytes purged) becomes ``image_unavailable`` with
+the reason in ``error``, counted in ``vlmwatch_samples_image_unavailable_total{model,reason}``.
+Transient fetch failures (timeouts, connection errors, 5xx) leave it pending for
+``image_fetch.retry_seconds``, up to ``daemon.max_attempts`` claims.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -21,9 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import ModelEntry, Settings
 from monitor.daemon import metrics
-from monitor.daemon.leases import claim_samples, mark_failed, release_samples, write_scores
+from monitor.daemon.image_fetch import ImageFetcher, ImageUnavailable
+from monitor.daemon.leases import claim_samples, mark_failed, mark_image_unavailable, release_samples, write_scores
 from monitor.daemon.runner import JobContext
-from storage.models import Image, ProbeVersion
+from monitor.daemon.sample_images import load_images
+from storage.models import ProbeVersion, Sample, utcnow
 
 __all__ = ["ScoreInput", "Scorer", "ScorerFactory", "ScoreJob"]
 
@@ -61,10 +71,12 @@ _SCORE_FIELDS = ("p_correct", "answer_prob", "attn_entropy", "attn_topk_mass", "
 class ScoreJob:
     """Callable job object; keeps the loaded scorers between runs."""
 
-    def __init__(self, settings: Settings, factory: ScorerFactory, *, max_attempts: int = 3) -> None:
+    def __init__(self, settings: Settings, factory: ScorerFactory, *, max_attempts: int = 3,
+                 fetcher: ImageFetcher | None = None) -> None:
         self.settings = settings
         self.factory = factory
         self.max_attempts = max_attempts
+        self.fetcher = fetcher if fetcher is not None else ImageFetcher.from_settings(settings)
         self._scorers: dict[str, Scorer] = {}
         self._load_errors: dict[str, tuple[float, str]] = {}
         self.retry_load_seconds = 30.0
@@ -96,6 +108,11 @@ class ScoreJob:
         if set(out) != set(self.settings.models) or any(a is None for a in out.values()):
             return None
         return out
+
+    def close(self) -> None:
+        """Release the image fetcher's connections (daemon shutdown)."""
+        if self.fetcher is not None:
+            self.fetcher.close()
 
     def forget(self, name: str) -> None:
         """Drop a cached scorer (e.g. after a new probe version was activated)."""
@@ -137,11 +154,7 @@ class ScoreJob:
                 )
                 if not claimed:
                     break
-                images = _load_images(s, {c.image_sha256 for c in claimed if c.image_sha256})
-                items = [
-                    ScoreInput(c.id, c.model, c.prompt, c.answer, images.get(c.image_sha256 or ""), dict(c.meta or {}))
-                    for c in claimed
-                ]
+            items = self._with_images(ctx, claimed)
             by_model: dict[str, list[ScoreInput]] = defaultdict(list)
             for it in items:
                 by_model[it.model].append(it)
@@ -152,6 +165,30 @@ class ScoreJob:
                     with ctx.sessions() as s:
                         release_samples(s, [g.sample_id for g in group])
         return done
+
+    def _with_images(self, ctx: JobContext, claimed: list[Sample]) -> list[ScoreInput]:
+        """Inputs for the claimed samples whose image (if any) is at hand; the others are set aside."""
+        images = load_images(ctx.sessions, {c.image_sha256 for c in claimed if c.image_sha256}, self.fetcher)
+        items: list[ScoreInput] = []
+        missing: dict[tuple[ImageUnavailable, str], list[str]] = defaultdict(list)
+        for c in claimed:
+            image = images[c.image_sha256] if c.image_sha256 else None
+            if isinstance(image, ImageUnavailable):
+                missing[(image, c.model)].append(c.id)
+            else:
+                items.append(ScoreInput(c.id, c.model, c.prompt, c.answer, image, dict(c.meta or {})))
+        retry_at = utcnow() + timedelta(seconds=self.settings.image_fetch.retry_seconds)
+        for (why, model), ids in missing.items():
+            with ctx.sessions() as s:
+                n = mark_image_unavailable(s, ids, why.message(), retry_at=retry_at if why.transient else None,
+                                           max_attempts=self.max_attempts)
+            if n:
+                metrics.SAMPLES_IMAGE_UNAVAILABLE.labels(model, why.reason).inc(n)
+                logger.warning("model %s: %d sample(s) set aside unscored: %s", model, n, why.message())
+            if n < len(ids):
+                logger.info("model %s: %d sample(s) wait %.0f s to fetch their image again: %s", model, len(ids) - n,
+                            self.settings.image_fetch.retry_seconds, why.message())
+        return items
 
     def _score_group(self, ctx: JobContext, name: str, group: list[ScoreInput]) -> int:
         scorer = self._scorers[name]
@@ -194,9 +231,3 @@ class ScoreJob:
         metrics.SAMPLES_SCORED.labels(name).inc(len(rows))
         return len(rows)
 
-
-def _load_images(session: Session, shas: set[str]) -> dict[str, bytes]:
-    if not shas:
-        return {}
-    rows = session.execute(select(Image.sha256, Image.data).where(Image.sha256.in_(shas)))
-    return {sha: data for sha, data in rows if data is not None}

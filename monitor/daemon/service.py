@@ -74,10 +74,10 @@ class Daemon:
         jobs: dict[str, Job] | None = None,
         start_api: bool | None = None,
     ) -> None:
-        from storage.db import make_engine, session_factory
+        from storage.db import engine_for, session_factory
 
         self.settings = settings
-        self.engine = engine or make_engine(settings.storage.url)
+        self.engine = engine or engine_for(settings.storage)
         self.sessions = session_factory(self.engine)
         self.worker = worker_id or default_worker_id()
         self.stopping = threading.Event()
@@ -122,6 +122,10 @@ class Daemon:
         from storage.db import require_schema
 
         require_schema(self.engine)
+        if self.start_api:  # before any lock: a refused API config (open writes in public) stops us here
+            from monitor.api.server import make_server
+
+            self.api_server = make_server(self.settings, engine=self.engine, daemon=self)
         if self.file_lock is not None:
             self.file_lock.acquire()
             with self.sessions() as s:  # we are the only daemon: leases of a killed one return now
@@ -157,9 +161,6 @@ class Daemon:
             logger.info("daemon %s took scheduler leadership", self.worker)
 
     def _start_api(self) -> None:
-        from monitor.api.server import make_server
-
-        self.api_server = make_server(self.settings, engine=self.engine, daemon=self)
         self._api_thread = threading.Thread(target=self.api_server.run, name="vlmwatch-api", daemon=True)
         self._api_thread.start()
 
@@ -200,6 +201,7 @@ class Daemon:
             if self._api_thread is not None:
                 self._api_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self.leader.release()
+        self.score_job.close()
         if self.file_lock is not None:
             self.file_lock.release()
         metrics.IS_LEADER.set(0)

@@ -85,7 +85,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
     svc.add("proxy", svc.vlmwatch("proxy"), f"http://127.0.0.1:{ports.proxy}/metrics")
     stop = threading.Event()
     stats = TrafficStats()
-    sessions = session_factory(make_engine(url))
+    sessions = session_factory(make_engine(url, password_env=None))
     status = StatusLine()
     interrupted = False
     shift_time: float | None = None

@@ -36,7 +36,7 @@ def ensure_probe(url: str, model: str, model_dir: Path, workdir: Path, plan: Any
     from monitor.probe.registry import active_probe, register_probe
     from storage.db import make_engine, session_factory
 
-    engine = make_engine(url)
+    engine = make_engine(url, password_env=None)
     sessions = session_factory(engine)
     try:
         with sessions() as s:
@@ -121,7 +121,7 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
     from storage.records import SampleRecord
     from storage.repo_samples import ingest_samples
 
-    engine = make_engine(url)
+    engine = make_engine(url, password_env=None)
     sessions = session_factory(engine)
     try:
         with sessions() as s:
@@ -158,7 +158,7 @@ def pin_reference(url: str, settings: Any, model: str, window: tuple[Any, Any], 
     from storage.db import make_engine, session_factory
     from storage.models import Sample
 
-    engine = make_engine(url)
+    engine = make_engine(url, password_env=None)
     sessions = session_factory(engine)
     try:
         deadline = time.monotonic() + timeout

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -26,10 +24,6 @@ receivers:
 """
 
 
-def _binary() -> str | None:
-    return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -37,14 +31,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def alertmanager(tmp_path):
-    binary = _binary()
-    if binary is None:
-        msg = ("prometheus-alertmanager not installed (apt-get install -y prometheus-alertmanager; "
-               ".ci/run installs it)")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; CI=true makes this a failure", pytrace=False)
-        pytest.skip(msg)
+def alertmanager(tmp_path, alertmanager_binary):
+    binary = alertmanager_binary
     cfg = tmp_path / "alertmanager.yml"
     cfg.write_text(AM_CONFIG)
     port = _free_port()

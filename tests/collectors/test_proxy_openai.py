@@ -111,7 +111,6 @@ def test_sampling_through_the_proxy_is_deterministic(canned, make_proxy):
 @pytest.mark.slow
 def test_fixture_server_as_upstream(make_proxy, tmp_path_factory):
     """The real fixture VLM server behind the proxy: same answers as a direct call, sample recorded."""
-    pytest.importorskip("monitor.fixtures.server")
     from monitor.adapter import load_vlm
     from monitor.fixtures.registry import built_fixtures
     from monitor.fixtures.server import serve_in_thread

@@ -65,18 +65,6 @@ def postgres_db() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def pg_available() -> bool:
-    try:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        dsn = make_url(PG_ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(dsn, connect_timeout=3):
-            return True
-    except Exception:
-        return False
-
-
 def add_probe_version(url: str, model: str = "m") -> int:
     from storage.db import make_engine, session_factory
     from storage.models import ProbeVersion, utcnow

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from monitor.daemon.leases import claim_samples, release_leases, write_scores
 from storage.db import make_engine, session_factory
 from storage.models import Sample, Score, utcnow
-from tests.daemon.helpers import add_probe_version, ingest, pg_available, postgres_db, sqlite_db
+from tests.daemon.helpers import add_probe_version, ingest, postgres_db, sqlite_db
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -20,8 +20,7 @@ def url(request, tmp_path: Path):
     if request.param == "sqlite":
         yield sqlite_db(tmp_path)
     else:
-        if not pg_available():
-            pytest.skip("PostgreSQL not reachable")
+        request.getfixturevalue("pg_server")  # skip, or fail in CI, without a server
         with postgres_db() as u:
             yield u
 
@@ -62,9 +61,7 @@ def test_scores_written_once_even_after_lease_loss(url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_concurrent_claims_on_postgres_are_disjoint() -> None:
-    if not pg_available():
-        pytest.skip("PostgreSQL not reachable")
+def test_concurrent_claims_on_postgres_are_disjoint(pg_server: str) -> None:
     with postgres_db() as url:
         ingest(url, 200, images=False)
         sessions = session_factory(make_engine(url, pool_size=10))

@@ -11,7 +11,6 @@ from tests.daemon.helpers import (
     add_probe_version,
     count,
     ingest,
-    pg_available,
     postgres_db,
     rows,
     start_test_daemon,
@@ -26,9 +25,7 @@ def _leaders(url: str, job: str = "calibrate") -> set[str]:
     return {w for (w,) in rows(url, f"SELECT DISTINCT worker FROM job_runs WHERE job = '{job}'")}
 
 
-def test_two_daemons_share_work_without_double_scoring_and_one_leads(tmp_path: Path) -> None:
-    if not pg_available():
-        pytest.skip("PostgreSQL not reachable")
+def test_two_daemons_share_work_without_double_scoring_and_one_leads(tmp_path: Path, pg_server: str) -> None:
     with postgres_db() as url:
         add_probe_version(url)
         assert len(ingest(url, N)) == N

@@ -137,7 +137,8 @@ def test_status_text_and_json_agree(db_url, tmp_path, make_png, cli, vlmwatch_cl
     report = json.loads(as_json.stdout)
     assert report["tables"]["samples"] == 3 and report["tables"]["images"] == 1
     assert report["tables"]["labels"] == 2 and report["tables"]["job_runs"] == 2
-    assert report["pending"] == {"samples_pending_scoring": 3, "deliveries_pending": 0, "labels_waiting_for_sample": 1}
+    assert report["pending"] == {"samples_pending_scoring": 3, "samples_image_unavailable": 0, "deliveries_pending": 0,
+                                 "labels_waiting_for_sample": 1}
     assert report["jobs"]["score"]["ok"] is False and report["jobs"]["score"]["error"] == "boom"
     text = _parse_text_status(as_text.stdout)
     assert text["tables"] == report["tables"]

@@ -170,7 +170,7 @@ def upgrade() -> None:
     sa.Column('prompt', sa.Text(), nullable=False),
     sa.Column('answer', sa.Text(), nullable=False),
     sa.Column('image_sha256', sa.String(length=64), nullable=True),
-    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('lease_owner', sa.String(length=128), nullable=True),
