@@ -7,8 +7,12 @@ without the ``_total`` suffix (prometheus_client appends it), as in :mod:`monito
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from collectors.dead_letter import DeadLetterCollector
 
 __all__ = ["CollectorMetrics", "DROP_REASONS", "CONTENT_TYPE_LATEST"]
 
@@ -62,6 +66,14 @@ class CollectorMetrics:
             self.dropped.labels(source, reason)
         self._drop_children = {reason: self.dropped.labels(source, reason) for reason in DROP_REASONS}
         self._route_children: dict[str, Counter] = {}
+        self._dead_letters: DeadLetterCollector | None = None
+
+    def watch_spool(self, root: str | Path) -> None:
+        """Expose the dead letters of every lane under the spool ``root`` (``vlmwatch_spool_dead_letters_total``)."""
+        if self._dead_letters is None:
+            self._dead_letters = DeadLetterCollector()
+            self.registry.register(self._dead_letters)
+        self._dead_letters.watch(root)
 
     def drop(self, reason: str, n: int = 1) -> None:
         child = self._drop_children.get(reason)

@@ -4,15 +4,23 @@
 is full. The worker turns each item into a :class:`CollectedSample` (``build`` raises
 :class:`DropSample` with a reason), runs the optional redaction hook, and appends the batch to the
 spool with one fsync. Nothing here may raise into the caller.
+
+Fork-safe (gunicorn ``--preload``, multiprocessing's fork): a forked child inherits no worker thread,
+so the pipeline starts a fresh queue and worker in the child (``os.register_at_fork``, and a process
+id check in :meth:`Pipeline.offer` for forks that bypass Python), as sentry-python's and
+OpenTelemetry's background workers do. Items queued in the parent at the fork stay the parent's.
+``after_fork`` gives the child its own sink (a spool lane has one writer).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -59,6 +67,7 @@ class Pipeline:
         redact: Redactor | None = None,
         batch_max: int = 64,
         name: str = "collector",
+        after_fork: Callable[[], SampleSink] | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
@@ -67,13 +76,36 @@ class Pipeline:
         self.metrics = metrics
         self._redact = redact
         self._batch_max = batch_max
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name=f"vlmwatch-{name}-worker", daemon=True)
+        self._queue_size = queue_size
+        self._name = name
+        self._after_fork = after_fork
         self._closed = False
+        self._start()
+        reinit = weakref.WeakMethod(self._reinit_in_child)  # the handler must not keep the pipeline alive
+        os.register_at_fork(after_in_child=lambda: (m := reinit()) is not None and m())
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=self._queue_size)
+        self._thread = threading.Thread(target=self._run, name=f"vlmwatch-{self._name}-worker", daemon=True)
         self._thread.start()
+
+    def _reinit_in_child(self) -> None:
+        """In a forked child: a new queue (the old one's lock may be held) and a worker of its own."""
+        if self._closed or self._pid == os.getpid():
+            return
+        try:
+            if self._after_fork is not None:
+                self._sink = self._after_fork()
+            self._start()
+        except Exception as e:  # never fail the host's fork; offer() then counts drops
+            self._closed = True
+            report_internal_error(log, "restarting the collector worker after fork", e)
 
     def offer(self, item: Any) -> bool:
         """Hand ``item`` to the worker without blocking; ``False`` (and a counted drop) if it cannot."""
+        if self._pid != os.getpid():  # forked without Python's fork handlers
+            self._reinit_in_child()
         if self._closed:
             self.metrics.drop("shutdown")
             return False

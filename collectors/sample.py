@@ -71,13 +71,15 @@ class CollectedSample:
             if img.data is not None:
                 data = img.data
                 d["image"]["data"] = len(data)
-        head = json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # surrogatepass: an unpaired surrogate a client sent (JSON "\ud800") is kept, not a crash;
+        # storage replaces it (storage.records) like any other text it cannot hold
+        head = json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
         return head + b"\n" + data  # json.dumps escapes newlines, so the first one ends the header
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CollectedSample:
         head, _, data = raw.partition(b"\n")
-        d = json.loads(head)
+        d = json.loads(head.decode("utf-8", "surrogatepass"))
         img = d.pop("image", None)
         image = None
         if img is not None:

@@ -49,7 +49,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SdkCollector:
-    """One in-process collector: a bounded queue, a worker thread, a spool lane."""
+    """One in-process collector: a bounded queue, a worker thread, a spool lane.
+
+    Made before a fork (gunicorn ``--preload``), it keeps working in every child: the child gets
+    a worker of its own and writes its own lane, ``<lane>-<pid>`` (``sdk-<pid>`` by default).
+    """
 
     def __init__(
         self,
@@ -65,10 +69,21 @@ class SdkCollector:
         self.policy = policy or SamplingPolicy()
         self.max_image_bytes = max_image_bytes
         self.metrics = CollectorMetrics("sdk")
-        self.writer = SpoolWriter(spool_dir, lane or f"sdk-{os.getpid()}", max_bytes=max_bytes,
-                                  on_drop=lambda n: self.metrics.drop("spool_full", n))
+        self._spool_dir, self._lane, self._max_bytes = spool_dir, lane, max_bytes
+        self.writer = self._open_writer(lane or f"sdk-{os.getpid()}")
         self.pipeline = Pipeline(build=self._build, sink=self.writer, metrics=self.metrics,
-                                 queue_size=queue_size, redact=redact, name="sdk")
+                                 queue_size=queue_size, redact=redact, name="sdk", after_fork=self._writer_after_fork)
+
+    def _open_writer(self, lane: str) -> SpoolWriter:
+        return SpoolWriter(self._spool_dir, lane, max_bytes=self._max_bytes,
+                           on_drop=lambda n: self.metrics.drop("spool_full", n))
+
+    def _writer_after_fork(self) -> SpoolWriter:
+        """A forked child writes a lane of its own (``<lane>-<pid>``, or ``sdk-<pid>``): one writer per lane."""
+        self.writer.close()  # the child's copies of the parent's descriptors; the parent's lock stays
+        pid = os.getpid()
+        self.writer = self._open_writer(f"{self._lane[:80]}-{pid}" if self._lane else f"sdk-{pid}")
+        return self.writer
 
     def offer(self, item: tuple[Any, ...]) -> None:
         self.pipeline.offer(item)

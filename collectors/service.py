@@ -48,15 +48,16 @@ class CollectorOptions:
 
 def _shipper_main(spool_dir: str, storage_url: str, password_env: str | None, interval: float,
                   max_image_bytes: int, level: str, nice: int) -> None:
+    stop = threading.Event()  # before the slow imports: a SIGTERM while starting still gets the final round
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     become_background(nice)
     from collectors.shipper import Shipper
     import storage.db, storage.repo_samples  # noqa: F401,E401 - imported at start, not in the first round
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shipper = Shipper(spool_dir, storage_url, password_env=password_env, interval=interval,
-                      max_image_bytes=max_image_bytes)
-    signal.signal(signal.SIGTERM, lambda *_: shipper._stop.set())
-    signal.signal(signal.SIGINT, lambda *_: shipper._stop.set())
+                      max_image_bytes=max_image_bytes, stop=stop)
     shipper.run()
     shipper.stop()
 
@@ -113,6 +114,7 @@ def run_proxy(
     _check_spool_dir(opts.spool_dir)
     load_redactor(opts.redact_hook)  # fail fast on a bad hook; the sampler process imports it again
     metrics = CollectorMetrics("proxy")
+    metrics.watch_spool(opts.spool_dir)  # the shipper process's dead letters, counted from their files
     sampler = start_sampler(metrics, spool_dir=opts.spool_dir, lane=f"proxy-{port}",
                             spool_max_bytes=opts.spool_max_bytes, sample_rate=opts.sample_rate, rates=opts.rates,
                             max_image_bytes=opts.max_image_bytes, redact_hook=opts.redact_hook,

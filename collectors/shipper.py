@@ -1,11 +1,15 @@
 """Shipper: drains spool lanes into storage, idempotently, resuming after restarts.
 
 Each round reads a batch from a lane's cursor, stores it with
-:func:`storage.repo_samples.ingest_samples` (``INSERT ... ON CONFLICT DO NOTHING`` on the
-collector-chosen sample id) in one transaction, and only then moves the cursor. A crash between
-the two re-ships the batch next time; the ids make that a no-op, so nothing is lost or doubled.
-When storage is down the round fails, the spool keeps growing (bounded), and the shipper retries
-with exponential backoff and jitter.
+:func:`storage.repo_samples.ingest_isolated` (``INSERT ... ON CONFLICT DO NOTHING`` on the
+collector-chosen sample id, one transaction unless the database refuses a record), and only then
+moves the cursor. A crash between the two re-ships the batch next time; the ids make that a
+no-op, so nothing is lost or doubled. When storage is down the round fails, the spool keeps
+growing (bounded), and the shipper retries with exponential backoff and jitter.
+
+A record that can never be stored (unreadable, invalid, or refused by the database) goes to the
+lane's dead-letter file with its reason (:mod:`collectors.dead_letter`) before the cursor moves:
+the rest of its batch and every other lane ship, and ``vlmwatch_spool_dead_letters_total`` counts it.
 
 The daemon runs it with ``Shipper(spool_dir, storage_url).start()`` (a thread) or calls
 ``ship_once()`` from a scheduled job. ``password_env`` names the environment variable with the
@@ -21,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collectors.dead_letter import DeadLetters
 from collectors.metrics import CollectorMetrics
 from collectors.sample import CollectedSample
 from collectors.spool import SpoolBusy, SpoolReader, lanes
@@ -63,6 +68,7 @@ class Shipper:
         max_image_bytes: int = 20_000_000,
         metrics: CollectorMetrics | None = None,
         engine: Any = None,
+        stop: threading.Event | None = None,  # set to end run() (after one last round)
     ) -> None:
         self.spool_dir = Path(spool_dir)
         self.storage_url = storage_url
@@ -72,14 +78,16 @@ class Shipper:
         self.max_backoff = max_backoff
         self.max_image_bytes = max_image_bytes
         self.metrics = metrics or CollectorMetrics("shipper")
+        self.metrics.watch_spool(self.spool_dir)
         self._engine = engine
         self._own_engine = engine is None
         self._factory: Any = None
         self._readers: dict[str, SpoolReader] = {}
-        self._stop = threading.Event()
+        self._dead: dict[str, DeadLetters] = {}
+        self._stop = stop if stop is not None else threading.Event()
         self._thread: threading.Thread | None = None
         self.shipped = 0
-        self.rejected = 0
+        self.dead_lettered = 0  # records this shipper moved to a dead-letter file
 
     def _sessions(self) -> Any:
         if self._factory is None:
@@ -101,7 +109,7 @@ class Shipper:
         return r
 
     def _ship_lane(self, reader: SpoolReader) -> int:
-        from storage.repo_samples import ingest_samples
+        from storage.repo_samples import ingest_isolated
 
         done = 0
         while True:
@@ -110,18 +118,18 @@ class Shipper:
                 if pos != reader.position():  # moved past an empty or dropped segment
                     reader.commit(pos)
                 return done
-            records = []
+            records, kept, dead = [], [], []
             for p in payloads:
                 try:
                     records.append(to_record(CollectedSample.from_bytes(p)))
                 except (ValueError, KeyError, TypeError) as e:
-                    log.error("spool %s: an unreadable record was skipped (%r)", reader.dir, e)
-                    self.rejected += 1
-            with self._sessions().begin() as session:
-                result = ingest_samples(session, records, max_image_bytes=self.max_image_bytes)
-            for rej in result.rejected:
-                log.error("storage refused sample %s: %s", rej.key, rej.reason)
-            self.rejected += len(result.rejected)
+                    dead.append((p, None, f"unreadable spool record: {e!r}"))
+                else:
+                    kept.append(p)
+            result = ingest_isolated(self._sessions(), records, max_image_bytes=self.max_image_bytes)
+            dead += [(kept[rej.index], rej.key, rej.reason) for rej in result.rejected]
+            if dead:
+                self._dead_letter(reader, dead)
             reader.commit(pos)
             n = len(result.inserted)
             self.shipped += n
@@ -129,6 +137,16 @@ class Shipper:
             done += len(payloads)
             if len(payloads) < self.batch:
                 return done
+
+    def _dead_letter(self, reader: SpoolReader, dead: list[tuple[bytes, str | None, str]]) -> None:
+        lane = reader.dir.name
+        letters = self._dead.get(lane)
+        if letters is None:
+            letters = self._dead[lane] = DeadLetters(reader.dir)
+        n = letters.add(dead)  # fsync'd before the cursor moves past them
+        self.dead_lettered += n
+        for _, sid, reason in dead:
+            log.error("spool lane %s: sample %s moved to %s: %s", lane, sid, letters.path, reason)
 
     def ship_once(self) -> int:
         """Drain every lane once; returns the number of spool records handled. Raises if storage fails."""

@@ -5,12 +5,20 @@ Each line is one of
   ``image`` as path / data URL / base64 / http URL, optional ``id``, ``ts``, ``response_id``, ``meta``), or
 - an *exchange*: ``{"request": <chat completions body>, "response": <chat completion>, "ts": ...}``.
 
-Position is checkpointed (file identity, offset) *after* the spool accepted the lines, so a
-restart resumes exactly there: no line skipped, none spooled twice. Rotation by rename is followed
-by inode: the old file is read to its end (found again by inode after a restart, among the
-log's siblings), then the new one from its start. A file that shrank was truncated: read from 0.
-Only complete lines are consumed; a line still being written waits for its newline. Lines that
-cannot be used are counted by reason and logged with their offset.
+Position is checkpointed (file identity, offset, generation) *after* the spool accepted the lines,
+so a restart resumes exactly there: no line skipped, none spooled twice. Rotation by rename is
+followed by inode: the old file is read to its end (found again by inode after a restart, among the
+log's siblings, and only if its first bytes are still those read), then the new one from its
+start. A file that shrank was truncated (logrotate's ``copytruncate``): read from 0. Only complete
+lines are consumed; a line still being written waits for its newline. Lines that cannot be used
+are counted by reason and logged with their offset.
+
+Sample ids (what makes shipping idempotent) are unique per line ever written: a line's own ``id``;
+else, for a line with a response id, a hash of that id and the line's bytes (the same line read
+twice is one sample wherever it sits); else a hash of file identity, *generation* and offset plus
+the line's bytes. The generation counts the files and truncations the tailer has followed (it is
+kept in the checkpoint), so lines written after a truncation at offsets that earlier lines had
+get new ids instead of being dropped by storage as duplicates.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +45,7 @@ __all__ = ["Tailer", "FileId"]
 
 log = logging.getLogger(__name__)
 
-_HEAD = 256  # bytes hashed to tell a reused inode from the file we were reading
+_HEAD = 256  # bytes hashed to tell a reused inode (or a truncated, regrown file) from the file we were reading
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,11 @@ class FileId:
         return cls(st.st_dev, st.st_ino)
 
 
-def _head_hash(f: BinaryIO, upto: int) -> str:
+def _head_hash(f: BinaryIO, n: int) -> str:
+    """sha256 of the first ``n`` bytes (fewer if the file is shorter: then it cannot match a longer head)."""
     pos = f.tell()
     f.seek(0)
-    h = hashlib.sha256(f.read(min(upto, _HEAD))).hexdigest()
+    h = hashlib.sha256(f.read(n)).hexdigest()
     f.seek(pos)
     return h
 
@@ -98,6 +108,7 @@ class Tailer:
         self._f: BinaryIO | None = None
         self._id: FileId | None = None
         self._offset = 0
+        self._generation = 0  # files and truncations followed so far: part of position-based ids
         self._rotated_seen = False
         self._stop = threading.Event()
         self._open_initial(from_end)
@@ -115,14 +126,14 @@ class Tailer:
         self._rotated_seen = False
         return True
 
-    def _find_by_id(self, fid: FileId, head: str | None) -> Path | None:
+    def _find_by_id(self, fid: FileId, head: str | None, head_len: int) -> Path | None:
         for p in self.path.parent.iterdir():
             if not p.name.startswith(self.path.name) or not p.is_file():
                 continue
             st = p.stat()
             if FileId.of(st) == fid:
                 with open(p, "rb") as f:
-                    if head is None or _head_hash(f, _HEAD) == head:
+                    if head is None or _head_hash(f, head_len) == head:
                         return p
         return None
 
@@ -130,14 +141,16 @@ class Tailer:
         cp = self._load_checkpoint()
         if cp is not None:
             fid, offset, head = FileId(cp["dev"], cp["ino"]), int(cp["offset"]), cp.get("head")
-            where = self._find_by_id(fid, head)
+            self._generation = int(cp.get("generation", 0))
+            where = self._find_by_id(fid, head, int(cp.get("head_len", _HEAD)))
             if where is not None and where.stat().st_size >= offset:
                 self._open(where, offset)
                 if where != self.path:
                     log.info("resuming rotated log %s at offset %d before %s", where, offset, self.path)
                 return
-            log.warning("checkpointed log (inode %d, offset %d) is gone or truncated; starting %s from 0",
+            log.warning("checkpointed log (inode %d, offset %d) is gone, truncated or rewritten; starting %s from 0",
                         fid.ino, offset, self.path)
+            self._generation += 1
             self._open(self.path, 0)
             return
         if self._open(self.path, 0) and from_end and self._f is not None:
@@ -157,8 +170,9 @@ class Tailer:
     def _save_checkpoint(self) -> None:
         if self._f is None or self._id is None:
             return
+        head_len = min(self._offset, _HEAD)
         d = {"path": str(self.path), "dev": self._id.dev, "ino": self._id.ino, "offset": self._offset,
-             "head": _head_hash(self._f, self._offset) if self._offset >= _HEAD else None}
+             "generation": self._generation, "head": _head_hash(self._f, head_len), "head_len": head_len}
         tmp = self.checkpoint_path.with_suffix(".tmp")
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as f:
@@ -208,6 +222,7 @@ class Tailer:
             if change == "truncated":
                 log.warning("log %s was truncated; reading it again from the start", self.path)
                 self._offset = 0
+                self._generation += 1
                 self._save_checkpoint()
                 return 0
             if change == "rotated":
@@ -217,8 +232,9 @@ class Tailer:
                 lines = self._read_lines(final=True)  # the old file's last (possibly unterminated) line
                 if not lines:
                     log.info("log %s was rotated; following the new file", self.path)
-                    self._open(self.path, 0)
-                    self._save_checkpoint()
+                    if self._open(self.path, 0):
+                        self._generation += 1
+                        self._save_checkpoint()
                     return 0
         if not lines:
             return 0
@@ -265,12 +281,14 @@ class Tailer:
             raise DropSample("bad_json", f"not JSON ({e})") from None
         if not isinstance(d, dict):
             raise DropSample("bad_json", "line is not a JSON object")
-        assert self._id is not None
         fraction = hash_fraction(zlib.crc32(text), len(text))
-        sid = d.get("id") if isinstance(d.get("id"), str) and d.get("id") else None
-        sid = sid or "tail-" + hashlib.sha256(f"{self._id.dev}:{self._id.ino}:{offset}".encode()).hexdigest()[:32]
+        own = d.get("id") if isinstance(d.get("id"), str) and d.get("id") else None
+
+        def sample_id(response_id: str | None) -> str:
+            return own or self._line_id(offset, text, response_id)
+
         if "request" in d:
-            return self._from_exchange(d, sid, fraction)
+            return self._from_exchange(d, sample_id, fraction)
         model, prompt, answer = d.get("model"), d.get("prompt"), d.get("answer")
         if not (isinstance(model, str) and model and isinstance(prompt, str) and isinstance(answer, str)):
             raise DropSample("unsupported_content", "needs string fields model, prompt and answer")
@@ -280,18 +298,30 @@ class Tailer:
         image = self._image(d.get("image"))
         meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
         rid = d.get("response_id") if isinstance(d.get("response_id"), str) else None
-        return CollectedSample(id=sid, source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
+        return CollectedSample(id=sample_id(rid), source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
                                prompt=prompt, answer=answer, response_id=rid, image=image, meta=meta)
 
-    def _from_exchange(self, d: dict[str, Any], sid: str, fraction: float) -> CollectedSample:
+    def _line_id(self, offset: int, text: bytes, response_id: str | None) -> str:
+        """Id of a line that has none of its own (see the module docstring)."""
+        digest = hashlib.sha256(text).hexdigest()
+        if response_id:
+            key = f"rid:{response_id}:{digest}"
+        else:
+            assert self._id is not None
+            key = f"pos:{self._id.dev}:{self._id.ino}:{self._generation}:{offset}:{digest}"
+        return "tail-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def _from_exchange(
+        self, d: dict[str, Any], sample_id: Callable[[str | None], str], fraction: float
+    ) -> CollectedSample:
         model, prompt, image_ref, meta = parse_chat_request(d.get("request"))
         route = d.get("route") if isinstance(d.get("route"), str) else DEFAULT_ROUTE
         if not self.policy.keep(fraction, model, route):
             raise DropSample("sampled_out")
         ans = answer_from_json(d.get("response"))
         image = load_image_ref(image_ref, self.max_image_bytes)
-        return CollectedSample(id=sid, source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
-                               prompt=prompt, answer=ans.text, response_id=ans.response_id, image=image,
+        return CollectedSample(id=sample_id(ans.response_id), source="tailer", ts=_parse_ts(d.get("ts")), model=model,
+                               route=route, prompt=prompt, answer=ans.text, response_id=ans.response_id, image=image,
                                meta=with_logprobs(meta, ans))
 
     def _image(self, value: Any) -> CollectedImage | None:

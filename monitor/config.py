@@ -40,6 +40,7 @@ class StorageConfig(_Section):
     keep_images: bool = False  # keep raw image bytes after scoring and spot checks
     image_ttl_hours: float = 24.0  # image bytes are deleted after this even if never scored
     max_image_bytes: int = 20_000_000  # larger images are rejected at ingest
+    unjoined_label_ttl_hours: float = Field(168.0, ge=0)  # labels by response_id still waiting for their sample after this are deleted and counted; 0 = never
 
 
 class ImageFetchConfig(_Section):

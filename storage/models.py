@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,6 +44,7 @@ __all__ = [
     "Alert",
     "AlertDelivery",
     "JobRun",
+    "Tally",
     "SAMPLE_STATUSES",
     "LABEL_SOURCES",
 ]
@@ -233,7 +235,10 @@ class CalibrationWindow(Base):
 
 
 class Reference(Base):
-    """Reference statistics a probe version is compared against (pinned or the first N labels)."""
+    """Reference statistics a probe version is compared against (pinned or the first N labels).
+
+    At most one active per probe version (partial unique index ``uq_references_active``).
+    """
 
     __tablename__ = "references"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -333,6 +338,15 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class Tally(Base):
+    """A running total kept across restarts (``vlmwatch status``), e.g. labels expired unjoined."""
+
+    __tablename__ = "tallies"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)
 # one model's samples newest first (the dashboard's keyset pages, per-model counts and time ranges)
 Index("ix_samples_model_ts", Sample.model, Sample.ts, Sample.id)
@@ -341,4 +355,7 @@ Index("ix_samples_status_model_ts", Sample.status, Sample.model, Sample.ts)
 # the newest window of a probe version x kind x source (/metrics at every scrape, the detect job's alert context)
 Index("ix_calwin_latest", CalibrationWindow.probe_version_id, CalibrationWindow.kind, CalibrationWindow.source,
       CalibrationWindow.window_end)
+# one active reference per probe version: two jobs creating the default one at once make one row
+Index("uq_references_active", Reference.probe_version_id, unique=True,
+      sqlite_where=text("active"), postgresql_where=text("active"))
 Index("ix_deliveries_due", AlertDelivery.status, AlertDelivery.next_attempt_at)

@@ -4,6 +4,12 @@ One label per (sample, source): sending a label again with another verdict updat
 correcting themselves); sending the same one again changes nothing. A label by ``response_id``
 whose sample is not stored yet waits with ``sample_id = NULL`` and is joined when the sample is
 ingested (:func:`join_waiting_labels`, called by the sample ingest).
+
+The join is race-free: "is the sample stored?" on the label side and "join the labels waiting for
+these samples" on the sample side run under one lock (:func:`lock_label_join`, held to the end of
+the transaction), so whichever commits second sees the other's rows. Without it, under READ
+COMMITTED (PostgreSQL) or SQLite's snapshot-per-statement reads, a label checked just before its
+sample committed and stored just after the sample's join waited forever.
 """
 
 from __future__ import annotations
@@ -11,16 +17,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, false, func, select, text, update
 from sqlalchemy.orm import Session
 
 from storage._sql import chunks, in_values, insert_ignore
 from storage.models import LABEL_SOURCES, Label, Sample, utcnow
 from storage.records import LabelRecord, Rejected
+from storage.repo_status import add_to_tally
 
-__all__ = ["LabelResult", "add_labels", "join_waiting_labels"]
+__all__ = ["LabelResult", "add_labels", "join_waiting_labels", "lock_label_join", "expire_waiting_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +46,34 @@ class LabelResult:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+_JOIN_LOCK_KEY = 0x766C6D77_6A6F696E  # PostgreSQL advisory lock of label <-> sample joins ("vlmwjoin")
+
+
+def lock_label_join(session: Session) -> None:
+    """Serialise label/sample joins until the caller's transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock; each statement after it (READ COMMITTED) sees
+    everything the previous holder committed. SQLite: the database's single write lock, taken now
+    by a write that changes nothing, so the reads that follow see the latest commit. Take it
+    before reading whether the other side is there, and hold nothing another holder waits for.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _JOIN_LOCK_KEY})
+    else:
+        session.execute(update(_LABELS).where(false()).values(correct=_LABELS.c.correct))
+
+
 def join_waiting_labels(session: Session, response_ids: Iterable[str]) -> int:
-    """Attach labels that arrived before their sample to the samples now stored; returns how many."""
+    """Attach labels that arrived before their sample to the samples now stored; returns how many.
+
+    The samples must already be written in this transaction; takes :func:`lock_label_join`.
+    """
     rids = sorted({r for r in response_ids if r})
     joined = 0
-    if not rids or session.execute(select(_LABELS.c.id).where(_LABELS.c.sample_id.is_(None)).limit(1)).first() is None:
+    if not rids:
+        return 0
+    lock_label_join(session)
+    if session.execute(select(_LABELS.c.id).where(_LABELS.c.sample_id.is_(None)).limit(1)).first() is None:
         return 0  # the common case: no label is waiting for its sample
     for part in chunks(rids):
         sid = (
@@ -88,6 +119,8 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
             valid.append((i, lab))
     sids = sorted({lab.sample_id for _, lab in valid if lab.sample_id})
     rids = sorted({lab.response_id for _, lab in valid if lab.response_id and not lab.sample_id})
+    if rids:
+        lock_label_join(session)  # before looking for the samples: a racing ingest then joins us or we see it
     rid_of: dict[str, str | None] = {}
     sid_of: dict[str, str] = {}
     for part in chunks(sids):
@@ -155,3 +188,18 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
         session.connection().execute(stmt, updates)
         result.updated = len(updates)
     return result
+
+
+def expire_waiting_labels(session: Session, older_than: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` labels still waiting for their sample that arrived before ``older_than``,
+    and add them to the ``labels_expired_unjoined`` total, in the caller's transaction.
+
+    Labels by response id for requests that were never sampled (most of them, at a 10% rate) would
+    otherwise wait forever. A label joined meanwhile is kept: the condition is checked again on the
+    row being deleted (PostgreSQL re-evaluates it after a concurrent join commits).
+    """
+    due = (_LABELS.c.sample_id.is_(None), _LABELS.c.created_at < older_than)
+    ids = select(_LABELS.c.id).where(*due).order_by(_LABELS.c.id).limit(limit)
+    n = int(session.execute(delete(_LABELS).where(_LABELS.c.id.in_(ids), *due)).rowcount or 0)
+    add_to_tally(session, "labels_expired_unjoined", n)
+    return n

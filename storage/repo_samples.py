@@ -4,6 +4,12 @@ A sample id sent twice is stored once (``INSERT ... ON CONFLICT DO NOTHING``); i
 content-addressed by sha256 and stored once however many samples share them. Records that fail
 validation are returned as :class:`~storage.records.Rejected` and the rest of the batch is stored.
 The caller owns the transaction: ``with factory.begin() as s: ingest_samples(s, records)``.
+
+:func:`ingest_isolated` runs its own transactions and also isolates what the *database* refuses
+(a data or integrity error on a record that passed validation: a constraint or trigger of the
+operator's, a value the backend cannot hold): the batch is split until the refused records are
+alone, those come back in ``rejected`` (reason ``storage refused the record: ...``), the rest is
+stored. Errors that are not about a record (connection lost, schema missing) propagate.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
 
 from storage._sql import chunks, in_values, insert_ignore
 from storage.images import ImageError, inspect_image, url_key
@@ -25,7 +32,7 @@ from storage.models import LABEL_SOURCES, Image, Label, Sample, utcnow
 from storage.records import Rejected, SampleRecord
 from storage.repo_labels import join_waiting_labels
 
-__all__ = ["IngestResult", "ingest_samples", "DEFAULT_LABEL_SOURCE"]
+__all__ = ["IngestResult", "ingest_samples", "ingest_isolated", "refused_by_storage", "DEFAULT_LABEL_SOURCE"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ def _check(rec: SampleRecord) -> str | None:
         if not isinstance(rec.meta, dict):
             return "field 'meta' must be an object"
         try:
-            json.dumps(rec.meta)
+            json.dumps(rec.meta, allow_nan=False)
         except (TypeError, ValueError) as e:
             return f"field 'meta' is not JSON-serialisable: {e}"
     return None
@@ -205,4 +212,64 @@ def ingest_samples(
         res = session.execute(insert_ignore(_LABELS, dialect).returning(_LABELS.c.id), label_rows)
         result.labels_inserted = len(res.all())
     log.debug("ingest: %d new, %d duplicate, %d rejected", len(result.inserted), result.duplicates, len(result.rejected))
+    return result
+
+
+def refused_by_storage(exc: BaseException) -> bool:
+    """True when ``exc`` is the database refusing the data (SQLSTATE classes 22 and 23, or a value
+    the driver cannot send), not storage being unreachable, locked or unmigrated."""
+    if isinstance(exc, (sa_exc.DataError, sa_exc.IntegrityError, UnicodeError)):
+        return True
+    return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
+
+
+def _refusal(exc: BaseException) -> str:
+    """The driver's own first line (never SQLAlchemy's text, which lists the bound parameters)."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return f"storage refused the record: {type(orig).__name__}: {first[:300]}"
+
+
+def _merge(into: IngestResult, part: IngestResult, indexes: Sequence[int]) -> None:
+    into.inserted += part.inserted
+    into.duplicates += part.duplicates
+    into.images_inserted += part.images_inserted
+    into.labels_inserted += part.labels_inserted
+    into.rejected += [Rejected(key=r.key, reason=r.reason, index=indexes[r.index]) for r in part.rejected]
+
+
+def ingest_isolated(
+    sessions: sessionmaker[Session],
+    records: Sequence[SampleRecord],
+    *,
+    max_image_bytes: int = 20_000_000,
+    label_source: str = DEFAULT_LABEL_SOURCE,
+) -> IngestResult:
+    """:func:`ingest_samples` in transactions of its own; records the database refuses are isolated.
+
+    One transaction when nothing is refused; otherwise the batch is halved until each refused
+    record is alone (k refused records among n cost O(k log n) transactions). Rejected indexes
+    refer to ``records``.
+    """
+    result = IngestResult()
+    pending: list[list[int]] = [list(range(len(records)))] if records else []
+    while pending:
+        idx = pending.pop()
+        try:
+            with sessions.begin() as session:
+                part = ingest_samples(session, [records[i] for i in idx], max_image_bytes=max_image_bytes,
+                                      label_source=label_source)
+        except Exception as e:
+            if not refused_by_storage(e):
+                raise
+            if len(idx) == 1:
+                rec = records[idx[0]]
+                result.rejected.append(Rejected(key=str(rec.id), reason=_refusal(e), index=idx[0]))
+                log.warning("storage refused sample %r: %s", rec.id, _refusal(e))
+                continue
+            mid = len(idx) // 2
+            pending += [idx[mid:], idx[:mid]]  # first half next: batch order is kept
+            continue
+        _merge(result, part, idx)
+    result.rejected.sort(key=lambda r: r.index)
     return result

@@ -1,4 +1,4 @@
-"""What ``vlmwatch status`` shows: row counts, pending work, the last run of each job."""
+"""What ``vlmwatch status`` shows: row counts, pending work, running totals, the last run of each job."""
 
 from __future__ import annotations
 
@@ -7,9 +7,31 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import AlertDelivery, Base, JobRun, Label, Sample
+from storage.models import AlertDelivery, Base, JobRun, Label, Sample, Tally, utcnow
 
-__all__ = ["table_counts", "pending_work", "last_job_runs", "status_report"]
+__all__ = ["TALLIES", "table_counts", "pending_work", "add_to_tally", "tallies", "last_job_runs", "status_report"]
+
+TALLIES = ("labels_expired_unjoined",)  # running totals status always shows (0 until counted)
+
+
+def add_to_tally(session: Session, name: str, n: int) -> None:
+    """Add ``n`` to the running total ``name`` in the caller's transaction (an upsert: no lost update)."""
+    if n <= 0:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(Tally).values(name=name, n=n, updated_at=utcnow())
+    session.execute(stmt.on_conflict_do_update(index_elements=[Tally.name],
+                                               set_={"n": Tally.n + stmt.excluded.n, "updated_at": stmt.excluded.updated_at}))
+
+
+def tallies(session: Session) -> dict[str, int]:
+    """Every running total, the known ones included at 0."""
+    out = dict.fromkeys(TALLIES, 0)
+    out.update((name, int(n)) for name, n in session.execute(select(Tally.name, Tally.n)))
+    return out
 
 
 def table_counts(session: Session) -> dict[str, int]:
@@ -52,5 +74,6 @@ def last_job_runs(session: Session) -> dict[str, dict[str, Any]]:
 
 
 def status_report(session: Session) -> dict[str, Any]:
-    """Everything ``vlmwatch status`` prints: ``tables``, ``pending``, ``jobs``."""
-    return {"tables": table_counts(session), "pending": pending_work(session), "jobs": last_job_runs(session)}
+    """Everything ``vlmwatch status`` prints: ``tables``, ``pending``, ``totals``, ``jobs``."""
+    return {"tables": table_counts(session), "pending": pending_work(session), "totals": tallies(session),
+            "jobs": last_job_runs(session)}

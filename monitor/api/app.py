@@ -87,11 +87,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     mount_ui(app, settings)  # the read-only dashboard under /ui
 
     @app.post("/v1/samples", response_model=SamplesOut, summary="Ingest a batch of samples")
-    def post_samples(body: SamplesIn, s: DB) -> SamplesOut:
+    def post_samples(body: SamplesIn) -> SamplesOut:
         from monitor.api.ingest import ingest_batch
 
-        out = ingest_batch(s, body.samples, max_image_bytes=settings.storage.max_image_bytes)
-        s.commit()
+        out = ingest_batch(sessions, body.samples, max_image_bytes=settings.storage.max_image_bytes)
         metrics.API_INGESTED.labels("accepted").inc(out.accepted)
         metrics.API_INGESTED.labels("duplicate").inc(out.duplicates)
         metrics.API_INGESTED.labels("rejected").inc(len(out.rejected))

@@ -1,7 +1,8 @@
 """Sample ingest shared by ``POST /v1/samples`` and ``POST /v1/traces``: API bodies -> storage records.
 
 Images come as data URLs, bare base64 or http(s) URLs (kept as references, fetched later by the
-daemon); server-side file paths are never read. Records storage refuses come back per index.
+daemon); server-side file paths are never read. Records storage refuses come back per index
+(:func:`storage.repo_samples.ingest_isolated`), the rest of the batch is stored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from datetime import timezone
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.api.schemas import RejectedOut, SampleIn, SamplesOut
 
@@ -53,11 +54,12 @@ def _to_record(smp: SampleIn, max_bytes: int, source: str) -> Any:
 
 
 def ingest_batch(
-    session: Session, samples: Sequence[SampleIn], *, max_image_bytes: int, source: str = "api"
+    sessions: sessionmaker[Session], samples: Sequence[SampleIn], *, max_image_bytes: int, source: str = "api"
 ) -> SamplesOut:
-    """Store ``samples`` idempotently (by id) in the caller's transaction; refusals per index, sorted."""
+    """Store ``samples`` idempotently (by id), in transactions of its own: a record the database
+    refuses comes back by index and the rest of the batch is stored; refusals sorted by index."""
     from storage.images import ImageError
-    from storage.repo_samples import ingest_samples
+    from storage.repo_samples import ingest_isolated
 
     records: list[Any] = []
     positions: list[int] = []
@@ -70,7 +72,7 @@ def ingest_batch(
             continue
         records.append(rec)
         positions.append(i)
-    res = ingest_samples(session, records, max_image_bytes=max_image_bytes)
+    res = ingest_isolated(sessions, records, max_image_bytes=max_image_bytes)
     for r in res.rejected:
         idx = positions[r.index] if 0 <= r.index < len(positions) else r.index
         rejected.append(RejectedOut(index=idx, id=r.key, reason=r.reason))

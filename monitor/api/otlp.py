@@ -140,9 +140,7 @@ def export_spans(sessions: Any, spans: list[Span], settings: Settings) -> Export
                                                              for x in e.errors())))
     accepted = duplicates = 0
     if samples:
-        with sessions() as s:
-            out = ingest_batch(s, samples, max_image_bytes=settings.storage.max_image_bytes, source="otlp")
-            s.commit()
+        out = ingest_batch(sessions, samples, max_image_bytes=settings.storage.max_image_bytes, source="otlp")
         accepted, duplicates = out.accepted, out.duplicates
         for r in out.rejected:
             reason = "bad_image" if "image" in r.reason else "rejected"

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from monitor.calibration.evidence import SOURCES, EvidenceRow, as_arrays, dedupe_human, load_evidence
 from monitor.calibration.metrics import window_metrics
-from storage.models import ProbeVersion, Reference, Score, Sample
+from storage._sql import insert_ignore
+from storage.models import ProbeVersion, Reference, Score, Sample, utcnow
 
 __all__ = ["source_stats", "active_reference", "ensure_default_reference", "set_reference", "ReferenceError"]
 
@@ -120,15 +121,33 @@ def ensure_default_reference(session: Session, settings: Any, pv: ProbeVersion) 
     ends += [stats["unlabelled_last_ts"]] if stats.get("unlabelled_last_ts") else []
     last = max((datetime.fromisoformat(t) for t in ends), default=since)
     if ref is None:
-        ref = Reference(model=pv.model, probe_version_id=pv.id, window_start=since, window_end=last,
-                        pinned=False, active=True, stats=stats)
-        session.add(ref)
-        log.info("default reference started for %s probe %s", pv.model, pv.version)
-    else:
-        ref.stats = stats
-        ref.window_end = last
+        return _insert_default(session, pv, since, last, stats)
+    ref.stats = stats
+    ref.window_end = last
     session.flush()
     return ref
+
+
+def _insert_default(session: Session, pv: ProbeVersion, start: datetime, end: datetime,
+                    stats: dict[str, Any]) -> Reference | None:
+    """Insert the default reference unless another job just did; returns the active one.
+
+    The calibrate and detect jobs run on the same tick: both may find no reference and get here.
+    The partial unique index (one active reference per probe version) lets only one row in; the
+    other insert does nothing (on PostgreSQL it waits for the first to commit) and reads that row.
+    """
+    table = Reference.__table__
+    row = session.execute(
+        insert_ignore(table, session.get_bind().dialect.name)
+        .values(model=pv.model, probe_version_id=pv.id, window_start=start, window_end=end, pinned=False,
+                active=True, stats=stats, created_at=utcnow())
+        .returning(table.c.id)
+    ).first()
+    if row is None:
+        log.debug("default reference for %s probe %s was just created by another job", pv.model, pv.version)
+        return active_reference(session, pv.id)
+    log.info("default reference started for %s probe %s", pv.model, pv.version)
+    return session.get(Reference, row[0])
 
 
 def _probe_version(session: Session, model: str, version: str | None) -> ProbeVersion:

@@ -37,14 +37,12 @@ class _Run:
         self.batch_bytes += len(record.image or b"")
 
     def flush(self) -> None:
-        from storage.repo_samples import ingest_samples
+        from storage.repo_samples import ingest_isolated
 
         if not self.records:
             return
-        with self.factory.begin() as session:
-            res = ingest_samples(
-                session, self.records, max_image_bytes=self.max_image_bytes, label_source=self.label_source
-            )
+        res = ingest_isolated(self.factory, self.records, max_image_bytes=self.max_image_bytes,
+                              label_source=self.label_source)  # a line the database refuses is a bad line
         for rej in res.rejected:
             self.bad_line(self.line_numbers[rej.index], rej.reason)
         self.stored += len(res.inserted)

@@ -1,4 +1,4 @@
-"""``vlmwatch status [--json]``: row counts per table, pending work, last job runs."""
+"""``vlmwatch status [--json]``: row counts per table, pending work, running totals, last job runs."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ __all__ = ["register", "render_text"]
 def render_text(report: dict[str, Any]) -> str:
     """The human form of the report ``--json`` prints."""
     lines = [f"database: {report['database']} (revision {report['revision']})", "tables:"]
-    width = max(len(k) for k in [*report["tables"], *report["pending"]]) + 2
+    width = max(len(k) for k in [*report["tables"], *report["pending"], *report["totals"]]) + 2
     lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["tables"].items()]
     lines.append("pending:")
     lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["pending"].items()]
+    lines.append("totals:")
+    lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["totals"].items()]
     lines.append("last job runs:")
     if not report["jobs"]:
         lines.append("  (none yet)")
@@ -45,6 +47,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="row counts per table, pending work, last job runs")
+    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, last job runs")
     p.add_argument("--json", action="store_true", help="print the same report as JSON")
     p.set_defaults(func=_status)

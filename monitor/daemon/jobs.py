@@ -95,9 +95,11 @@ def ship_job(settings: Settings, engine: Any) -> Callable[[JobContext], int]:
         nonlocal shipper
         if shipper is None:
             from collectors.shipper import Shipper
+            from monitor.daemon import metrics
 
             shipper = Shipper(settings.spool.dir, settings.storage.url, engine=engine,
                               max_image_bytes=settings.storage.max_image_bytes)
+            metrics.DEAD_LETTERS.watch(settings.spool.dir)  # on the daemon's /metrics
         return int(shipper.ship_once())
 
     return run

@@ -8,7 +8,9 @@ alerts, queues) are read at scrape time by :mod:`monitor.api.db_metrics`.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from collectors.dead_letter import DeadLetterCollector
 
 __all__ = [
     "JOB_RUNS",
@@ -26,6 +28,8 @@ __all__ = [
     "API_LABELS",
     "API_OTLP_SPANS",
     "API_OTLP_DROPPED",
+    "DEAD_LETTERS",
+    "LABELS_EXPIRED",
 ]
 
 JOB_RUNS = Counter("vlmwatch_job_runs", "Daemon job runs, by job and outcome", ["daemon_job", "outcome"])
@@ -57,3 +61,9 @@ API_OTLP_DROPPED = Counter("vlmwatch_api_otlp_spans_dropped", "GenAI spans POST 
                            ["reason"])
 for _outcome in ("accepted", "duplicate", "dropped", "ignored"):  # zeros, so dashboards and rate() see every series
     API_OTLP_SPANS.labels(_outcome)
+LABELS_EXPIRED = Counter(
+    "vlmwatch_labels_expired",
+    "Labels by response id deleted by retention: their sample never arrived within storage.unjoined_label_ttl_hours",
+)
+DEAD_LETTERS = DeadLetterCollector()  # the ship job's spool (spool.collector_ships: false), from the files
+REGISTRY.register(DEAD_LETTERS)

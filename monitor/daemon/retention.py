@@ -5,7 +5,9 @@ spot-checked. A pending sample whose bytes are gone (TTL) is not scored without 
 job marks it ``image_unavailable`` (an image known by URL is fetched again instead). Unless ``storage.keep_images`` is set, bytes of images nobody needs are deleted
 (the row, hash, size and dimensions stay); after ``storage.image_ttl_hours`` they are deleted
 whether needed or not. Samples (with their scores, spot checks and labels, by cascade), job runs
-and calibration history older than ``daemon.retention_days`` are deleted.
+and calibration history older than ``daemon.retention_days`` are deleted. Labels by response id
+whose sample has not arrived after ``storage.unjoined_label_ttl_hours`` are deleted and counted
+(``vlmwatch_labels_expired_total``, and the ``labels_expired_unjoined`` total of ``vlmwatch status``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from monitor.config import Settings
 from monitor.daemon import metrics
 from monitor.daemon.runner import JobContext
 from storage.models import CalibrationWindow, Image, JobRun, Label, Sample, Score, SpotCheck, utcnow
+from storage.repo_labels import expire_waiting_labels
 
-__all__ = ["purge_images", "delete_old", "RetentionJob"]
+__all__ = ["purge_images", "delete_old", "expire_unjoined_labels", "RetentionJob"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,19 @@ def delete_old(session: Session, settings: Settings, now: datetime | None = None
     return n
 
 
+def expire_unjoined_labels(session: Session, settings: Settings, now: datetime | None = None, limit: int = 1000) -> int:
+    """Delete (and count) up to ``limit`` labels that waited for their sample longer than the TTL."""
+    ttl = settings.storage.unjoined_label_ttl_hours
+    if ttl <= 0:
+        return 0
+    n = expire_waiting_labels(session, (now or utcnow()) - timedelta(hours=ttl), limit)
+    session.commit()
+    if n:
+        metrics.LABELS_EXPIRED.inc(n)
+        logger.info("retention: %d label(s) expired after waiting %.0f h for a sample that never arrived", n, ttl)
+    return n
+
+
 class RetentionJob:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -94,6 +110,11 @@ class RetentionJob:
         with ctx.sessions() as s:
             while not ctx.should_stop():
                 got = purge_images(s, self.settings)
+                total += got
+                if got == 0:
+                    break
+            while not ctx.should_stop():
+                got = expire_unjoined_labels(s, self.settings)
                 total += got
                 if got == 0:
                     break

@@ -136,3 +136,27 @@ def test_listen_parsing() -> None:
     assert parse_listen("[::1]:9") == ("::1", 9)
     with pytest.raises(ValueError, match="host:port"):
         parse_listen("8090")
+
+
+def test_nul_bytes_are_stored_and_a_refused_record_comes_back_by_index(api: httpx.Client, engine) -> None:
+    """One client's NUL byte used to fail the whole batch with a 500 on PostgreSQL."""
+    from sqlalchemy import select
+
+    from storage.models import Sample
+    from tests.storage_refusal import refusing
+
+    r = api.post("/v1/samples", json={"samples": [
+        _sample(1, prompt="is there a\u0000dog?", meta={"note\u0000": "a\u0000b"}), _sample(2)]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    with refusing(engine, "poison"):
+        r = api.post("/v1/samples", json={"samples": [_sample(3), _sample(4, prompt="poison"), _sample(5)]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 2 and [x["index"] for x in body["rejected"]] == [1]
+    assert body["rejected"][0]["id"] == "a4" and "storage refused" in body["rejected"][0]["reason"]
+    with engine.connect() as c:
+        rows = dict(c.execute(select(Sample.id, Sample.prompt)).all())
+        meta = c.execute(select(Sample.meta).where(Sample.id == "a1")).scalar_one()
+    assert sorted(rows) == ["a1", "a2", "a3", "a5"]
+    assert rows["a1"] == "is there a\ufffddog?" and meta == {"note\ufffd": "a\ufffdb"}

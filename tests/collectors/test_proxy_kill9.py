@@ -141,6 +141,9 @@ def test_storage_down_fails_no_client_request(tmp_path, canned):
     _, upstream = canned
     port = _free_port()
     dead = f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/none"
+    old_lane = tmp_path / "spool" / "proxy-old"  # dead letters an earlier shipper left: counted on /metrics
+    old_lane.mkdir(parents=True)
+    (old_lane / "dead-letter.jsonl").write_text('{"payload_sha256":"%s","reason":"x"}\n' % ("0" * 64))
     proc = _start_proxy(tmp_path, upstream, port, env={"VLMWATCH_STORAGE__URL": dead}, ship=True)
     lines: list[str] = []  # the proxy's output, read as it comes (the pipe must not fill up)
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)  # type: ignore[union-attr]
@@ -163,6 +166,7 @@ def test_storage_down_fails_no_client_request(tmp_path, canned):
         while pattern not in httpx.get(f"http://127.0.0.1:{port}/metrics").text and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pattern in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'vlmwatch_spool_dead_letters_total{lane="proxy-old"} 1.0' in httpx.get(f"http://127.0.0.1:{port}/metrics").text
         # the shipper (a background-priority child: slow to start on a busy machine) says storage
         # is unreachable and keeps the samples
         deadline = time.monotonic() + 60

@@ -166,3 +166,41 @@ def test_collector_bug_is_swallowed_and_reported(tmp_path, collector, internal_e
     assert wrapped(b"img", "q") == "yes"
     assert len(internal_errors) == 1
     internal_errors.clear()  # expected here: do not fail the test at teardown
+
+
+def test_a_forked_child_restarts_the_worker_and_spools_its_samples(tmp_path):
+    """gunicorn --preload: the collector is made before the fork; the child's samples must reach the spool."""
+    import os
+
+    from collectors.spool import lanes
+
+    c = SdkCollector(tmp_path, lane="app", policy=SamplingPolicy(1.0))
+
+    @watch_vlm(c, model="m")
+    def answer(image: bytes, prompt: str) -> str:
+        return "yes"
+
+    img = png_bytes(5, side=16)
+    answer(img, "before the fork")
+    assert c.flush(10)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 3
+        try:
+            answer(img, "in the child")
+            code = 0 if c.flush(10) and c.metrics.dropped_count("queue_full") == 0 else 1
+            c.close()
+        finally:
+            os._exit(code)
+    answer(img, "in the parent after the fork")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's sample was not spooled"
+    assert c.flush(10)
+    c.close()
+    prompts: dict[str, list[str]] = {}
+    for lane in lanes(tmp_path):
+        r = SpoolReader(tmp_path, lane)
+        prompts[lane] = [CollectedSample.from_bytes(p).prompt for p in r.read(max_records=100)[0]]
+        r.close()
+    assert prompts == {"app": ["before the fork", "in the parent after the fork"],
+                       f"app-{pid}": ["in the child"]}  # a lane of its own: one writer per lane

@@ -184,3 +184,76 @@ def test_vlmwatch_tail_command_follows_and_stops_cleanly(tmp_path):
     r.close()
     assert ids == [f"line-{i}" for i in range(6)]
     assert "7 lines read, 1 unusable" in out
+
+
+def _exchange_line(prompt: str, rid: str | None) -> str:
+    resp: dict = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "yes"}}]}
+    if rid is not None:
+        resp["id"] = rid
+    return json.dumps({"request": chat_body(prompt, IMG), "response": resp}) + "\n"
+
+
+def _url_line(i: int) -> str:
+    """A sample line without id or response id, short (no image bytes), of the same length for every i < 10."""
+    return json.dumps({"model": "m", "prompt": f"p{i}", "answer": "yes", "image": f"https://img.example/{i}.png"}) + "\n"
+
+
+def _stored_samples(db_url) -> list[tuple[str, str]]:
+    from sqlalchemy import select
+
+    from storage.db import make_engine
+    from storage.models import Sample
+
+    eng = make_engine(db_url)
+    with eng.connect() as c:
+        rows = [tuple(r) for r in c.execute(select(Sample.id, Sample.prompt).order_by(Sample.prompt))]
+    eng.dispose()
+    return rows
+
+
+def _ship(tmp_path: Path, db_url) -> None:
+    from collectors.shipper import Shipper
+
+    sh = Shipper(tmp_path / "spool", db_url)
+    assert sh.wait_idle()
+    sh.stop()
+
+
+def test_copytruncate_never_reuses_ids_of_earlier_lines(tmp_path, db_url):
+    """logrotate's copytruncate keeps the inode and starts again at offset 0: new lines must get new ids."""
+    s = _Setup(tmp_path)
+    t = s.tailer()
+    with_rid = [_exchange_line(f"q{i}", f"chatcmpl-a{i}") for i in range(3)]
+    without = [_url_line(i) for i in range(3)]
+    s.log.write_text("".join(with_rid + without))
+    s.drain(t)
+    _ship(tmp_path, db_url)
+    assert len(_stored_samples(db_url)) == 6
+    with open(s.log, "w"):  # copytruncate: same inode, size 0
+        pass
+    s.drain(t)
+    # three different exchanges and three different samples, each at an offset an earlier line had
+    again = [_exchange_line(f"r{i}", f"chatcmpl-b{i}") for i in range(3)] + [_url_line(i + 3) for i in range(3)]
+    assert [len(x) for x in again] == [len(x) for x in with_rid + without]
+    s.log.write_text("".join(again))
+    s.drain(t)
+    _ship(tmp_path, db_url)
+    rows = _stored_samples(db_url)
+    want = [f"q{i}" for i in range(3)] + [f"r{i}" for i in range(3)] + [f"p{i}" for i in range(6)]
+    assert sorted(p for _, p in rows) == sorted(want)  # 12 rows: none of the new lines was taken for an old one
+
+
+def test_truncated_and_regrown_while_stopped_is_read_from_its_start(tmp_path, db_url):
+    """The checkpointed inode now holds other lines (truncated and rewritten, or a reused inode)."""
+    s = _Setup(tmp_path)
+    s.log.write_text(_url_line(0))  # shorter than the 256 bytes the checkpoint's head hash covers
+    t = s.tailer()
+    s.drain(t)
+    t.close()
+    with open(s.log, "w") as f:  # while the tailer is stopped: truncated, then longer than before
+        f.write("".join(_url_line(i) for i in (1, 2, 3)))
+    t = s.tailer()
+    s.drain(t)
+    _ship(tmp_path, db_url)
+    assert sorted(p for _, p in _stored_samples(db_url)) == ["p0", "p1", "p2", "p3"]
+    assert s.metrics.dropped_count("bad_json") == 0

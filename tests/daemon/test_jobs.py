@@ -94,3 +94,28 @@ def test_daemon_jobs_never_overlap_and_survive_errors(db_url: str, engine) -> No
     with session_factory(engine)() as s:
         oks = [r.ok for r in s.scalars(select(JobRun).where(JobRun.job == "calibrate"))]
     assert oks and not any(oks)
+
+
+def test_ship_job_dead_letters_what_storage_refuses_and_counts_it_on_metrics(tmp_path, engine) -> None:
+    from datetime import datetime, timezone
+
+    from collectors.sample import CollectedImage, CollectedSample
+    from collectors.spool import SpoolWriter
+    from monitor.daemon.jobs import ship_job
+    from storage.models import Sample
+
+    def smp(sid: str) -> bytes:
+        return CollectedSample(id=sid, source="sdk", ts=datetime(2026, 1, 1, tzinfo=timezone.utc), model="m",
+                               route="/v1/chat/completions", prompt="p", answer="a",
+                               image=CollectedImage(url="https://img.example/1.png")).to_bytes()
+
+    lane = f"sdk-job-{tmp_path.name}"[:100]
+    w = SpoolWriter(tmp_path / "spool", lane, max_bytes=1_000_000)
+    w.append([smp("ok-1"), smp("i" * 129), smp("ok-2")])
+    w.close()
+    settings = Settings(storage={"url": str(engine.url)}, spool={"dir": str(tmp_path / "spool"), "collector_ships": False})
+    ctx = JobContext("ship", "w", session_factory(engine), 30.0, threading.Event())
+    assert ship_job(settings, engine)(ctx) == 3
+    with session_factory(engine)() as s:
+        assert sorted(s.scalars(select(Sample.id))) == ["ok-1", "ok-2"]
+    assert REGISTRY.get_sample_value("vlmwatch_spool_dead_letters_total", {"lane": lane}) == 1.0

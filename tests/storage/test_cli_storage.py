@@ -143,6 +143,7 @@ def test_status_text_and_json_agree(db_url, tmp_path, make_png, cli, vlmwatch_cl
     text = _parse_text_status(as_text.stdout)
     assert text["tables"] == report["tables"]
     assert text["pending"] == report["pending"]
+    assert report["totals"] == {"labels_expired_unjoined": 0} and text["totals"] == report["totals"]
     assert text["last job runs"] == {"score": "FAILED"}
 
 
@@ -170,3 +171,26 @@ def test_labels_import_reports_bad_lines(sqlite_url, tmp_path, make_png, cli):
 def test_missing_input_file_is_exit_2(sqlite_url, cli):
     res = cli("ingest", "nope.jsonl", db_url=sqlite_url)
     assert res.returncode == 2 and "samples file not found" in res.stderr
+
+
+def test_ingest_reports_a_record_the_database_refuses_and_stores_the_rest(db_url, tmp_path, make_png, cli):
+    from sqlalchemy import select
+
+    from storage.models import Sample
+    from tests.storage_refusal import refusing
+
+    path = _samples_file(tmp_path / "s.jsonl", make_png, n=4)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace('"prompt": "p"', '"prompt": "poison"')
+    path.write_text("\n".join(lines) + "\n")
+    eng = make_engine(db_url)
+    try:
+        with refusing(eng, "poison"):
+            res = cli("ingest", str(path), db_url=db_url)
+        with eng.connect() as c:
+            stored = sorted(c.execute(select(Sample.id)).scalars())
+    finally:
+        eng.dispose()
+    assert res.returncode == 1
+    assert "line 3: storage refused the record" in res.stderr and "refused by a test trigger" in res.stderr
+    assert stored == ["s0", "s1", "s3"]

@@ -95,3 +95,47 @@ def test_bad_labels_are_rejected_with_reasons(engine):
     assert "sample_id" in reasons[2]
     assert "correct" in reasons[3]
     assert res.inserted == 1 and len(reasons) == 4
+
+
+def test_labels_racing_their_samples_are_always_joined(engine):
+    """A label stored as waiting while its sample's transaction commits must still be joined (both backends)."""
+    import threading
+
+    from sqlalchemy import func
+
+    from storage.models import Sample
+
+    n = 250
+    f = session_factory(engine)
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def run(step) -> None:
+        try:
+            for i in range(n):
+                start.wait(30)  # sample i and label i go in at the same moment
+                with f.begin() as s:
+                    step(s, i)
+        except BaseException as e:  # surfaced below
+            failures.append(e)
+            start.abort()
+
+    def sample_step(s, i):
+        ingest_samples(s, [SampleRecord(id=f"race-s{i}", model="m", prompt="p", answer="a", ts=TS,
+                                        response_id=f"chatcmpl-race-{i}")])
+
+    def label_step(s, i):
+        add_labels(s, [LabelRecord(correct=bool(i % 2), response_id=f"chatcmpl-race-{i}")])
+
+    threads = [threading.Thread(target=run, args=(step,)) for step in (sample_step, label_step)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    with f() as s:
+        stuck = s.scalar(select(func.count()).select_from(Label).where(
+            Label.sample_id.is_(None), Label.response_id.in_(select(Sample.response_id))))
+        joined = s.scalar(select(func.count()).select_from(Label).where(Label.sample_id.is_not(None)))
+    assert stuck == 0, f"{stuck} of {n} labels wait for a sample that is stored"
+    assert joined == n

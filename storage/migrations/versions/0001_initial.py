@@ -82,6 +82,12 @@ def upgrade() -> None:
     sa.UniqueConstraint('model', 'version', name='uq_probe_model_version')
     )
     op.create_index(op.f('ix_probe_versions_model'), 'probe_versions', ['model'], unique=False)
+    op.create_table('tallies',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('n', sa.Integer(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_tallies'))
+    )
     op.create_table('alert_deliveries',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('alert_id', sa.String(length=64), nullable=False),
@@ -153,6 +159,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_references_model'), 'references', ['model'], unique=False)
     op.create_index(op.f('ix_references_probe_version_id'), 'references', ['probe_version_id'], unique=False)
+    op.create_index('uq_references_active', 'references', ['probe_version_id'], unique=True, sqlite_where=sa.text('active'), postgresql_where=sa.text('active'))
     op.create_table('samples',
     sa.Column('id', sa.String(length=128), nullable=False),
     sa.Column('response_id', sa.String(length=128), nullable=True),
@@ -274,6 +281,7 @@ def downgrade() -> None:
     op.drop_index('ix_samples_model_ts', table_name='samples')
     op.drop_index(op.f('ix_samples_image_sha256'), table_name='samples')
     op.drop_table('samples')
+    op.drop_index('uq_references_active', table_name='references', sqlite_where=sa.text('active'), postgresql_where=sa.text('active'))
     op.drop_index(op.f('ix_references_probe_version_id'), table_name='references')
     op.drop_index(op.f('ix_references_model'), table_name='references')
     op.drop_table('references')
@@ -287,6 +295,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_alert_deliveries_status'), table_name='alert_deliveries')
     op.drop_index(op.f('ix_alert_deliveries_alert_id'), table_name='alert_deliveries')
     op.drop_table('alert_deliveries')
+    op.drop_table('tallies')
     op.drop_index(op.f('ix_probe_versions_model'), table_name='probe_versions')
     op.drop_table('probe_versions')
     op.drop_index(op.f('ix_job_runs_job'), table_name='job_runs')
