@@ -7,8 +7,9 @@ reliability per window, the alerts in the charted span.
   ``ROUTE_BUCKETS`` consecutive groups of equal count, each with the project's window metrics
   (``monitor.calibration.metrics.window_metrics``, with bootstrap CIs). Bounded by the label
   count, not the table size.
-* Reliability diagrams: ``RELIABILITY_WINDOWS`` time windows spread over the charted ones, their
-  rows loaded by the calibration job's own loader (``load_evidence``) for that time range.
+* Reliability diagrams: ``RELIABILITY_WINDOWS`` time windows spread over the charted ones, each
+  window's samples read by the (model, ts) index range, with the evidence the calibration history
+  counts as ``combined`` for them.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitor.calibration.evidence import HUMAN_SOURCES, combine, load_evidence
+from monitor.calibration.evidence import HUMAN_SOURCES, SC_CORRECT_AT
 from monitor.calibration.metrics import window_metrics
-from storage.models import Alert, CalibrationWindow, Label, Sample, Score
+from storage.models import Alert, CalibrationWindow, Label, Sample, Score, SpotCheck
 
 __all__ = ["RouteBucket", "history", "route_buckets", "reliability_windows", "windows_around", "alerts_since",
            "ROUTE_LABELS", "ROUTE_BUCKETS", "RELIABILITY_WINDOWS"]
@@ -60,15 +61,15 @@ class RouteBucket:
 def route_buckets(session: Session, model: str, probe_version_id: int, threshold: float, bins: int,
                   limit: int = ROUTE_LABELS) -> dict[str, list[RouteBucket]]:
     """Window metrics per route over the newest ``limit`` labelled samples, oldest bucket first."""
-    # the newest labels first (labels' primary key backwards, samples by primary key), then their
-    # scores by (sample_id, probe) index lookups: never a scan of the probe's scores
+    # the newest labels first (labels' primary key backwards, samples by primary key), each with its
+    # score looked up by (sample_id, probe): never a scan of the probe's scores, on either backend
     recent = (select(Label.sample_id, Label.source, Label.correct, Sample.route, Sample.ts)
               .join(Sample, Sample.id == Label.sample_id)
               .where(Label.source.in_(HUMAN_SOURCES), Sample.model == model)
               .order_by(Label.id.desc()).limit(limit).subquery("recent"))
-    rows = session.execute(
-        select(recent.c.sample_id, recent.c.source, recent.c.route, recent.c.ts, Score.p_correct, recent.c.correct)
-        .join(Score, and_(Score.sample_id == recent.c.sample_id, Score.probe_version_id == probe_version_id))).all()
+    rows = session.execute(select(recent.c.sample_id, recent.c.source, recent.c.route, recent.c.ts,
+                                  _score_of(recent.c.sample_id, probe_version_id), recent.c.correct)).all()
+    rows = [r for r in rows if r[4] is not None]
     per: dict[str, dict[str, tuple]] = {}
     for sid, source, route, ts, p, y in rows:  # one row per sample: ground truth over a human label
         cur = per.setdefault(route, {}).get(sid)
@@ -100,14 +101,39 @@ def reliability_windows(session: Session, model: str, probe_version_id: int, win
     k = min(RELIABILITY_WINDOWS, len(windows))
     picks = sorted({round(i * (len(windows) - 1) / max(1, k - 1)) for i in range(k)}) if k else []
     for w in (windows[i] for i in picks):
-        human = load_evidence(session, model, probe_version_id, "human", start=w.window_start, end=w.window_end)
-        sc = load_evidence(session, model, probe_version_id, "self_consistency", start=w.window_start, end=w.window_end)
-        rows = combine(human, sc)
+        rows = _window_evidence(session, model, probe_version_id, w.window_start, w.window_end)
         if not rows:
             continue
-        p = np.array([r.score for r in rows])
-        y = np.array([float(r.correct) for r in rows])
+        p = np.array([r[0] for r in rows])
+        y = np.array([float(r[1]) for r in rows])
         out.append((w, reliability_table(p, y, bins)))
+    return out
+
+
+def _score_of(sample_id: Any, probe_version_id: int) -> Any:
+    """The probe's score of ``sample_id`` as a correlated subquery: a (sample_id, probe) index lookup."""
+    return (select(Score.p_correct).where(Score.sample_id == sample_id, Score.probe_version_id == probe_version_id)
+            .scalar_subquery())
+
+
+def _window_evidence(session: Session, model: str, probe_version_id: int, start: datetime,
+                     end: datetime) -> list[tuple[float, bool]]:
+    """(score, correct) per sample of ``model`` in [start, end) with evidence, as the calibration
+    history's ``combined`` source counts it (``monitor.calibration.evidence.combine``): ground truth,
+    else a human label, else the spot check's verdict. Driven by the (model, ts) index range."""
+    def label(source: str) -> Any:
+        return (select(Label.correct).where(Label.sample_id == Sample.id, Label.source == source)
+                .limit(1).scalar_subquery())
+
+    sc = select(SpotCheck.agreement).where(SpotCheck.sample_id == Sample.id).scalar_subquery()
+    rows = session.execute(select(_score_of(Sample.id, probe_version_id), label("ground_truth"), label("human"), sc)
+                           .where(Sample.model == model, Sample.ts >= start, Sample.ts < end)).all()
+    out = []
+    for p, gt, hu, agreement in rows:
+        verdict = gt if gt is not None else hu if hu is not None else (
+            None if agreement is None else agreement >= SC_CORRECT_AT)
+        if p is not None and verdict is not None:
+            out.append((float(p), bool(verdict)))
     return out
 
 

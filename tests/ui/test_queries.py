@@ -136,3 +136,28 @@ def test_overview_models_lags_budget_and_firing(sessions) -> None:
     assert ov.spot_checks_last_hour == 8 and ov.spot_seconds_last_hour == pytest.approx(12.0)
     assert ov.spot_budget_share == pytest.approx(0.4)
     assert queries.alert_statistics(ov.firing[0]) == [("CUSUM statistic", 7.2, 5.1)]
+
+
+def test_reliability_evidence_is_the_calibration_historys_combined_source(sessions) -> None:
+    from monitor.calibration.evidence import combine, load_evidence
+    from monitor.ui.model_queries import _window_evidence
+
+    factory, pv = sessions
+    start, end = T0 + timedelta(minutes=3), T0 + timedelta(minutes=33)
+    with factory() as s:
+        ours = _window_evidence(s, "m", pv, start, end)
+        theirs = combine(load_evidence(s, "m", pv, "human", start=start, end=end),
+                         load_evidence(s, "m", pv, "self_consistency", start=start, end=end))
+    assert sorted(ours) == sorted((r.score, r.correct) for r in theirs) and len(ours) > 10
+
+
+def test_route_buckets_split_each_routes_labels(sessions) -> None:
+    from monitor.ui.model_queries import route_buckets
+
+    factory, pv = sessions
+    with factory() as s:
+        got = route_buckets(s, "m", pv, threshold=0.5, bins=10)
+    labelled = [i for i in range(N - 3) if _label(i) is not None]
+    assert sorted(got) == ["/a", "/b"]
+    for route, odd in (("/a", 1), ("/b", 0)):
+        assert sum(b.metrics["n"] for b in got[route]) == sum(1 for i in labelled if i % 2 == odd)
