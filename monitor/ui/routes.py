@@ -86,7 +86,7 @@ def build_router(settings: Any, guard: ReadGuard) -> APIRouter:
             versions = queries.probe_versions(s, name)
             if name not in queries.model_names(s, list(settings.models)):
                 return render(request, "error.html", t0, 404, message=f"no model named {name!r}")
-            pv = next((v for v in versions if v.id == probe), None) if probe else next((v for v in versions if v.active), None)
+            pv = _chosen_probe(versions, probe)
             ctx: dict[str, Any] = dict(name=name, versions=versions, pv=pv, n=n)
             if pv is not None:
                 ctx.update(_model_context(s, settings, name, pv, n))
@@ -117,7 +117,7 @@ def build_router(settings: Any, guard: ReadGuard) -> APIRouter:
             if model is None:
                 return render(request, "samples.html", t0, private=True, **ctx)
             versions = queries.probe_versions(s, model)
-            pv = next((v for v in versions if v.id == probe), None) if probe else next((v for v in versions if v.active), None)
+            pv = _chosen_probe(versions, probe)
             params = dict(model=model, probe=probe, route=route or None, score_min=score_min or None,
                           score_max=score_max or None, label=label, spotcheck=spotcheck)
             ctx.update(versions=versions, pv=pv, routes=sample_queries.routes_of(s, model), params=params)
@@ -176,6 +176,11 @@ def build_router(settings: Any, guard: ReadGuard) -> APIRouter:
         return guard.logout()
 
     return router
+
+
+def _chosen_probe(versions: list[Any], probe: int | None) -> Any:
+    """The asked-for probe version of this model, else its active one, else None."""
+    return next((v for v in versions if v.id == probe), None) or next((v for v in versions if v.active), None)
 
 
 def _score(text: str | None, name: str) -> float | None:
