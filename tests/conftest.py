@@ -96,16 +96,35 @@ def pg_server() -> str:
     return PG_URL
 
 
+def _binary(names: tuple[str, ...], hint: str, require_env: str) -> str:
+    """Path of the first of ``names`` on PATH; skips (or fails, ``$require_env`` = 1) without one."""
+    import shutil
+
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    _skip_or_fail(f"{names[0]} not installed ({hint}; .ci/run installs it)", require_env)
+    raise AssertionError("unreachable")  # _skip_or_fail raises
+
+
 @pytest.fixture
 def alertmanager_binary() -> str:
     """Path of Prometheus Alertmanager; skips (or fails, VLMWATCH_REQUIRE_ALERTMANAGER=1) without it."""
-    import shutil
+    return _binary(("prometheus-alertmanager", "alertmanager"), "apt-get install -y prometheus-alertmanager",
+                   "VLMWATCH_REQUIRE_ALERTMANAGER")
 
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        _skip_or_fail("prometheus-alertmanager not installed (apt-get install -y prometheus-alertmanager; "
-                      ".ci/run installs it)", "VLMWATCH_REQUIRE_ALERTMANAGER")
-    return str(binary)
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of promtool (Debian's ``prometheus`` package); skips (or fails, VLMWATCH_REQUIRE_PROMETHEUS=1) without it."""
+    return _binary(("promtool",), "apt-get install -y prometheus", "VLMWATCH_REQUIRE_PROMETHEUS")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Path of the Prometheus server; skips (or fails, VLMWATCH_REQUIRE_PROMETHEUS=1) without it."""
+    return _binary(("prometheus",), "apt-get install -y prometheus", "VLMWATCH_REQUIRE_PROMETHEUS")
 
 
 @pytest.fixture(scope="session")

@@ -1,36 +1,13 @@
-"""Prometheus binaries for the tests in this folder: Debian's ``prometheus`` package (it ships promtool).
+"""Helpers for the Prometheus tests in this folder.
 
-Without them these tests skip with a message saying how to install them; with
+The ``promtool`` and ``prometheus_bin`` fixtures live in ``tests/conftest.py``: without Debian's
+``prometheus`` package these tests skip saying how to install it; with
 ``VLMWATCH_REQUIRE_PROMETHEUS=1`` (set by ``.ci/run``, which installs the package) they fail instead.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-
-import pytest
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path:
-        return path
-    msg = f"{name} not found: `apt-get install -y prometheus` provides prometheus and promtool (.ci/run installs it)"
-    if os.environ.get("VLMWATCH_REQUIRE_PROMETHEUS") == "1":
-        pytest.fail(msg + "; VLMWATCH_REQUIRE_PROMETHEUS=1 forbids skipping")
-    pytest.skip(msg)
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    return _binary("promtool")
-
-
-@pytest.fixture(scope="session")
-def prometheus_bin() -> str:
-    return _binary("prometheus")
 
 
 def run_promtool(promtool: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
