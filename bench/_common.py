@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["torch_machine_info", "sync", "interleaved_rounds"]
+__all__ = ["torch_machine_info", "machine_info", "sync", "interleaved_rounds"]
+
+
+def machine_info() -> dict[str, Any]:
+    """The ``machine`` block of a benchmark that needs no torch: host, niceness, cores, load, date."""
+    try:
+        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        uname = " ".join(platform.uname())
+    return {
+        "uname": uname,
+        "niceness": os.nice(0),  # the shared dev machine asks for nice -n 10
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+    }
 
 
 def sync(device: torch.device) -> None:

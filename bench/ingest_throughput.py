@@ -13,8 +13,7 @@ import argparse
 import json
 import logging
 import os
-import platform
-import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -24,9 +23,12 @@ from typing import Any
 
 from sqlalchemy import text
 
-from storage.db import make_engine, session_factory, upgrade
-from storage.records import SampleRecord
-from storage.repo_samples import ingest_samples
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine_info  # noqa: E402
+from storage.db import make_engine, session_factory, upgrade  # noqa: E402
+from storage.records import SampleRecord  # noqa: E402
+from storage.repo_samples import ingest_samples  # noqa: E402
 
 log = logging.getLogger("bench.ingest")
 
@@ -87,21 +89,6 @@ def _proc_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine() -> dict[str, Any]:
-    try:
-        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        uname = " ".join(platform.uname())
-    return {
-        "uname": uname,
-        "niceness": os.nice(0),  # the shared dev machine asks for nice -n 10
-        "cores": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50_000)
@@ -115,7 +102,7 @@ def main() -> None:
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
-    info = machine()
+    info = machine_info()
     recs = records(args.n)
     result: dict[str, Any] = {
         "benchmark": "ingest_samples without image bytes, one transaction per batch",

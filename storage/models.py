@@ -118,7 +118,7 @@ class Sample(Base):
     __tablename__ = "samples"
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     response_id: Mapped[str | None] = mapped_column(String(128), index=True)
-    model: Mapped[str] = mapped_column(String(256), index=True)
+    model: Mapped[str] = mapped_column(String(256))  # indexed with ts: ix_samples_model_ts
     route: Mapped[str] = mapped_column(String(256), default="/v1/chat/completions")
     source: Mapped[str] = mapped_column(String(32), default="ingest")  # proxy|tailer|sdk|ingest|api
     ts: Mapped[datetime] = mapped_column(index=True)  # when the request happened
@@ -127,7 +127,7 @@ class Sample(Base):
     answer: Mapped[str] = mapped_column(Text)
     image_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)
     # one of SAMPLE_STATUSES; image_unavailable: its image could not be had, never scored without it
-    status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(32), default="pending")  # indexed: ix_samples_status_model_ts
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)  # last scoring error / "image_unavailable: <reason>: ..."
     lease_owner: Mapped[str | None] = mapped_column(String(128))
@@ -348,6 +348,10 @@ class Tally(Base):
 
 
 Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)
+# one model's samples newest first (the dashboard's keyset pages, per-model counts and time ranges)
+Index("ix_samples_model_ts", Sample.model, Sample.ts, Sample.id)
+# samples by status, then model and time: the queue per model and its oldest entry without a table scan
+Index("ix_samples_status_model_ts", Sample.status, Sample.model, Sample.ts)
 # the newest window of a probe version x kind x source (/metrics at every scrape, the detect job's alert context)
 Index("ix_calwin_latest", CalibrationWindow.probe_version_id, CalibrationWindow.kind, CalibrationWindow.source,
       CalibrationWindow.window_end)

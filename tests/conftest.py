@@ -127,6 +127,22 @@ def prometheus_bin() -> str:
     return _binary(("prometheus",), "apt-get install -y prometheus", "VLMWATCH_REQUIRE_PROMETHEUS")
 
 
+@pytest.fixture(scope="session")
+def chromium_binary() -> str:
+    """Path of Debian's chromium for the browser tests (``$VLMWATCH_CHROMIUM`` overrides); skips, or
+    fails with VLMWATCH_REQUIRE_BROWSER=1, without it or without the ``playwright`` package."""
+    import importlib.util
+    import shutil
+
+    binary = os.environ.get("VLMWATCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(binary, os.X_OK):
+        _skip_or_fail(f"chromium not found at {binary} (apt-get install -y chromium; .ci/run installs it)",
+                      "VLMWATCH_REQUIRE_BROWSER")
+    if importlib.util.find_spec("playwright") is None:
+        _skip_or_fail("the playwright package is not installed (pip install -e '.[test]')", "VLMWATCH_REQUIRE_BROWSER")
+    return binary
+
+
 def _drop_stale_test_databases(conn, max_age_s: float) -> None:
     """Drop test databases that killed runs left behind (older than ``max_age_s``)."""
     import re

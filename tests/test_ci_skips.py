@@ -2,7 +2,7 @@
 
 With ``VLMWATCH_REQUIRE_PG=1`` (set by ``.ci/run``) a PostgreSQL test whose server is missing
 fails; with ``VLMWATCH_REQUIRE_ALERTMANAGER=1`` (also set by ``.ci/run``) so does an Alertmanager
-test without the binary. First-party imports are plain imports: ``importorskip`` would turn an
+test without the binary, and with ``VLMWATCH_REQUIRE_BROWSER=1`` a browser test without chromium. First-party imports are plain imports: ``importorskip`` would turn an
 import bug into a skip. These tests run the real test modules in a pytest subprocess against a
 PostgreSQL URL that refuses connections and a PATH without Alertmanager.
 """
@@ -56,6 +56,12 @@ def test_alertmanager_tests_fail_instead_of_skipping_when_required(tmp_path: Pat
     assert got and set(got.values()) == {"failed"}, got
 
 
+def test_browser_tests_fail_instead_of_skipping_when_required(tmp_path: Path) -> None:
+    got = _outcomes(tmp_path, ["tests/ui/test_browser.py"],
+                    {"VLMWATCH_REQUIRE_BROWSER": "1", "VLMWATCH_CHROMIUM": str(tmp_path / "no-chromium")})
+    assert len(got) >= 5 and set(got.values()) == {"failed"}, got
+
+
 def _calls(pattern: str) -> list[str]:
     hits = []
     for path in sorted((ROOT / "tests").rglob("*.py")):
@@ -79,8 +85,9 @@ def test_no_direct_pytest_skip_in_test_modules() -> None:
     assert hits == []
 
 
-@pytest.mark.parametrize("needle", ["VLMWATCH_REQUIRE_PG=1", "VLMWATCH_REQUIRE_ALERTMANAGER=1"])
+@pytest.mark.parametrize("needle", ["VLMWATCH_REQUIRE_PG=1", "VLMWATCH_REQUIRE_ALERTMANAGER=1", "VLMWATCH_REQUIRE_BROWSER=1"])
 def test_ci_requires_the_services(needle: str) -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert f"export {needle}" in script
-    assert "|| true" not in "\n".join(line for line in script.splitlines() if "alertmanager" in line)
+    for service in ("alertmanager", "chromium"):
+        assert "|| true" not in "\n".join(line for line in script.splitlines() if service in line)

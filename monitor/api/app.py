@@ -80,8 +80,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         fields = _field_errors(exc)
         return JSONResponse(status_code=422, content={"error": "; ".join(fields), "fields": fields})
 
+    from monitor.ui import LOGIN_PATHS, mount_ui
+
     app.add_middleware(WriteGuard, token=lambda: settings.secret(settings.api.token_env),
-                       max_body_bytes=settings.api.max_body_bytes)
+                       max_body_bytes=settings.api.max_body_bytes, self_checked=LOGIN_PATHS)
+    mount_ui(app, settings)  # the read-only dashboard under /ui
 
     @app.post("/v1/samples", response_model=SamplesOut, summary="Ingest a batch of samples")
     def post_samples(body: SamplesIn) -> SamplesOut:

@@ -6,6 +6,9 @@ routes added later by other modules (``POST /v1/traces``, ...), with nothing to 
 * any request that is not ``GET``/``HEAD``/``OPTIONS`` needs ``Authorization: Bearer <token>``
   when the environment variable named by ``api.token_env`` is set (401 otherwise), checked
   before a byte of the body is read;
+* a path in ``self_checked`` is let through without the header: its route checks the token
+  itself (the dashboard's login form, which a browser cannot send a bearer header with, and
+  which changes nothing but the caller's cookie);
 * every request body is bounded by ``api.max_body_bytes`` (413): a ``Content-Length`` over the
   limit is refused from the header alone, and a chunked body is counted as it streams in and
   refused as soon as it passes the limit, so neither is ever held in memory whole.
@@ -82,10 +85,12 @@ async def _answer(send: Send, status: int, error: str, headers: list[tuple[bytes
 class WriteGuard:
     """ASGI middleware: ``token()`` gives the bearer token writes need (None: open)."""
 
-    def __init__(self, app: Any, *, token: Callable[[], str | None], max_body_bytes: int) -> None:
+    def __init__(self, app: Any, *, token: Callable[[], str | None], max_body_bytes: int,
+                 self_checked: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.self_checked = self_checked
 
     def _too_large(self) -> str:
         return f"request body over api.max_body_bytes={self.max_body_bytes:,} bytes"
@@ -95,7 +100,7 @@ class WriteGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        if scope["method"] not in SAFE_METHODS:
+        if scope["method"] not in SAFE_METHODS and scope.get("path") not in self.self_checked:
             token = self.token()
             scheme, _, given = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
             if token is not None and not (scheme.lower() == "bearer"
