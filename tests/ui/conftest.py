@@ -67,7 +67,15 @@ class Browser:
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.on("response", lambda r: self.problems.append(f"HTTP {r.status} for {r.url}")
                      if r.status >= 400 else None)
-        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url}"))
+        self.page.on("requestfailed", self._request_failed)
+
+    def _request_failed(self, request: Any) -> None:
+        # Chromium fetches the favicon on its own schedule and cancels it (net::ERR_ABORTED) when the
+        # page navigates first, as a form submit does: that is the browser's doing, not the server's.
+        # Every other failed request, and a favicon that fails any other way, is a problem.
+        if request.url.endswith("/favicon.svg") and request.failure == "net::ERR_ABORTED":
+            return
+        self.problems.append(f"request failed: {request.url} ({request.failure})")
 
     def open(self, path: str) -> Any:
         resp = self.page.goto(path)
