@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from monitor.spotcheck.answers import normalize_answer
 from monitor.synpope.world import COLOURS, SHAPES
 
-__all__ = ["TASK_JUDGES", "Verdict", "judge", "judge_yesno", "judge_describe", "judge_count",
+__all__ = ["TASK_JUDGES", "Verdict", "answer_key", "judge", "judge_yesno", "judge_describe", "judge_count",
            "judge_attribute", "judge_list", "mentioned_objects"]
 
 _PLURAL = {s: (s + "es" if s.endswith(("s", "x", "ch", "sh")) else s + "s") for s in SHAPES}
@@ -127,6 +127,18 @@ TASK_JUDGES: dict[str, Callable[[str, str], Verdict]] = {
     "attribute": judge_attribute,
     "list": judge_list,
 }
+
+
+def answer_key(task: str, answer: str) -> str:
+    """The group an answer falls in for self-consistency: two answers with one key say the same
+    thing by ``task``'s judge (a caption's object set in a fixed order, a count, a colour, a shape
+    list); ``yesno`` keys are the normalised answer."""
+    if task not in TASK_JUDGES:
+        raise ValueError(f"unknown SynPOPE task {task!r}; expected one of {', '.join(TASK_JUDGES)}")
+    if task == "yesno":
+        return normalize_answer(answer)
+    parsed = TASK_JUDGES[task](answer, "0" if task == "count" else "").parsed
+    return " and ".join(sorted(parsed.split(" and "))) if task in ("describe", "list") else parsed
 
 
 def judge(task: str, answer: str, truth: str) -> Verdict:
