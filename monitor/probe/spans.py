@@ -2,9 +2,10 @@
 
 A sample-level probe says "this caption is probably wrong"; an operator wants to know *which*
 named object is the problem. For each object a caption names ("red circle"), the span features
-are the hidden states at that object's answer tokens (mean over the span, at one layer), read in
-the same pass the sample probe uses. A logistic head on them, trained on captions whose truth is
-known, gives p(the named object is present). :func:`span_experiment` measures it on held-out
+are the hidden states at that object's answer tokens (mean over the span, at one layer) and the
+log-probability of those tokens, both from the one full pass. A logistic head on them, trained on
+captions whose truth is known (its regularisation chosen by cross-validation grouped by caption),
+gives p(the named object is present). :func:`span_experiment` measures it on held-out
 captions beside two baselines that need no new head: the sample-level probe's score given to every
 object of its caption, and the served tokens' own probability over the span (geometric mean).
 
@@ -105,12 +106,20 @@ def span_rows(adapter: Any, samples: Sequence[Any], layer: int, *, batch_size: i
     )
 
 
+SPAN_C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+def _design(rows: SpanRows) -> np.ndarray:
+    return np.column_stack([rows.features, np.log(np.clip(rows.token_prob, 1e-12, 1.0))])
+
+
 def span_experiment(adapter: Any, train: Sequence[Any], test: Sequence[Any], layer: int,
                     sample_scores: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Train the span head on ``train`` captions; AUROC for "this named object is present" on
     ``test`` for the span head, the per-object token probability and the sample-level score
     (``sample_scores``, one per test sample, given to each object of that caption)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -120,9 +129,10 @@ def span_experiment(adapter: Any, train: Sequence[Any], test: Sequence[Any], lay
     te = span_rows(adapter, test, layer)
     if tr.present.all() or not tr.present.any():
         raise ValueError("span training needs named objects both present and absent")
-    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    head.fit(tr.features, tr.present)
-    span = head.predict_proba(te.features)[:, 1]
+    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
+                          {"logisticregression__C": list(SPAN_C_GRID)}, scoring="roc_auc", cv=GroupKFold(n_splits=5))
+    search.fit(_design(tr), tr.present, groups=tr.sample)
+    span = search.predict_proba(_design(te))[:, 1]
     sample_level = np.asarray(sample_scores, dtype=np.float64)[te.sample]
     signals = {
         "span_probe": signal_metrics(span, te.present, n_boot=n_boot, seed=seed).as_dict(),
@@ -133,6 +143,8 @@ def span_experiment(adapter: Any, train: Sequence[Any], test: Sequence[Any], lay
     d_tok, ci_tok = paired_auroc_delta(span, te.token_prob, te.present, n_boot=n_boot, seed=seed)
     return {
         "layer": layer,
+        "features": "mean hidden state over the object's tokens + their log-probability",
+        "c": float(search.best_params_["logisticregression__C"]),
         "train": {"captions": len(train), "objects": int(len(tr.present)), "absent": int((~tr.present).sum())},
         "test": {"captions": len(test), "objects": int(len(te.present)), "absent": int((~te.present).sum())},
         "signals": signals,
