@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from monitor.fixtures.build import FAMILIES, LLAVA_CHAT_TEMPLATE, build_untrained
-from monitor.fixtures.evaluate import EVAL_SEED, evaluate_model, load_fixture
+from monitor.fixtures.evaluate import EVAL_SEED, evaluate_model, evaluate_tasks, load_fixture
 from monitor.fixtures.registry import FIXTURES, built_fixtures, fixture_dir
 from monitor.fixtures.tokenizer import SPECIAL_TOKENS, vocabulary
 
@@ -118,6 +118,19 @@ def test_shipped_checkpoint_accuracy_bands(shipped_accuracy, name: str):
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_shipped_checkpoint_captions_hallucinate_absent_partners(name: str):
+    """The captioning band RECIPES.md records: mostly right, wrong where the co-occurrence prior
+    names a partner that is not there, and almost never otherwise."""
+    from monitor.adapter import load_vlm
+
+    adapter = load_vlm(fixture_dir(name), device="cpu", dtype="float32")
+    row = evaluate_tasks(adapter, n=200, seed=EVAL_SEED, tasks=("describe",))["describe"]
+    assert 0.70 <= row["accuracy"] <= 0.92, row
+    assert 0.08 <= row["chair_s"] <= 0.25, row
+    assert row["chair_s_partner_absent"] >= 0.2 and row["chair_s_partner_present"] <= 0.05, row
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_shipped_checkpoint_records_its_build(name: str):
     info = json.loads((fixture_dir(name) / "build_info.json").read_text())
     assert info["family"] == FIXTURES[name] and info["seed"] == 0
@@ -128,12 +141,16 @@ def test_shipped_checkpoint_records_its_build(name: str):
 def test_fixture_eval_cli_json(capsys):
     from monitor.cli import main
 
-    assert main(["fixture", "eval", "--json", "--n", "40", "--fixture", "tiny-llava"]) == 0
+    assert main(["fixture", "eval", "--json", "--n", "40", "--task-n", "40", "--fixture", "tiny-llava"]) == 0
     result = json.loads(capsys.readouterr().out)
     row = result["tiny-llava"]
-    assert set(row) == {"random", "popular", "adversarial", "yes_ratio"}
+    assert set(row) == {"random", "popular", "adversarial", "yes_ratio", "tasks"}
+    assert set(row["tasks"]) == {"describe", "count", "attribute", "list"}
+    assert row["tasks"]["describe"]["n"] == 40 and 0.5 < row["tasks"]["describe"]["accuracy"] <= 1.0
     assert set(row["yes_ratio"]) == {"random", "popular", "adversarial"}
     assert all(0.5 < row[s] <= 1.0 for s in ("random", "popular", "adversarial"))
     assert main(["fixture", "eval", "--n", "0"]) == 2
+    assert main(["fixture", "eval", "--tasks", "describe,caption"]) == 2
+    assert "unknown task(s) caption" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="neither a fixture name"):
         main(["fixture", "eval", "--fixture", "no-such-model"])

@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.add_argument("--n", type=int, default=1000, help="questions per split (default 1000)")
     ev.add_argument("--seed", type=int, default=None, help="held-out seed (default: the evaluation seed)")
+    ev.add_argument("--tasks", default="describe,count,attribute,list", metavar="LIST",
+                    help="free-form SynPOPE tasks to judge greedy answers on, comma-separated; '' for yes/no only "
+                    "(default describe,count,attribute,list)")
+    ev.add_argument("--task-n", type=int, default=300, help="examples per free-form task (default 300)")
     ev.add_argument("--fixture", action="append", default=None, metavar="NAME_OR_DIR",
                     help="fixture name or model folder (repeatable; default: all built fixtures)")
     ev.set_defaults(func=_eval)
@@ -102,22 +106,33 @@ def _eval(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from monitor.fixtures.evaluate import EVAL_SEED, evaluate_dir
     from monitor.fixtures.registry import built_fixtures
+    from monitor.synpope import FREEFORM_TASKS
 
-    if args.n <= 0:
-        print(f"vlmwatch fixture eval: --n must be > 0, got {args.n}", file=sys.stderr)
-        return 2
+    for flag, value in (("--n", args.n), ("--task-n", args.task_n)):
+        if value <= 0:
+            print(f"vlmwatch fixture eval: {flag} must be > 0, got {value}", file=sys.stderr)
+            return 2
     targets = [_resolve(x) for x in args.fixture] if args.fixture else list(built_fixtures().items())
     if not targets:
         print("vlmwatch fixture eval: no fixtures built; run `vlmwatch fixture build`", file=sys.stderr)
         return 1
     seed = EVAL_SEED if args.seed is None else args.seed
-    result = {name: evaluate_dir(path, n=args.n, seed=seed) for name, path in targets}
+    tasks = tuple(t for t in args.tasks.split(",") if t) if args.tasks else ()
+    unknown = sorted(set(tasks) - set(FREEFORM_TASKS))
+    if unknown:
+        print(f"vlmwatch fixture eval: unknown task(s) {', '.join(unknown)}; expected {', '.join(FREEFORM_TASKS)}",
+              file=sys.stderr)
+        return 2
+    result = {name: evaluate_dir(path, n=args.n, seed=seed, tasks=tasks, task_n=args.task_n) for name, path in targets}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for name, acc in result.items():
             splits = ", ".join(f"{s} {acc[s]:.3f} (yes {acc['yes_ratio'][s]:.2f})" for s in acc["yes_ratio"])
-            print(f"{name}: {splits}")
+            print(f"{name}: yes/no {splits}")
+            for task, row in acc.get("tasks", {}).items():
+                chair = f", CHAIR_s {row['chair_s']:.3f}" if "chair_s" in row else ""
+                print(f"{name}: {task} {row['accuracy']:.3f}{chair}")
     return 0
 
 

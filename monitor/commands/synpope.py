@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 
 __all__ = ["register"]
 
@@ -15,10 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen = sub.add_parser(
         "generate",
         help="write DIR/samples.jsonl and DIR/images/*.png",
-        description="Honest POPE-style yes/no questions about coloured shapes. answer and truth hold the "
-        "ground truth; meta holds split, objects and shift. Deterministic by seed.",
+        description="Honest questions about coloured shapes: POPE-style yes/no, or free-form tasks "
+        "(describe: a caption; count; attribute: the colour of a shape; list: the shapes of a colour; mix: "
+        "all of them). answer and truth hold the canonical true answer; meta holds task, split, objects and "
+        "shift. Deterministic by seed.",
     )
-    gen.add_argument("--split", required=True, choices=("random", "popular", "adversarial"), help="how negatives are drawn")
+    gen.add_argument("--task", default="yesno", choices=("yesno", "describe", "count", "attribute", "list", "mix"),
+                     help="what is asked (default yesno)")
+    gen.add_argument("--split", default="random", choices=("random", "popular", "adversarial"),
+                     help="how yes/no negatives are drawn (default random)")
     gen.add_argument("--n", type=int, required=True, help="number of questions")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -31,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     knobs.add_argument("--cooc-seed", type=int, default=0, help="partner pairing: a new co-occurrence matrix (hardness)")
     knobs.add_argument("--yes-rate", type=float, default=0.5, help="share of questions whose truth is yes")
     knobs.add_argument("--concept", default="none", choices=("none", "colours", "shapes"), help="remap colours or glyphs")
-    knobs.add_argument("--template", default="pope", help="question template: pope, contain, see, present")
-    knobs.add_argument("--label-noise", type=float, default=0.0, help="share of ground-truth labels flipped")
+    knobs.add_argument("--template", default="pope", help="prompt template style of every task: pope, contain, see, present")
+    knobs.add_argument("--label-noise", type=float, default=0.0, help="share of ground-truth answers made wrong")
     gen.set_defaults(func=_generate)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -58,7 +64,9 @@ def _generate(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vlmwatch synpope: {e}", file=sys.stderr)
         return 2
-    records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model)
-    yes = sum(r["truth"] == "yes" for r in records)
-    print(json.dumps({"out": args.out, "n": len(records), "split": args.split, "yes": yes, "shift": shift.changed()}))
+    records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model, task=args.task)
+    tasks = Counter(r["meta"]["task"] for r in records)
+    yes = sum(r["truth"] == "yes" for r in records if r["meta"]["task"] == "yesno")
+    print(json.dumps({"out": args.out, "n": len(records), "task": args.task, "tasks": dict(sorted(tasks.items())),
+                      "split": args.split, "yes": yes, "shift": shift.changed()}))
     return 0

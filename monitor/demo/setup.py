@@ -114,8 +114,7 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
     from sqlalchemy import func, select
 
     from monitor.adapter import load_vlm
-    from monitor.demo.traffic import answer_matches
-    from monitor.synpope import iter_examples
+    from monitor.synpope import iter_examples, judge
     from storage.db import make_engine, session_factory
     from storage.models import Sample, utcnow
     from storage.records import SampleRecord
@@ -138,7 +137,7 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
             (gen,), _ = ad.generate_detailed(ex.image, ex.prompt, max_new_tokens=4)
             records.append(SampleRecord(
                 id=f"{REFERENCE_PREFIX}{i:05d}", model=model, prompt=ex.prompt, answer=gen.text,
-                ts=t0 + timedelta(milliseconds=100 * i), image=buf.getvalue(), label=answer_matches(gen.text, ex.truth),
+                ts=t0 + timedelta(milliseconds=100 * i), image=buf.getvalue(), label=judge(ex.meta["task"], gen.text, ex.truth).correct,
                 meta={"demo": "reference", "answer_logprobs": gen.token_logprobs},  # as served with logprobs
             ))
         with sessions.begin() as s:

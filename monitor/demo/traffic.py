@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Request", "Outcome", "TrafficStats", "requests_for", "Replayer", "LabelSender", "answer_matches"]
+from monitor.synpope.judges import judge
+
+__all__ = ["Request", "Outcome", "TrafficStats", "requests_for", "Replayer", "LabelSender"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Request:
     image_url: str
     truth: str
     shifted: bool
+    task: str = "yesno"  # the SynPOPE task whose judge labels the answer
 
 
 @dataclass
@@ -57,11 +60,6 @@ class TrafficStats:
     correct_after: list[int] = field(default_factory=lambda: [0, 0])
 
 
-def answer_matches(answer: str, truth: str) -> bool:
-    words = answer.strip().lower().replace(".", " ").replace(",", " ").split()
-    return bool(words) and words[0] == truth.strip().lower()
-
-
 def _data_url(image: Any) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -76,9 +74,9 @@ def requests_for(plan: Any) -> Iterator[Request]:
     shifted = iter_examples(plan.shift_split, plan.total - plan.shift_at, seed=plan.seed + 202,
                             shift=Shift(noise=plan.shift_noise))
     for i, ex in enumerate(stable):
-        yield Request(i, ex.prompt, _data_url(ex.image), ex.truth, False)
+        yield Request(i, ex.prompt, _data_url(ex.image), ex.truth, False, ex.meta["task"])
     for j, ex in enumerate(shifted):
-        yield Request(plan.shift_at + j, ex.prompt, _data_url(ex.image), ex.truth, True)
+        yield Request(plan.shift_at + j, ex.prompt, _data_url(ex.image), ex.truth, True, ex.meta["task"])
 
 
 def labelled(index: int, share: float, seed: int) -> bool:
@@ -172,7 +170,7 @@ class Replayer:
                 logprobs=True,  # the proxy keeps them: the scorer's answer_prob without a full pass
             )
             answer = resp.choices[0].message.content or ""
-            ok = answer_matches(answer, req.truth)
+            ok = judge(req.task, answer, req.truth).correct
         except Exception as e:  # the demo goes on; failures are counted and shown
             with self._lock:
                 self.stats.sent += 1

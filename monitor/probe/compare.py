@@ -39,10 +39,15 @@ SIGNAL_ORDER = ("probe", "answer_prob", "attention_sharpness", "attention_topk_m
 
 def _self_consistency(adapter: Any, samples: Sequence[ProbeSample], encs: Sequence[Any], k: int,
                       temperature: float, progress: bool) -> np.ndarray:
+    """Agreement of K sampled answers with the served one; a sample of a SynPOPE task groups
+    answers by that task's judge (``answer_key``: the same caption in another order is one answer)."""
+    from functools import partial
+
     from tqdm.auto import tqdm
 
     from monitor.adapter.generation import eos_ids
     from monitor.spotcheck.check import run_spot_check, stream_seeds
+    from monitor.synpope.judges import answer_key
 
     eos = sorted(eos_ids(adapter.model, adapter.tokenizer))
     out = np.empty(len(samples))
@@ -52,9 +57,10 @@ def _self_consistency(adapter: Any, samples: Sequence[ProbeSample], encs: Sequen
         extra = {name: v.to(adapter.device) for name, v in e.extra.items()}
         for name, v in e.token_inputs.items():
             extra[name] = v[:n_prompt].unsqueeze(0).to(adapter.device)
+        task = s.meta.get("task")
         res = run_spot_check(adapter.model, adapter.tokenizer, ids, extra, s.answer or "", k=k,
-                             temperature=temperature, max_new_tokens=8, seeds=stream_seeds(s.id, k),
-                             eos_token_ids=eos)
+                             temperature=temperature, max_new_tokens=12, seeds=stream_seeds(s.id, k),
+                             eos_token_ids=eos, equivalence=partial(answer_key, task) if task else None)
         out[i] = res.stats.agreement
     return out
 
@@ -124,6 +130,7 @@ def compare_signals(
     signals["probe"]["delta_ci"] = list(ci)
     return {
         "signals": signals,
+        "by_task": _by_task(samples, values, y, n_boot=n_boot, bins=bins, seed=seed),
         "n": n,
         "n_correct": int(y.sum()),
         "accuracy": float(y.mean()),
@@ -137,6 +144,28 @@ def compare_signals(
         "head_providers": runner.providers,
         "_values": {k: v.tolist() for k, (v, _) in values.items()} | {"label": y.astype(int).tolist()},
     }
+
+
+MIN_TASK_N = 50  # fewer samples of a task give AUROC CIs too wide to read
+
+
+def _by_task(samples: Sequence[ProbeSample], values: dict[str, tuple[np.ndarray, float]], y: np.ndarray, *,
+             n_boot: int, bins: int, seed: int) -> dict[str, Any]:
+    """Each signal's metrics on the samples of each SynPOPE task (``meta.task``), where a task has
+    at least :data:`MIN_TASK_N` samples holding both outcomes; empty for a file without tasks."""
+    tasks = np.array([str(s.meta.get("task", "")) for s in samples])
+    out: dict[str, Any] = {}
+    for task in sorted(set(tasks) - {""}):
+        idx = np.flatnonzero(tasks == task)
+        if len(idx) < MIN_TASK_N or y[idx].all() or not y[idx].any():
+            out[task] = {"n": int(len(idx)), "accuracy": float(y[idx].mean()), "signals": None}
+            continue
+        out[task] = {
+            "n": int(len(idx)), "accuracy": float(y[idx].mean()),
+            "signals": {name: signal_metrics(v[idx], y[idx], n_boot=n_boot, bins=bins, seed=seed).as_dict()
+                        for name, (v, _) in values.items()},
+        }
+    return out
 
 
 def _fmt_ci(ci: Sequence[float]) -> str:
@@ -163,6 +192,14 @@ def markdown_table(doc: dict[str, Any]) -> str:
     pr = doc["signals"]["probe"]
     rows += ["", f"Probe − answer probability: ΔAUROC {pr['delta_vs_answer_prob']:+.3f}, paired-bootstrap 95% CI "
                  f"{_fmt_ci(pr['delta_ci'])}."]
+    per_task = {t: r for t, r in doc.get("by_task", {}).items() if r["signals"]}
+    if per_task:
+        names = [n for n in SIGNAL_ORDER if n in doc["signals"]]
+        rows += ["", "AUROC per task (95% CI):", "", "| task | n | accuracy | " + " | ".join(names) + " |",
+                 "| --- | ---: | ---: | " + " | ".join("---" for _ in names) + " |"]
+        for task, r in per_task.items():
+            cells = [f"{r['signals'][n]['auroc']:.3f} {_fmt_ci(r['signals'][n]['auroc_ci'])}" for n in names]
+            rows.append(f"| {task} | {r['n']} | {r['accuracy']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 

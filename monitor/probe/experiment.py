@@ -30,12 +30,13 @@ class Experiment:
     bootstrap: int = 1000
     batch_size: int = 32
     self_consistency_k: int = 0
+    task: str = "yesno"  # a SynPOPE task, or "mix"
 
 
-def _write_split(split: str, n: int, seed: int, out: Path, model_name: str) -> Path:
+def _write_split(split: str, n: int, seed: int, out: Path, model_name: str, task: str) -> Path:
     from monitor.synpope.generate import SAMPLES_FILE, generate
 
-    generate(split, n, seed, out=out, model=model_name)
+    generate(split, n, seed, out=out, model=model_name, task=task)
     return out / SAMPLES_FILE
 
 
@@ -49,8 +50,8 @@ def run_experiment(model_dir: str | Path, work: str | Path, exp: Experiment = Ex
 
     work = Path(work)
     name = Path(model_dir).name
-    train_file = _write_split(exp.train_split, exp.n_train, exp.train_seed, work / "train", name)
-    test_file = _write_split(exp.test_split, exp.n_test, exp.test_seed, work / "test", name)
+    train_file = _write_split(exp.train_split, exp.n_train, exp.train_seed, work / "train", name, exp.task)
+    test_file = _write_split(exp.test_split, exp.n_test, exp.test_seed, work / "test", name, exp.task)
     adapter = load_vlm(model_dir, device=device, dtype="float32" if device == "cpu" else "auto")
     artifact = train_probe(model_dir, train_file, work / "probe",
                            TrainOptions(batch_size=exp.batch_size, bootstrap=exp.bootstrap, progress=progress),

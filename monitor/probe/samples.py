@@ -100,20 +100,19 @@ def read_samples(path: str | Path, limit: int | None = None) -> list[ProbeSample
     return out
 
 
-def _matches(answer: str, truth: str) -> bool:
-    from monitor.spotcheck.answers import normalize_answer
-
-    return normalize_answer(answer) == normalize_answer(truth)
-
-
 def label_samples(adapter: Any, samples: list[ProbeSample], answers: AnswerSource = "auto",
-                  progress: bool = True, max_new_tokens: int = 8) -> list[ProbeSample]:
+                  progress: bool = True, max_new_tokens: int = 12) -> list[ProbeSample]:
     """Give every sample the model's answer and an honest label.
+
+    A label from ``truth`` is the verdict of the judge of the line's SynPOPE task (``meta.task``;
+    ``yesno`` when absent: normalised answers equal), :func:`monitor.synpope.judge`.
 
     ``answers``: ``file`` keeps the file's answers; ``model`` regenerates every answer greedily
     (every line needs ``truth``); ``auto`` regenerates where a line has ``truth`` (or no answer).
     A label is recomputed from ``truth`` whenever ``truth`` is present.
     """
+    from monitor.synpope.judges import judge
+
     if answers not in ("auto", "file", "model"):
         raise ValueError(f"answers must be auto, file or model, got {answers!r}")
     todo = [
@@ -135,7 +134,7 @@ def label_samples(adapter: Any, samples: list[ProbeSample], answers: AnswerSourc
         if s.answer is None:
             raise ValueError(f"sample {s.id}: no answer (use --answers model with 'truth' to generate one)")
         if s.truth is not None:
-            out[i] = replace(s, label=_matches(s.answer, s.truth))
+            out[i] = replace(s, label=judge(str(s.meta.get("task", "yesno")), s.answer, s.truth).correct)
         elif s.label is None:
             raise ValueError(f"sample {s.id}: neither 'label' nor 'truth' to label it")
     n_ok = sum(bool(s.label) for s in out)

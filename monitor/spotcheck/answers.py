@@ -13,7 +13,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -97,9 +97,13 @@ class GroupStats:
     groups: dict[str, float]  # group -> count (sampled) or probability (exact)
 
 
-def group_counts(answers: Iterable[str], *, yes_no_prefix: bool = True) -> Counter[str]:
-    """Count answers by normalised group."""
-    return Counter(normalize_answer(a, yes_no_prefix=yes_no_prefix) for a in answers)
+def group_counts(answers: Iterable[str], *, yes_no_prefix: bool = True,
+                 key: Callable[[str], str] | None = None) -> Counter[str]:
+    """Count answers by group: ``key(answer)`` when given (a task's answer equivalence), else the
+    normalised answer."""
+    if key is None:
+        return Counter(normalize_answer(a, yes_no_prefix=yes_no_prefix) for a in answers)
+    return Counter(key(a) for a in answers)
 
 
 def stats_from_distribution(served_group: str, masses: Mapping[str, float]) -> GroupStats:
@@ -126,10 +130,12 @@ def stats_from_distribution(served_group: str, masses: Mapping[str, float]) -> G
     )
 
 
-def group_stats(served_answer: str, sampled: Iterable[str], *, yes_no_prefix: bool = True) -> GroupStats:
-    """Agreement of ``served_answer`` with K sampled answers, grouped after normalisation."""
-    counts = group_counts(sampled, yes_no_prefix=yes_no_prefix)
+def group_stats(served_answer: str, sampled: Iterable[str], *, yes_no_prefix: bool = True,
+                key: Callable[[str], str] | None = None) -> GroupStats:
+    """Agreement of ``served_answer`` with K sampled answers, grouped after normalisation (or by
+    ``key``, see :func:`group_counts`)."""
+    counts = group_counts(sampled, yes_no_prefix=yes_no_prefix, key=key)
     if not counts:
         raise ValueError("no sampled answers to compare with")
-    served = normalize_answer(served_answer, yes_no_prefix=yes_no_prefix)
+    served = key(served_answer) if key is not None else normalize_answer(served_answer, yes_no_prefix=yes_no_prefix)
     return stats_from_distribution(served, {g: float(c) for g, c in counts.items()})

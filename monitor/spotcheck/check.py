@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,8 +121,13 @@ def run_spot_check(
     eos_token_ids: list[int],
     one_token: bool | None = None,
     max_streams: int | None = None,
+    equivalence: Callable[[str], str] | None = None,
 ) -> SpotCheckResult:
-    """Self-consistency of ``served_answer`` for one prompt (``input_ids`` ends where the answer starts)."""
+    """Self-consistency of ``served_answer`` for one prompt (``input_ids`` ends where the answer starts).
+
+    ``equivalence`` maps an answer to its group (for example a SynPOPE task's
+    :func:`monitor.synpope.judges.answer_key`); by default answers group by normalised text.
+    """
     if one_token is None:
         one_token = is_one_token_answer(tokenizer, served_answer)
     served = normalize_answer(served_answer)
@@ -137,7 +142,7 @@ def run_spot_check(
         seeds=seeds, eos_token_ids=eos_token_ids, max_streams=max_streams,
     )  # fmt: skip
     answers = tokenizer.batch_decode(out.tokens, skip_special_tokens=True)
-    stats = group_stats(served_answer, answers)
+    stats = group_stats(served_answer, answers, key=equivalence)
     return SpotCheckResult(
         one_token=False,
         k=k,

@@ -21,6 +21,7 @@ from monitor.synpope.scenes import (
     prior_example,
 )
 from monitor.synpope.shift import Shift
+from monitor.synpope.tasks import MIX, TASKS, noisy_truth, task_example
 from monitor.synpope.world import World
 
 __all__ = ["SAMPLES_FILE", "iter_examples", "generate", "training_examples", "DEFAULT_START"]
@@ -32,27 +33,38 @@ DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)  # fixed, so output is
 TRAINING_MODES = ("plain", "prior")
 
 
-def iter_examples(split: str, n: int, seed: int, shift: Shift | None = None) -> Iterator[Example]:
-    """``n`` honest examples of ``split``; the same (split, seed, shift) gives the same examples.
+def iter_examples(split: str, n: int, seed: int, shift: Shift | None = None, task: str = "yesno") -> Iterator[Example]:
+    """``n`` honest examples of ``task`` (``split`` picks yes/no negatives); deterministic by
+    (task, split, seed, shift). ``task="mix"`` draws each example's task with :data:`MIX` shares.
 
     Covariate knobs (noise, blur, contrast, background), the concept and the template leave the
     scenes and questions unchanged, so shifted and reference data can be compared pair by pair.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if task not in (*TASKS, "mix"):
+        raise ValueError(f"unknown SynPOPE task {task!r}; expected one of {', '.join((*TASKS, 'mix'))}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     shift = shift or Shift()
     world = World(pairing_seed=shift.cooc_seed)
-    rng = random.Random(f"synpope:{split}:{seed}")
+    # the yes/no stream keeps its seed string, so yes/no files are the same as before tasks existed
+    rng = random.Random(f"synpope:{split}:{seed}" if task == "yesno" else f"synpope:{task}:{split}:{seed}")
     flips = random.Random(f"synpope-label-noise:{split}:{seed}")
+    picks = random.Random(f"synpope-mix:{split}:{seed}")
     for i in range(n):
-        ex = honest_example(world, split, shift, rng)
-        ex.meta = {"split": split, "seed": seed, "index": i, "objects": ex.objects, "asked": ex.asked, "negative": ex.kind}
+        kind = picks.choices(list(MIX), weights=list(MIX.values()))[0] if task == "mix" else task
+        ex = task_example(kind, world, split, shift, rng)
+        ex.meta = {**ex.meta, "task": kind, "split": split, "seed": seed, "index": i, "objects": ex.objects,
+                   "asked": ex.asked, "negative": ex.kind}
         if flips.random() < shift.label_noise:
             ex.meta["clean_truth"] = ex.truth
-            ex.truth = "no" if ex.truth == "yes" else "yes"
+            ex.truth = noisy_truth(kind, ex, world, flips)
         yield ex
+
+
+def _stem(task: str, split: str) -> str:
+    return split if task == "yesno" else f"{task}-{split}"
 
 
 def _data_url(image) -> str:
@@ -69,8 +81,9 @@ def generate(
     out: str | Path | None = None,
     model: str = "tiny-llava",
     start: datetime = DEFAULT_START,
+    task: str = "yesno",
 ) -> list[dict]:
-    """Honest samples-file records (CONTRACTS.md format) of one split.
+    """Honest samples-file records (CONTRACTS.md format) of one task and split.
 
     With ``out``, PNGs go to ``out/images/`` and the records to ``out/samples.jsonl`` (``image`` is
     the PNG path relative to ``out``); without it, ``image`` is a PNG data URL. ``answer`` and
@@ -81,17 +94,17 @@ def generate(
     if out_dir is not None:
         (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
-    for ex in iter_examples(split, n, seed, shift):
+    for ex in iter_examples(split, n, seed, shift, task=task):
         i = ex.meta["index"]
         if out_dir is not None:
-            rel = f"images/{split}-{seed}-{i:06d}.png"
+            rel = f"images/{_stem(task, split)}-{seed}-{i:06d}.png"
             ex.image.save(out_dir / rel, format="PNG")
             image_ref = rel
         else:
             image_ref = _data_url(ex.image)
         records.append(
             {
-                "id": f"synpope-{split}-{seed}-{i:06d}",
+                "id": f"synpope-{_stem(task, split)}-{seed}-{i:06d}",
                 "ts": (start + timedelta(seconds=i)).isoformat(),
                 "model": model,
                 "image": image_ref,

@@ -28,7 +28,7 @@ import httpx
 import yaml
 
 from monitor.demo.services import Services, free_port
-from monitor.demo.traffic import answer_matches
+from monitor.synpope import judge
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class World:
                             "image": url, "prompt": prompt, "answer": answer, "response_id": rid, "route": route,
                             "meta": {"answer_logprobs": lps, "truth": truth, "shifted": shifted}})
             if i % 4 != 3:
-                labels.append({"response_id": rid, "correct": answer_matches(answer, truth), "source": "ground_truth"})
+                labels.append({"response_id": rid, "correct": judge("yesno", answer, truth).correct, "source": "ground_truth"})
         headers = {"Authorization": f"Bearer {TOKEN}"}
         with httpx.Client(base_url=self.api, headers=headers, timeout=60) as c:
             for k in range(0, len(samples), 40):
