@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    quiet = getattr(args, "quiet", False)  # --quiet: warnings and errors only, unless --log-level says otherwise
     logging.basicConfig(
-        level=(args.log_level or "INFO").upper(),
+        level=(args.log_level or ("WARNING" if quiet else "INFO")).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

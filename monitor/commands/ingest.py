@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from monitor.progress import add_quiet_flag, wanted
+
 __all__ = ["register"]
 
+PROGRESS_BYTES = 1_000_000  # files from this size on show progress (bytes read, rate, time left)
 BATCH_BYTES = 64_000_000  # flush early when a batch's images add up to this much
 
 
@@ -54,6 +57,7 @@ class _Run:
 
 def _ingest(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
+    from monitor.progress import progress
     from storage.db import session_factory
     from storage.jsonl import LineError, iter_lines, parse_sample_line
 
@@ -67,9 +71,13 @@ def _ingest(args: argparse.Namespace) -> int:
     base_dir = path.resolve().parent
     t0 = time.monotonic()
     lines = 0
+    size = path.stat().st_size
+    bar = progress(size, f"ingest {path.name}", "B", enabled=wanted(args) and size >= PROGRESS_BYTES,
+                   unit_scale=True, unit_divisor=1024)
     try:
         for n, text in iter_lines(path):
             lines += 1
+            bar.update(len(text.encode()))
             try:
                 record = parse_sample_line(text, base_dir, max_bytes, source=args.source)
             except LineError as e:
@@ -80,6 +88,7 @@ def _ingest(args: argparse.Namespace) -> int:
                 run.flush()
         run.flush()
     finally:
+        bar.close()
         engine.dispose()
     secs = time.monotonic() - t0
     print(
@@ -98,4 +107,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="label source recorded for the lines' `label` field (default ground_truth)",
     )
     p.add_argument("--source", default="ingest", help="collector name recorded on the samples (default ingest)")
+    add_quiet_flag(p)
     p.set_defaults(func=_ingest)

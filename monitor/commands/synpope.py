@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from monitor.progress import add_quiet_flag, wanted
+
 __all__ = ["register"]
 
 
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--out", required=True, metavar="DIR", help="output folder")
     gen.add_argument("--model", default="tiny-llava", help="model name written in each record (default tiny-llava)")
+    add_quiet_flag(gen)
     knobs = gen.add_argument_group("shift knobs (defaults: no shift)")
     knobs.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise std, fraction of 255")
     knobs.add_argument("--blur", type=float, default=0.0, help="Gaussian blur radius in px")
@@ -58,7 +61,8 @@ def _generate(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vlmwatch synpope: {e}", file=sys.stderr)
         return 2
-    records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model)
+    records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model,
+                       progress=wanted(args))
     yes = sum(r["truth"] == "yes" for r in records)
     print(json.dumps({"out": args.out, "n": len(records), "split": args.split, "yes": yes, "shift": shift.changed()}))
     return 0

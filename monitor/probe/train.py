@@ -53,11 +53,11 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
 
 
 def encode_samples(adapter: Any, samples: Sequence[ProbeSample], progress: bool = True) -> list[Any]:
-    from tqdm.auto import tqdm
+    from monitor.progress import track
 
     return [
         adapter.encode(open_image(s.image), s.prompt, s.answer)
-        for s in tqdm(samples, desc="encoding", unit="sample", disable=not progress)
+        for s in track(samples, desc="encoding", unit="sample", enabled=progress)
     ]
 
 
@@ -82,7 +82,8 @@ def train_on_features(
     """Sweep, calibrate and save, given pooled features ``[N, len(layers), H]`` per pooling."""
     y = np.asarray(labels).astype(bool)
     splits = make_splits(y, groups, seed=options.seed)
-    res = sweep(features, y, splits, layers, cs=options.cs, seed=options.seed, layer_tolerance=options.layer_tolerance)
+    res = sweep(features, y, splits, layers, cs=options.cs, seed=options.seed, layer_tolerance=options.layer_tolerance,
+                progress=options.progress)
     j = layers.index(res.layer)
     x = features[res.pooling][:, j]
     head = calibrate_head(res.head, x[splits.calib], y[splits.calib], options.calibration)

@@ -69,6 +69,7 @@ def generate(
     out: str | Path | None = None,
     model: str = "tiny-llava",
     start: datetime = DEFAULT_START,
+    progress: bool = False,
 ) -> list[dict]:
     """Honest samples-file records (CONTRACTS.md format) of one split.
 
@@ -80,8 +81,11 @@ def generate(
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    from monitor.progress import track
+
     records: list[dict] = []
-    for ex in iter_examples(split, n, seed, shift):
+    for ex in track(iter_examples(split, n, seed, shift), total=n, desc=f"synpope {split}", unit="sample",
+                    enabled=progress):
         i = ex.meta["index"]
         if out_dir is not None:
             rel = f"images/{split}-{seed}-{i:06d}.png"
