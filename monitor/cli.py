@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         level=(args.log_level or ("WARNING" if quiet else "INFO")).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if (args.log_level or "").upper() != "DEBUG":  # Alembic's INFO lines (plugins, contexts) are noise for operators
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         rc = args.func(args)
     except ConfigError as e:
