@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "monitor.commands.probe",
     "monitor.commands.reference",
     "monitor.commands.detect",
+    "monitor.commands.alerts",
     "monitor.commands.report",
     "monitor.commands.proxy",
     "monitor.commands.tail",
