@@ -17,6 +17,7 @@ __all__ = ["main", "build_parser"]
 
 # Order is the order shown by --help.
 COMMAND_MODULES = (
+    "monitor.commands.init",
     "monitor.commands.demo",
     "monitor.commands.daemon",
     "monitor.commands.api",
