@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -71,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     quiet = getattr(args, "quiet", False)  # --quiet: warnings and errors only, unless --log-level says otherwise
+    if quiet:  # nor the progress bars of Hugging Face libraries (weight loading), read when they are imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(
         level=(args.log_level or ("WARNING" if quiet else "INFO")).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if (args.log_level or "").upper() != "DEBUG":  # Alembic's INFO lines (plugins, contexts) are noise for operators
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    if (args.log_level or "").upper() != "DEBUG":  # libraries' INFO lines (Alembic's plugins, httpx's
+        for noisy in ("alembic", "httpx"):             # every request) are noise for operators
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         rc = args.func(args)
     except ConfigError as e:

@@ -31,6 +31,7 @@ def test_sends_a_signed_test_alert_to_every_channel_and_reports_failures(receive
     one = vlmwatch_cli("--config", str(cfg), "alerts", "test", "--channel", "oncall", env={"HOOK_SECRET": "s3cret"})
     assert one.returncode == 0, one.stderr
     assert "oncall (webhook" in one.stdout and "ok, HTTP 200" in one.stdout and len(receiver.requests) == 3
+    assert "HTTP Request" not in one.stderr  # no httpx INFO line per request
 
 
 def test_no_channel_is_a_clear_refusal(vlmwatch_cli, tmp_path):
