@@ -65,3 +65,30 @@ def test_fixture_eval_shows_progress_but_not_with_json(vlmwatch_cli):
     assert js.returncode == 0, js.stderr
     assert "question" not in js.stderr
     assert set(json.loads(js.stdout)["tiny-llava"]) >= {"random", "popular", "adversarial"}
+
+
+def test_ingest_of_a_large_file_shows_progress_and_not_with_quiet(vlmwatch_cli, tmp_path):
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    from monitor.commands.ingest import PROGRESS_BYTES
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)).save(buf, "PNG")
+    image = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    big = tmp_path / "big.jsonl"
+    with big.open("w") as f:
+        for i in range(3):
+            f.write(json.dumps({"id": f"b{i}", "ts": "2026-11-25T10:00:00Z", "model": "m", "image": image,
+                                "prompt": "Is there a dog?", "answer": "no"}) + "\n")
+    assert big.stat().st_size >= PROGRESS_BYTES
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    assert vlmwatch_cli("db", "upgrade", db_url=url).returncode == 0
+    res = vlmwatch_cli("ingest", str(big), db_url=url)
+    assert res.returncode == 0, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("ingest big.jsonl: ") and " B in " in ln], res.stderr
+    assert "3 samples stored" in res.stdout
+    quiet = vlmwatch_cli("ingest", str(big), "--quiet", db_url=url)
+    assert quiet.returncode == 0 and quiet.stderr == "" and "3 already present" in quiet.stdout
