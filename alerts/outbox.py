@@ -40,7 +40,7 @@ from alerts.payload import SIGNATURE_HEADER, alert_payload, sign
 from storage.failopen import report_internal_error
 from storage.models import Alert, AlertDelivery, utcnow
 
-__all__ = ["DeliveryStats", "enqueue", "deliver_due", "RETRYABLE_STATUSES", "LEASE_MARGIN_SECONDS"]
+__all__ = ["DeliveryStats", "enqueue", "deliver_due", "request_headers", "RETRYABLE_STATUSES", "LEASE_MARGIN_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,21 @@ def enqueue(session: Session, config: Any, alert: Alert, event: str, now: dateti
         session.add(row)
         rows.append(row)
     return rows
+
+
+def request_headers(channel: Any, delivery_id: str, event: str, body: bytes, now: datetime) -> dict[str, str]:
+    """The headers of one delivery attempt to ``channel`` (signed when it has a secret)."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "vlmwatch-alerts",
+        "Idempotency-Key": delivery_id,
+        "X-Vlmwatch-Delivery": delivery_id,
+        "X-Vlmwatch-Event": event,
+    }
+    secret = os.environ.get(channel.secret_env) if channel.secret_env else None
+    if secret:  # the moment of this attempt, so a receiver can refuse a replay of an old one
+        headers[SIGNATURE_HEADER] = sign(body, secret, timestamp=int(now.timestamp()))
+    return headers
 
 
 def _retry_after(resp: httpx.Response, now: datetime) -> float | None:
@@ -182,16 +197,7 @@ def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, start
         log.error("delivery %s to %s gave up at its deadline: %s", row.id, row.channel, row.last_error)
         return
     body = row.body.encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "vlmwatch-alerts",
-        "Idempotency-Key": row.id,
-        "X-Vlmwatch-Delivery": row.id,
-        "X-Vlmwatch-Event": row.event,
-    }
-    secret = os.environ.get(ch.secret_env) if ch.secret_env else None
-    if secret:  # the moment of this attempt, so a receiver can refuse a replay of an old one
-        headers[SIGNATURE_HEADER] = sign(body, secret, timestamp=int(clock().timestamp()))
+    headers = request_headers(ch, row.id, row.event, body, clock())
     retry_resp = None  # a retryable answer, whose Retry-After counts
     try:
         resp = http.post(channel_url(ch.kind, ch.url), content=body, headers=headers, timeout=float(ch.timeout_seconds))

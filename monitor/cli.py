@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
 
 # Order is the order shown by --help.
 COMMAND_MODULES = (
+    "monitor.commands.init",
     "monitor.commands.demo",
     "monitor.commands.daemon",
     "monitor.commands.api",
@@ -27,6 +29,7 @@ COMMAND_MODULES = (
     "monitor.commands.probe",
     "monitor.commands.reference",
     "monitor.commands.detect",
+    "monitor.commands.alerts",
     "monitor.commands.report",
     "monitor.commands.proxy",
     "monitor.commands.tail",
@@ -68,10 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    quiet = getattr(args, "quiet", False)  # --quiet: warnings and errors only, unless --log-level says otherwise
+    if quiet:  # nor the progress bars of Hugging Face libraries (weight loading), read when they are imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(
-        level=(args.log_level or "INFO").upper(),
+        level=(args.log_level or ("WARNING" if quiet else "INFO")).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if (args.log_level or "").upper() != "DEBUG":  # libraries' INFO lines (Alembic's plugins, httpx's
+        for noisy in ("alembic", "httpx"):             # every request) are noise for operators
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         rc = args.func(args)
     except ConfigError as e:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,12 +32,13 @@ from monitor.api.schemas import (
     LabelIn,
     LabelsOut,
     RecalibrateIn,
+    SampleLookup,
     SamplesIn,
     SamplesOut,
 )
 from monitor.config import Settings
 from monitor.daemon import metrics
-from storage.models import Alert, CalibrationWindow
+from storage.models import Alert, CalibrationWindow, Label, Sample
 
 __all__ = ["create_app"]
 
@@ -99,6 +100,23 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         return out
 
     register_otlp(app, settings)
+
+    @app.get("/v1/samples", response_model=SampleLookup, summary="Was the response with this id sampled?")
+    def get_samples(s: DB, response_id: str = Query(..., min_length=1, max_length=128,
+                                                    description="the `id` of the chat completion")) -> SampleLookup:
+        """Labels count only for sampled requests: a labeller asks here first (no prompt or answer is shown).
+        A response the proxy sampled is stored once its spool is shipped (``spool.ship_interval_seconds``)."""
+        rows = list(s.scalars(select(Sample).where(Sample.response_id == response_id).order_by(Sample.ts)))
+        ids = [r.id for r in rows]
+        labels = list(s.execute(select(Label.sample_id, Label.source).where(
+            or_(Label.response_id == response_id, Label.sample_id.in_(ids)) if ids else Label.response_id == response_id)))
+        by_sample: dict[str, list[str]] = {}
+        for sid, source in labels:
+            by_sample.setdefault(sid, []).append(source)
+        out = [{"id": r.id, "model": r.model, "ts": r.ts, "route": r.route, "status": r.status,
+                "labels": sorted(by_sample.get(r.id, []))} for r in rows]
+        return SampleLookup(response_id=response_id, sampled=bool(rows), samples=out,
+                            waiting_labels=len(by_sample.get(None, [])))
 
     @app.post("/v1/labels", response_model=LabelsOut, summary="Record correctness labels")
     def post_labels(body: LabelIn | list[LabelIn], s: DB) -> LabelsOut:

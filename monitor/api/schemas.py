@@ -56,6 +56,24 @@ class SamplesOut(BaseModel):
     rejected: list[RejectedOut] = Field(default_factory=list)
 
 
+class StoredSample(BaseModel):
+    """What the lookup says about one stored sample (no prompt, answer or image)."""
+
+    id: str
+    model: str
+    ts: datetime
+    route: str
+    status: str  # pending | scored | failed | image_unavailable
+    labels: list[str]  # label sources already recorded for it
+
+
+class SampleLookup(BaseModel):
+    response_id: str
+    sampled: bool  # a sample with this response id is stored: a label for it will count
+    samples: list[StoredSample]
+    waiting_labels: int  # labels by this response id still waiting for their sample
+
+
 class LabelIn(_In):
     """Correctness of a served answer, by ``response_id`` (the upstream ``chatcmpl-...`` id) or ``sample_id``."""
 

@@ -19,12 +19,8 @@ __all__ = ["open_database"]
 
 def open_database(args: argparse.Namespace, *, require_schema: bool = True) -> tuple[Settings, Engine]:
     """Load the config named by ``--config`` and open its database (migrated unless told otherwise)."""
-    import logging
-
     from monitor.config import load_config
     from storage import db
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are noise for operators
 
     settings = load_config(args.config)
     engine = db.engine_for(settings.storage)

@@ -9,13 +9,10 @@ __all__ = ["register"]
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    import logging
-
     from monitor.config import load_config
     from storage import db
 
     settings = load_config(args.config)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     where = db.safe_url(settings.storage.url)
     try:
         engine = db.engine_for(settings.storage)

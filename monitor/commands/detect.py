@@ -6,18 +6,29 @@ import argparse
 import json
 import sys
 
+from monitor.progress import add_quiet_flag, wanted
+
 __all__ = ["register"]
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from monitor.commands._storage import open_database
     from monitor.detect.tune import tune_detectors
+    from monitor.progress import track
     from storage.db import session_factory
+    from storage.models import ProbeVersion
 
     settings, engine = open_database(args)
     try:
+        factory = session_factory(engine)
+        with factory() as s:  # one model at a time, so that progress can be shown per model
+            q = select(ProbeVersion.model).where(ProbeVersion.active.is_(True)).distinct()
+            models = sorted(s.scalars(q.where(ProbeVersion.model == args.model) if args.model else q)) or [args.model]
         try:
-            rows = tune_detectors(session_factory(engine), settings, model=args.model, seed=args.seed)
+            rows = [r for m in track(models, desc="detect tune", unit="model", enabled=wanted(args))
+                    for r in tune_detectors(factory, settings, model=m, seed=args.seed)]
         except ValueError as e:
             print(f"vlmwatch: {e}", file=sys.stderr)
             return 2
@@ -64,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("tune", help="tune every detector on the active reference to detect.target_false_alarm_rate")
     t.add_argument("--model", default=None, help="only this served model")
     t.add_argument("--seed", type=int, default=None, help="RNG seed of the simulation")
+    add_quiet_flag(t)
     t.set_defaults(func=_tune)
     r = sub.add_parser("run", help="update calibration history and run the detectors once (what the daemon does)")
     r.add_argument("--deliver", action="store_true", help="also send due alert notifications")

@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+from monitor.progress import add_quiet_flag, wanted
 
+__all__ = ["register", "ingest_file"]
+
+PROGRESS_BYTES = 1_000_000  # files from this size on show progress (bytes read, rate, time left)
 BATCH_BYTES = 64_000_000  # flush early when a batch's images add up to this much
 
 
@@ -25,7 +28,9 @@ class _Run:
         self.records: list[Any] = []
         self.line_numbers: list[int] = []
         self.batch_bytes = 0
-        self.stored = self.duplicates = self.bad = self.images = self.labels = 0
+        self.stored = self.duplicates = self.bad = self.images = self.labels = self.lines = 0
+        self.ids: list[str] = []
+        self.span: tuple[Any, Any] | None = None  # first and last ts of the lines that parsed
 
     def bad_line(self, n: int, reason: str) -> None:
         self.bad += 1
@@ -33,6 +38,9 @@ class _Run:
 
     def add(self, n: int, record: Any) -> None:
         self.records.append(record)
+        self.ids.append(record.id)
+        lo, hi = self.span or (record.ts, record.ts)
+        self.span = (min(lo, record.ts), max(hi, record.ts))
         self.line_numbers.append(n)
         self.batch_bytes += len(record.image or b"")
 
@@ -52,38 +60,58 @@ class _Run:
         self.records, self.line_numbers, self.batch_bytes = [], [], 0
 
 
-def _ingest(args: argparse.Namespace) -> int:
-    from monitor.commands._storage import open_database
+def ingest_file(path: Path, settings: Any, engine: Any, *, batch_size: int = 500, label_source: str = "ground_truth",
+                source: str = "ingest", progress: bool = True) -> _Run:
+    """Load a samples file into storage (bad lines reported on stderr and skipped); the run's totals.
+
+    ``run.ids`` are the ids of every line that parsed, stored now or already present; ``run.span``
+    their first and last ``ts``.
+    """
+    from monitor.progress import progress as progress_bar
     from storage.db import session_factory
     from storage.jsonl import LineError, iter_lines, parse_sample_line
+
+    max_bytes = settings.storage.max_image_bytes
+    run = _Run(session_factory(engine), max_bytes, label_source)
+    base_dir = path.resolve().parent
+    size = path.stat().st_size
+    bar = progress_bar(size, f"ingest {path.name}", "B", enabled=progress and size >= PROGRESS_BYTES,
+                       unit_scale=True, unit_divisor=1024)
+    try:
+        for n, text in iter_lines(path):
+            run.lines += 1
+            bar.update(len(text.encode()))
+            try:
+                record = parse_sample_line(text, base_dir, max_bytes, source=source)
+            except LineError as e:
+                run.bad_line(n, str(e))
+                continue
+            run.add(n, record)
+            if len(run.records) >= batch_size or run.batch_bytes >= BATCH_BYTES:
+                run.flush()
+        run.flush()
+    finally:
+        bar.close()
+    return run
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from monitor.commands._storage import open_database
 
     path = Path(args.file)
     if not path.is_file():
         print(f"vlmwatch: samples file not found: {path}", file=sys.stderr)
         return 2
     settings, engine = open_database(args)
-    max_bytes = settings.storage.max_image_bytes
-    run = _Run(session_factory(engine), max_bytes, args.label_source)
-    base_dir = path.resolve().parent
     t0 = time.monotonic()
-    lines = 0
     try:
-        for n, text in iter_lines(path):
-            lines += 1
-            try:
-                record = parse_sample_line(text, base_dir, max_bytes, source=args.source)
-            except LineError as e:
-                run.bad_line(n, str(e))
-                continue
-            run.add(n, record)
-            if len(run.records) >= args.batch_size or run.batch_bytes >= BATCH_BYTES:
-                run.flush()
-        run.flush()
+        run = ingest_file(path, settings, engine, batch_size=args.batch_size, label_source=args.label_source,
+                          source=args.source, progress=wanted(args))
     finally:
         engine.dispose()
     secs = time.monotonic() - t0
     print(
-        f"ingest {path}: {lines} lines, {run.stored} samples stored, {run.duplicates} already present, "
+        f"ingest {path}: {run.lines} lines, {run.stored} samples stored, {run.duplicates} already present, "
         f"{run.bad} bad lines skipped; {run.images} new images, {run.labels} labels ({secs:.1f} s)"
     )
     return 1 if run.bad else 0
@@ -98,4 +126,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="label source recorded for the lines' `label` field (default ground_truth)",
     )
     p.add_argument("--source", default="ingest", help="collector name recorded on the samples (default ingest)")
+    add_quiet_flag(p)
     p.set_defaults(func=_ingest)

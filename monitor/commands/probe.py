@@ -18,29 +18,37 @@ def _threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _register(args: argparse.Namespace, artifact) -> int:  # noqa: ANN001
-    from monitor.commands._storage import open_database
+def _register(args: argparse.Namespace, artifact, engine) -> int:  # noqa: ANN001
     from monitor.probe.registry import register_probe
     from storage.db import session_factory
 
-    _, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
-            row = register_probe(s, args.served_name, artifact, activate=True)
-            s.commit()
-            print(f"registered and activated probe {row.version} for model {args.served_name} (id {row.id})")
-    finally:
-        engine.dispose()
+    with session_factory(engine)() as s:
+        row = register_probe(s, args.served_name, artifact, activate=True)
+        s.commit()
+        print(f"registered and activated probe {row.version} for model {args.served_name} (id {row.id})")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from monitor.probe.head import POOLINGS
-    from monitor.probe.train import TrainOptions, train_probe
-
     if args.register and not args.served_name:
         print("vlmwatch: --register needs --served-name NAME (the model name clients send)", file=sys.stderr)
         return 2
+    engine = None
+    if args.register:  # refuse an unmigrated database before minutes of training, not after
+        from monitor.commands._storage import open_database
+
+        _, engine = open_database(args)
+    try:
+        return _train_and_register(args, engine)
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _train_and_register(args: argparse.Namespace, engine) -> int:  # noqa: ANN001
+    from monitor.probe.head import POOLINGS
+    from monitor.probe.train import MIN_TRAIN_SAMPLES, TrainOptions, train_probe
+
     _threads(args)
     poolings = tuple(p.strip() for p in args.poolings.split(",")) if args.poolings else POOLINGS
     opts = TrainOptions(layers=args.layers, poolings=poolings, answers=args.answers, calibration=args.calibration,
@@ -57,8 +65,14 @@ def _train(args: argparse.Namespace) -> int:
         f"held-out AUROC {calib['auroc']:.3f} [{calib['auroc_ci'][0]:.3f}, {calib['auroc_ci'][1]:.3f}] "
         f"(calib split, n={calib['n']}), ECE {calib['ece']:.3f} -> {art.path}"
     )
+    n = m.training_data["n"]
+    if n < MIN_TRAIN_SAMPLES:
+        lo, hi = calib["auroc_ci"]
+        print(f"vlmwatch: warning: probe trained on {n} labelled samples (under {MIN_TRAIN_SAMPLES}): its held-out "
+              f"AUROC {calib['auroc']:.3f} rests on {calib['n']} samples, 95% CI [{lo:.3f}, {hi:.3f}] "
+              f"(width {hi - lo:.2f}); train on more before relying on it", file=sys.stderr)
     if args.register:
-        return _register(args, art)
+        return _register(args, art, engine)
     return 0
 
 

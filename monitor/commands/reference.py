@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from monitor.progress import add_quiet_flag
 
 __all__ = ["register", "parse_window"]
 
@@ -29,16 +34,70 @@ def parse_window(text: str) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _wait_scored(engine: Any, ids: list[str], wait: float, show: bool) -> int:
+    """Wait up to ``wait`` seconds for the daemon to score the samples ``ids``; how many are left."""
+    from sqlalchemy import func, select
+
+    from monitor.progress import progress
+    from storage.db import session_factory
+    from storage.models import Sample
+
+    sessions = session_factory(engine)
+
+    def pending() -> int:
+        with sessions() as s:
+            return sum(s.scalar(select(func.count()).select_from(Sample).where(
+                Sample.id.in_(ids[i:i + 500]), Sample.status == "pending")) or 0 for i in range(0, len(ids), 500))
+
+    deadline = time.monotonic() + wait
+    left = pending()
+    if left:
+        print(f"waiting up to {wait:.0f} s for the daemon to score {left} reference samples", file=sys.stderr)
+    with progress(len(ids), "reference samples scored", "sample", enabled=show and left > 0) as bar:
+        bar.update(len(ids) - left)
+        while left and time.monotonic() < deadline:
+            time.sleep(1.0)
+            now_left = pending()
+            bar.update(left - now_left)
+            left = now_left
+    return left
+
+
 def _set(args: argparse.Namespace) -> int:
     from monitor.calibration.reference import ReferenceError, set_reference
     from monitor.commands._storage import open_database
+    from monitor.progress import wanted
     from storage.db import session_factory
 
+    if bool(args.window) == bool(args.samples):
+        print("vlmwatch: reference set needs exactly one of --window START..END or --samples FILE", file=sys.stderr)
+        return 2
+    if args.samples and not Path(args.samples).is_file():
+        print(f"vlmwatch: samples file not found: {args.samples}", file=sys.stderr)
+        return 2
     settings, engine = open_database(args)
     try:
+        window = args.window
+        if args.samples:
+            from monitor.commands.ingest import ingest_file
+
+            run = ingest_file(Path(args.samples), settings, engine, label_source=args.label_source,
+                              source="reference", progress=wanted(args))
+            if run.span is None:
+                print(f"vlmwatch: {args.samples} has no usable sample line", file=sys.stderr)
+                return 2
+            print(f"reference samples from {args.samples}: {run.stored} stored, {run.duplicates} already present, "
+                  f"{run.labels} labels, {run.bad} bad lines", file=sys.stderr)
+            left = _wait_scored(engine, run.ids, args.wait, wanted(args))
+            if left:
+                print(f"vlmwatch: {left} of {len(run.ids)} reference samples are not scored yet: is `vlmwatch daemon` "
+                      f"running with an active probe for {args.model}? Run this command again once they are "
+                      "(ingest is idempotent), or give --wait more seconds", file=sys.stderr)
+                return 3
+            window = (run.span[0], run.span[1] + timedelta(seconds=1))
         with session_factory(engine)() as s:
             try:
-                ref = set_reference(s, settings, args.model, *args.window, probe_version=args.probe_version)
+                ref = set_reference(s, settings, args.model, *window, probe_version=args.probe_version)
             except ReferenceError as e:
                 print(f"vlmwatch: {e}", file=sys.stderr)
                 return 2
@@ -81,10 +140,25 @@ def _show(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("reference", help="pin or show the reference statistics drift is measured against")
     sub = p.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
-    s = sub.add_parser("set", help="pin the evidence in a time window as the reference of a model's probe")
+    s = sub.add_parser(
+        "set", help="pin a time window's evidence, or a labelled samples file, as the reference of a model's probe",
+        description="Pin the reference a model's probe is compared against: the labelled evidence in a time "
+        "window (--window), or a labelled samples file (--samples: a validation set answered by the served model, "
+        "one sample a line as `vlmwatch ingest` reads, with `label`), which is ingested, scored by the running "
+        "daemon and pinned over the span of its `ts` (give the lines times before live traffic, or that traffic "
+        "joins the reference). Label-based detectors arm once the reference has calibration.min_labels "
+        "labelled samples; `vlmwatch status` says where each model stands. Exit status 3: the daemon did not "
+        "score the file's samples within --wait seconds.")
     s.add_argument("--model", required=True, help="served model name")
-    s.add_argument("--window", required=True, type=parse_window, metavar="START..END",
+    s.add_argument("--window", default=None, type=parse_window, metavar="START..END",
                    help="ISO 8601 times, e.g. 2025-01-01T00:00Z..2025-01-02T00:00Z (UTC when no offset)")
+    s.add_argument("--samples", default=None, metavar="FILE.jsonl",
+                   help="a labelled samples file to ingest, wait for the daemon to score, and pin")
+    s.add_argument("--label-source", default="ground_truth", choices=("ground_truth", "human"),
+                   help="label source recorded for the file's `label` field (default ground_truth)")
+    s.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="with --samples: how long to wait for the daemon to score them (default 600)")
+    add_quiet_flag(s)
     s.add_argument("--probe-version", default=None, help="probe version (default: the active one)")
     s.set_defaults(func=_set)
     sh = sub.add_parser("show", help="print the active references")

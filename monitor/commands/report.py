@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from monitor.progress import add_quiet_flag, wanted
+
 __all__ = ["register"]
 
 
@@ -19,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--since", default="7d", help="time span back from now: 30m, 12h, 7d, 2w (default 7d)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--model", default=None, help="only this served model")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_flag(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vlmwatch report: {e}", file=sys.stderr)
         return 2
     summary = build_report(session_factory(engine), settings, since=args.since, out_dir=args.out, model=args.model,
-                           progress=not args.no_progress and sys.stderr.isatty())
+                           progress=wanted(args))
     print(f"report: {summary['scored']} scored samples, {summary['labelled']} labelled, "
           f"{len(summary['alerts'])} alerts -> {args.out}")
     return 0

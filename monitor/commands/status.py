@@ -1,4 +1,5 @@
-"""``vlmwatch status [--json]``: row counts per table, pending work, running totals, last job runs."""
+"""``vlmwatch status [--json]``: row counts per table, pending work, running totals, when label
+detectors arm (per active probe), last job runs."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def render_text(report: dict[str, Any]) -> str:
     lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["pending"].items()]
     lines.append("totals:")
     lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["totals"].items()]
+    lines.append("label detectors:")
+    if not report["detectors"]:
+        lines.append("  (no active probe: `vlmwatch probe train --register` or `probe activate`)")
+    for d in report["detectors"]:
+        lines.append(f"  {d['model']} probe {d['probe_version']}: {_arming_text(d)}")
     lines.append("last job runs:")
     if not report["jobs"]:
         lines.append("  (none yet)")
@@ -30,16 +36,33 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _arming_text(d: dict[str, Any]) -> str:
+    ref = {"none": "no reference yet", "pinned": "pinned reference", "default": "default reference"}[d["reference"]]
+    if d["armed"]:
+        return f"armed ({ref}, {d['labelled']:,} labelled samples)"
+    text = f"not armed: {ref} has {d['labelled']:,} of {d['needed']:,} labelled samples"
+    if d["eta_hours"] is not None:
+        text += f"; at the last hour's {d['labels_last_hour']:,} labels/h, in about {d['eta_hours']:.1f} h"
+    else:
+        text += "; no labels in the last hour"
+    if d["reference"] != "pinned":
+        text += "; `vlmwatch reference set` pins one now"
+    return text
+
+
 def _status(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
     from storage import db
     from storage.repo_status import status_report
 
-    _, engine = open_database(args)
+    from monitor.calibration.arming import arming_report
+
+    settings, engine = open_database(args)
     try:
         with db.session_factory(engine)() as session:
             report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
             report.update(status_report(session))
+            report["detectors"] = arming_report(session, settings)
     finally:
         engine.dispose()
     print(json.dumps(report, indent=2) if args.json else render_text(report))
@@ -47,6 +70,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, last job runs")
+    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, when label detectors arm, last job runs")
     p.add_argument("--json", action="store_true", help="print the same report as JSON")
     p.set_defaults(func=_status)

@@ -7,6 +7,8 @@ import json
 import sys
 from collections import Counter
 
+from monitor.progress import add_quiet_flag, wanted
+
 __all__ = ["register"]
 
 
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--out", required=True, metavar="DIR", help="output folder")
     gen.add_argument("--model", default="tiny-llava", help="model name written in each record (default tiny-llava)")
+    add_quiet_flag(gen)
     knobs = gen.add_argument_group("shift knobs (defaults: no shift)")
     knobs.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise std, fraction of 255")
     knobs.add_argument("--blur", type=float, default=0.0, help="Gaussian blur radius in px")
@@ -64,7 +67,8 @@ def _generate(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"vlmwatch synpope: {e}", file=sys.stderr)
         return 2
-    records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model, task=args.task)
+    records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model, task=args.task,
+                       progress=wanted(args))
     tasks = Counter(r["meta"]["task"] for r in records)
     yes = sum(r["truth"] == "yes" for r in records if r["meta"]["task"] == "yesno")
     print(json.dumps({"out": args.out, "n": len(records), "task": args.task, "tasks": dict(sorted(tasks.items())),

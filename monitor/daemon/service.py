@@ -46,6 +46,22 @@ logger = logging.getLogger(__name__)
 # APScheduler logs every run at INFO; our JobRunner logs what matters (failures, overruns)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
+
+class _SkippedRunFilter(logging.Filter):
+    """Drop APScheduler's "skipped: maximum number of running instances reached" warning.
+
+    A job never overlaps itself by design (``max_instances=1, coalesce=True``): while a long run
+    goes on (the first score run loads the model, which takes a while on a big one) its next
+    intervals are skipped, which is not a problem to warn about every few seconds. A run that
+    overstays ``daemon.job_time_budget_seconds`` is still logged and counted by the JobRunner.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
+
 WORKER_JOBS = ("ship", "score", "spotcheck")
 LEADER_JOBS = ("calibrate", "detect", "deliver", "report", "retention")
 

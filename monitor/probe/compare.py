@@ -43,15 +43,14 @@ def _self_consistency(adapter: Any, samples: Sequence[ProbeSample], encs: Sequen
     answers by that task's judge (``answer_key``: the same caption in another order is one answer)."""
     from functools import partial
 
-    from tqdm.auto import tqdm
-
     from monitor.adapter.generation import eos_ids
+    from monitor.progress import track
     from monitor.spotcheck.check import run_spot_check, stream_seeds
     from monitor.synpope.judges import answer_key
 
     eos = sorted(eos_ids(adapter.model, adapter.tokenizer))
     out = np.empty(len(samples))
-    for i, (s, e) in enumerate(tqdm(list(zip(samples, encs)), desc="self-consistency", disable=not progress)):
+    for i, (s, e) in enumerate(track(list(zip(samples, encs)), desc="self-consistency", unit="sample", enabled=progress)):
         n_prompt = e.prompt_last + 1
         ids = e.input_ids[:n_prompt].unsqueeze(0).to(adapter.device)
         extra = {name: v.to(adapter.device) for name, v in e.extra.items()}

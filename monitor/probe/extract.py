@@ -107,7 +107,7 @@ def run_pass(
 ) -> PassOutput:
     """Forward ``encs`` in length buckets; return pooled features and free signals in input order."""
     import torch
-    from tqdm.auto import tqdm
+    from monitor.progress import progress as progress_bar
 
     n = len(encs)
     layers = list(layers)
@@ -120,7 +120,7 @@ def run_pass(
     topk = np.full(n, np.nan) if attentions else None
     sharp = np.full(n, np.nan) if attentions else None
     spent = 0.0
-    with tqdm(total=n, desc=desc, unit="sample", disable=not progress) as bar, torch.inference_mode():
+    with progress_bar(n, desc, "sample", enabled=progress) as bar, torch.inference_mode():
         for idx in buckets([e.length for e in encs], batch_size, [tuple(sorted(e.extra)) for e in encs]):
             t0 = time.perf_counter()
             batch = [encs[i] for i in idx]

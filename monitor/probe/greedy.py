@@ -37,15 +37,15 @@ def greedy_answers(adapter: Any, encs: Sequence[Any], *, max_new_tokens: int = 8
                    progress: bool = False) -> list[str]:
     """Greedy answer text for each prompt-only encoding (``adapter.encode(image, prompt)``)."""
     import torch
-    from tqdm.auto import tqdm
 
     from monitor.adapter.encoding import collate
     from monitor.adapter.generation import eos_ids
     from monitor.probe.extract import buckets
+    from monitor.progress import progress as progress_bar
 
     stops = eos_ids(adapter.model, adapter.tokenizer)
     out: list[list[int]] = [[] for _ in encs]
-    with tqdm(total=len(encs), desc="greedy answers", unit="sample", disable=not progress) as bar:
+    with progress_bar(len(encs), "greedy answers", "sample", enabled=progress) as bar:
         for idx in buckets([e.length for e in encs], batch_size, [tuple(sorted(e.extra)) for e in encs]):
             active = list(idx)
             for _ in range(max_new_tokens):

@@ -100,6 +100,7 @@ def sweep(
     cs: Sequence[float] = DEFAULT_CS,
     seed: int = 0,
     layer_tolerance: float = DEFAULT_LAYER_TOLERANCE,
+    progress: bool = False,
 ) -> SweepResult:
     """Fit a probe for every (layer, pooling, C) and pick one by AUROC on ``splits.select``.
 
@@ -120,11 +121,14 @@ def sweep(
     # small problems: BLAS threads only fight each other (seconds instead of milliseconds per fit
     # on a busy 2-core box); wide hidden states (7B: 4096) still get every thread
     with threadpool_limits(limits=1 if width < 1024 else None):
-        return _sweep(features, y, splits, layers, cs, seed, layer_tolerance)
+        return _sweep(features, y, splits, layers, cs, seed, layer_tolerance, progress)
 
 
 def _sweep(features: Mapping[str, np.ndarray], y: np.ndarray, splits: Splits, layers: Sequence[int],
-           cs: Sequence[float], seed: int, tolerance: float) -> SweepResult:
+           cs: Sequence[float], seed: int, tolerance: float, progress: bool) -> SweepResult:
+    from monitor.progress import progress as progress_bar
+
+    bar = progress_bar(len(features) * len(layers), "layer sweep", "layer", enabled=progress)
     candidates: list[tuple[float, int, str, float, ProbeHead]] = []
     curves: dict[str, list[float]] = {}
     for pooling, feats in features.items():
@@ -141,7 +145,9 @@ def _sweep(features: Mapping[str, np.ndarray], y: np.ndarray, splits: Splits, la
                 candidates.append((score, layer, pooling, c, head))
                 scores.append(score)
             curves[pooling].append(max(scores))
+            bar.update(1)
             log.info("sweep: layer %d pooling %s held-out AUROC %.4f", layer, pooling, max(scores))
+    bar.close()
     top = max(c[0] for c in candidates)
     layer = min(c[1] for c in candidates if c[0] >= top - tolerance)
     score, layer, pooling, c, head = max((c for c in candidates if c[1] == layer), key=lambda c: c[0])

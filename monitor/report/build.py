@@ -65,10 +65,9 @@ def build_report(
 
     ``shift_at`` (the demo) draws a marker where a shift was injected.
     """
-    from tqdm import tqdm
-
     import pandas as pd
 
+    from monitor.progress import progress as progress_bar
     from monitor.report.drift import evidently_drift, split_reference_current
     from monitor.report.plots import plot_reliability, plot_timelines, report_windows
 
@@ -76,7 +75,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     end = now or utcnow()
     start = end - parse_since(since)
-    steps = tqdm(total=4, desc="report", unit="step", disable=not progress, leave=False)
+    steps = progress_bar(4, "report", "step", enabled=progress, leave=False)
     with sessions() as s:
         data = load_report_data(s, start, end, model)
         ref_span = _reference_span(s, model)

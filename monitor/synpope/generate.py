@@ -16,7 +16,6 @@ from monitor.synpope.scenes import (
     Example,
     PriorRecipe,
     caption_example,
-    honest_example,
     plain_example,
     prior_example,
 )
@@ -82,6 +81,7 @@ def generate(
     model: str = "tiny-llava",
     start: datetime = DEFAULT_START,
     task: str = "yesno",
+    progress: bool = False,
 ) -> list[dict]:
     """Honest samples-file records (CONTRACTS.md format) of one task and split.
 
@@ -93,8 +93,11 @@ def generate(
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    from monitor.progress import track
+
     records: list[dict] = []
-    for ex in iter_examples(split, n, seed, shift, task=task):
+    for ex in track(iter_examples(split, n, seed, shift, task=task), total=n, desc=f"synpope {_stem(task, split)}",
+                    unit="sample", enabled=progress):
         i = ex.meta["index"]
         if out_dir is not None:
             rel = f"images/{_stem(task, split)}-{seed}-{i:06d}.png"

@@ -160,3 +160,21 @@ def test_nul_bytes_are_stored_and_a_refused_record_comes_back_by_index(api: http
         meta = c.execute(select(Sample.meta).where(Sample.id == "a1")).scalar_one()
     assert sorted(rows) == ["a1", "a2", "a3", "a5"]
     assert rows["a1"] == "is there a\ufffddog?" and meta == {"note\ufffd": "a\ufffdb"}
+
+
+def test_a_labeller_can_ask_whether_a_response_was_sampled(api: httpx.Client) -> None:
+    api.post("/v1/samples", json={"samples": [_sample(1, route="/chat/completions")]})
+    api.post("/v1/labels", json={"sample_id": "a1", "correct": True, "source": "human"})
+    r = api.get("/v1/samples", params={"response_id": "chatcmpl-a1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["sampled"] is True and body["waiting_labels"] == 0
+    (one,) = body["samples"]
+    assert (one["id"], one["model"], one["route"], one["status"], one["labels"]) == (
+        "a1", "m", "/chat/completions", "pending", ["human"])
+    assert "prompt" not in one and "answer" not in one  # the lookup shows no content
+    # a response that was not sampled (or is not shipped yet): its label would wait, and says so
+    api.post("/v1/labels", json={"response_id": "chatcmpl-zz", "correct": False, "source": "human"})
+    r = api.get("/v1/samples", params={"response_id": "chatcmpl-zz"})
+    assert r.json() == {"response_id": "chatcmpl-zz", "sampled": False, "samples": [], "waiting_labels": 1}
+    assert api.get("/v1/samples").status_code == 422  # response_id is required

@@ -68,3 +68,27 @@ def test_cli_errors_name_what_is_wrong(tmp_path, llava_dir, capsys):
     rc = main(["probe", "train", "--model", str(llava_dir), "--data", str(bad), "--out", str(tmp_path / "p"),
                "--register"])
     assert rc == 2 and "--served-name" in capsys.readouterr().err
+
+
+def test_register_refuses_an_unmigrated_database_before_training(tmp_path, labelled_file, llava_dir, capsys):
+    cfg = tmp_path / "vlmwatch.yaml"
+    cfg.write_text(f"storage:\n  url: sqlite:///{tmp_path / 'never-migrated.db'}\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(cfg), "probe", "train", "--model", str(llava_dir), "--data", str(labelled_file),
+              "--out", str(tmp_path / "probe"), "--answers", "file", "--quiet", "--register", "--served-name", "m"])
+    assert e.value.code == 2
+    assert "vlmwatch db upgrade" in capsys.readouterr().err
+    assert not (tmp_path / "probe").exists()  # nothing was trained or written
+
+
+def test_a_probe_on_few_samples_warns_with_its_auroc_ci(tmp_path, labelled_file, llava_dir, capsys):
+    from monitor.probe.train import MIN_TRAIN_SAMPLES
+
+    rc = main(["probe", "train", "--model", str(llava_dir), "--data", str(labelled_file), "--out", str(tmp_path / "p"),
+               "--answers", "file", "--quiet", "--layers", "1,2", "--poolings", "answer"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    meta = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    lo, hi = meta["metrics"]["calib"]["auroc_ci"]
+    assert f"probe trained on 160 labelled samples (under {MIN_TRAIN_SAMPLES})" in err
+    assert f"95% CI [{lo:.3f}, {hi:.3f}]" in err

@@ -40,6 +40,16 @@ def test_sweep_finds_the_informative_layer_and_pooling():
     assert max(res.curves["prompt_last"]) < 0.65  # noise layers stay near chance
 
 
+def test_the_layer_sweep_reports_progress_per_layer_and_pooling(capsys):
+    feats, y, groups = _features(n=300)
+    s = make_splits(y, groups)
+    sweep(feats, y, s, layers=[0, 1, 2, 3], progress=True)
+    err = capsys.readouterr().err  # not a terminal here: one line for the stage
+    assert err.startswith("layer sweep: 8 layer in ") and err.count("\n") == 1
+    sweep(feats, y, s, layers=[0, 1, 2, 3])
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("method", ["platt", "temperature", "isotonic"])
 def test_calibration_on_a_separate_split_lowers_ece(method):
     feats, y, groups = _features(n=1500)
