@@ -11,7 +11,8 @@
 3. Each candidate is drawn with its inclusion probability (``monitor.spotcheck.policy``):
    not drawn -> ``skipped``; drawn -> checked, then ``done`` with a ``spot_checks`` row (its
    inclusion probability and reason) and a ``labels`` row, source ``self_consistency``,
-   ``correct`` = the served answer agrees with the majority, ``value`` = agreement.
+   ``correct`` = :func:`monitor.spotcheck.answers.spotcheck_correct` (agreement >= 0.5, the one
+   definition the evidence loader uses too), ``value`` = agreement.
 
 Writes are conditional on the sample still being ``pending``, so two workers never store two
 results for one sample (at worst both compute it). A run stopped by the daemon (``should_stop``)
@@ -33,6 +34,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
+from monitor.spotcheck.answers import spotcheck_correct
 from monitor.spotcheck.policy import SelectionPolicy
 from storage.failopen import report_internal_error
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
@@ -251,7 +253,7 @@ def run_spotcheck(
                 inclusion_prob=dec.inclusion_prob, reason=dec.reason, compute_seconds=result.compute_seconds,
                 created_at=now,
             ))  # fmt: skip
-            s.add(Label(sample_id=cand.id, correct=st.agrees_with_majority, source="self_consistency",
+            s.add(Label(sample_id=cand.id, correct=spotcheck_correct(st.agreement), source="self_consistency",
                         value=st.agreement, created_at=now))  # fmt: skip
         run.processed += 1
         run.by_model[cand.model] = run.by_model.get(cand.model, 0) + 1

@@ -22,8 +22,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitor.calibration.evidence import HUMAN_SOURCES, SC_CORRECT_AT
+from monitor.calibration.evidence import HUMAN_SOURCES
 from monitor.calibration.metrics import window_metrics
+from monitor.spotcheck.answers import spotcheck_correct
 from storage.models import Alert, CalibrationWindow, Label, Sample, Score, SpotCheck
 
 __all__ = ["RouteBucket", "history", "route_buckets", "reliability_windows", "windows_around", "alerts_since",
@@ -131,7 +132,7 @@ def _window_evidence(session: Session, model: str, probe_version_id: int, start:
     out = []
     for p, gt, hu, agreement in rows:
         verdict = gt if gt is not None else hu if hu is not None else (
-            None if agreement is None else agreement >= SC_CORRECT_AT)
+            None if agreement is None else spotcheck_correct(agreement))
         if p is not None and verdict is not None:
             out.append((float(p), bool(verdict)))
     return out

@@ -44,11 +44,13 @@ def test_windows_sources_partial_and_idempotent(world, fast_settings):
     assert m["auroc_ci"][0] <= full.auroc <= m["auroc_ci"][1] and full.ece == m["ece_mass"]
     assert {"ece_width", "ece_width_ci", "r_pb_ci", "brier_ci", "est_accuracy_ci", "agreement_ci"} <= set(m)
     assert rows[("time", "self_consistency", h0)].n == 250
-    assert rows[("time", "combined", h0)].n == 250
+    combined = rows[("time", "combined", h0)]
+    assert combined.n == 500  # both sources' rows, mixed with the fixed shares (0.5 / 0.5)
+    assert combined.agreement == pytest.approx(0.5 * full.agreement + 0.5 * rows[("time", "self_consistency", h0)].agreement)
     second = [r for k, r in rows.items() if k[0] == "time" and k[1] == "human" and k[2] != h0]
     assert len(second) == 1 and second[0].n == 60 and second[0].partial  # < min_labels: partial
     rolling = rows[next(k for k in rows if k[:2] == ("rolling", "combined"))]
-    assert rolling.n == 300  # rolling_n
+    assert rolling.n == 300 + 250  # the newest rolling_n of each source
     # idempotent: a re-run with nothing new writes nothing and changes nothing
     assert run_calibrate(world.factory, settings, now) == 0
     with world.factory() as ses:
