@@ -130,6 +130,8 @@ class Sample(Base):
     status: Mapped[str] = mapped_column(String(32), default="pending")  # indexed: ix_samples_status_model_ts
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)  # last scoring error / "image_unavailable: <reason>: ..."
+    # the claim on this sample's pending work: scoring while status is pending, then the spot check
+    # while it is scored and spotcheck_status pending (monitor.daemon.leases, monitor.spotcheck.job)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     spotcheck_status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|selected|done|skipped

@@ -111,3 +111,32 @@ def test_default_reference_then_pinned_by_cli(world, fast_settings, db_url, vlmw
         parse_window("yesterday")
     with pytest.raises(argparse.ArgumentTypeError, match="not after start"):
         parse_window(f"{end.isoformat()}..{start.isoformat()}")
+
+
+def test_self_consistency_windows_weight_spot_checks_by_their_inclusion_probability(world, fast_settings):
+    from sqlalchemy import update
+
+    from monitor.calibration.metrics import window_metrics
+    from storage.models import SpotCheck
+
+    settings = fast_settings()
+    s, y = _stream(300, 5)
+    agreement = np.where(y, 0.5, 0.2)  # 0.5 exactly: correct (spotcheck_correct: agreement >= 0.5)
+    ids = world.add(s, y, seconds_apart=5, label=False, spot_agreement=agreement)
+    pi = np.where(np.abs(s - 0.5) < 0.2, 1.0, 0.1)  # the boundary oversampled ten to one
+    with world.factory() as ses:
+        for sid, p in zip(ids, pi):
+            ses.execute(update(SpotCheck).where(SpotCheck.sample_id == sid).values(inclusion_prob=float(p)))
+        ses.commit()
+    run_calibrate(world.factory, settings, utcnow())
+    with world.factory() as ses:
+        row = ses.scalars(select(CalibrationWindow).filter_by(kind="time", source="self_consistency")
+                          .order_by(CalibrationWindow.n.desc())).first()
+    m = row.metrics
+    assert row.n == 300 and m["weighted"]
+    expect = window_metrics(s, y, bootstrap=0, weights=1.0 / pi)
+    plain = window_metrics(s, y, bootstrap=0)
+    for key in ("agreement", "accuracy", "brier", "auroc", "ece_mass"):
+        assert m[key] == pytest.approx(expect[key], abs=1e-9), key
+    assert abs(m["agreement"] - plain["agreement"]) > 0.02  # the weights matter here
+    assert m["agreement_ci"][0] <= m["agreement"] <= m["agreement_ci"][1]
