@@ -211,6 +211,20 @@ class Label(Base):
     )
 
 
+class LabelRevision(Base):
+    """A label whose verdict changed (``labels.correct`` updated in place): the evidence event that
+    tells consumers which already-read observation to retract and what replaces it.
+
+    Its id is its own cursor space (``monitor.calibration.revisions``)."""
+
+    __tablename__ = "label_revisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), index=True)
+    old_correct: Mapped[bool] = mapped_column(Boolean)
+    new_correct: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class CalibrationWindow(Base):
     """One calibration-history row: a window of samples with evidence, for one evidence source."""
 

@@ -4,7 +4,8 @@
 (cursor kept in ``detector_states`` under the name ``calibrate``), recomputes every time window
 that evidence falls into and the rolling window of the last ``calibration.rolling_n`` samples,
 and upserts ``CalibrationWindow`` rows (unique by model, probe version, kind, source, start), so
-re-running is idempotent and late evidence updates the windows it belongs to. Windows with fewer
+re-running is idempotent and late evidence updates the windows it belongs to; so does a corrected
+verdict (a label revision, ``monitor.calibration.revisions``, cursor ``revision_cursor``). Windows with fewer
 than ``calibration.min_labels`` samples are stored with ``partial=True`` and never fire.
 
 Spot-check rows are weighted by 1 / inclusion probability (``EvidenceRow.weight``), so a
@@ -26,7 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from monitor.calibration.evidence import EvidenceRow, as_arrays, combine, dedupe_human, load_evidence, weights_of
 from monitor.calibration.metrics import window_metrics
 from monitor.calibration.reference import active_reference, ensure_default_reference
-from storage.models import CalibrationWindow, DetectorState, ProbeVersion, Score, utcnow
+from monitor.calibration.revisions import load_revisions
+from storage.models import CalibrationWindow, DetectorState, LabelRevision, ProbeVersion, Score, utcnow
 
 __all__ = ["parse_duration", "window_start", "run_calibrate", "calibrate_probe", "CURSOR_NAME"]
 
@@ -110,15 +112,20 @@ def calibrate_probe(session: Session, settings: Any, pv: ProbeVersion, now: date
     # newly scored samples with evidence are recomputed too, so late scores are never missed
     late = (load_evidence(session, pv.model, pv.id, "human", scored_after=score_cursor)
             + load_evidence(session, pv.model, pv.id, "self_consistency", scored_after=score_cursor))
+    # corrected verdicts: recompute the windows of the revised samples
+    revision_cursor = int((st.state or {}).get("revision_cursor", 0))
+    revised = [ev.add for ev in load_revisions(session, pv.model, pv.id, after_id=revision_cursor)]
+    max_revision = int(session.scalar(select(func.max(LabelRevision.id))) or 0)
     ensure_default_reference(session, settings, pv)
-    new_state = {**(st.state or {}), "last_run": now.isoformat(), "score_cursor": max(score_cursor, max_score)}
-    if not new_h and not new_sc and not late:
+    new_state = {**(st.state or {}), "last_run": now.isoformat(), "score_cursor": max(score_cursor, max_score),
+                 "revision_cursor": max(revision_cursor, max_revision)}
+    if not new_h and not new_sc and not late and not revised:
         st.state = new_state
         return 0
     ref = active_reference(session, pv.id)
     ref_id = ref.id if ref is not None else None
     written = 0
-    starts = sorted({window_start(r.ts, width) for r in new_h + new_sc + late})
+    starts = sorted({window_start(r.ts, width) for r in new_h + new_sc + late + revised})
     for ws in starts:
         we = ws + width
         groups = _by_source(load_evidence(session, pv.model, pv.id, "human", start=ws, end=we),

@@ -140,3 +140,52 @@ def test_self_consistency_windows_weight_spot_checks_by_their_inclusion_probabil
         assert m[key] == pytest.approx(expect[key], abs=1e-9), key
     assert abs(m["agreement"] - plain["agreement"]) > 0.02  # the weights matter here
     assert m["agreement_ci"][0] <= m["agreement"] <= m["agreement_ci"][1]
+
+
+def test_a_label_flip_and_flip_back_reach_the_windows_and_the_revision_events(world, fast_settings):
+    from monitor.calibration.revisions import load_revisions
+    from storage.records import LabelRecord
+    from storage.repo_labels import add_labels
+
+    settings = fast_settings()
+    s, y = _stream(200, 6)
+    ids = world.add(s, y, seconds_apart=5, source="human")
+    run_calibrate(world.factory, settings, utcnow())
+
+    def window():
+        with world.factory() as ses:
+            return ses.scalars(select(CalibrationWindow).filter_by(kind="time", source="human")
+                               .order_by(CalibrationWindow.n.desc())).first()
+
+    before = window()
+    assert before.n == 200
+    sid, old = ids[0], bool(y[0])
+
+    def relabel(correct):
+        with world.factory.begin() as ses:
+            res = add_labels(ses, [LabelRecord(correct=correct, source="human", sample_id=sid)])
+        assert res.updated == 1
+
+    relabel(not old)
+    assert run_calibrate(world.factory, settings, utcnow()) > 0
+    flipped = window()
+    assert flipped.id == before.id
+    assert flipped.metrics["accuracy"] == pytest.approx(before.metrics["accuracy"] + (-1 if old else 1) / 200)
+    with world.factory() as ses:
+        (ev,) = load_revisions(ses, "m1", world.pv_id)
+    assert ev.retract.row_id == ev.add.row_id and ev.retract.sample_id == sid and ev.first_for_sample
+    assert (ev.retract.correct, ev.add.correct) == (old, not old)
+    relabel(old)  # and back
+    run_calibrate(world.factory, settings, utcnow())
+    back = window()
+    assert back.metrics["accuracy"] == pytest.approx(before.metrics["accuracy"])
+    assert back.auroc == pytest.approx(before.auroc)
+    with world.factory() as ses:
+        events = load_revisions(ses, "m1", world.pv_id)
+        assert [(e.retract.correct, e.add.correct) for e in events] == [(old, not old), (not old, old)]
+        assert load_revisions(ses, "m1", world.pv_id, after_id=events[0].revision_id)[0] == events[1]
+    # sending the same verdict again is no revision
+    with world.factory.begin() as ses:
+        assert add_labels(ses, [LabelRecord(correct=old, source="human", sample_id=sid)]).unchanged == 1
+    with world.factory() as ses:
+        assert len(load_revisions(ses, "m1", world.pv_id)) == 2
