@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -99,6 +99,20 @@ class CalibrationConfig(_Section):
     bins: int = 10  # bins for ECE (equal-width and equal-mass)
     bootstrap: int = 500  # bootstrap resamples for confidence intervals
     reference_n: int = 1000  # default reference: first N labelled samples after a probe is activated
+    # the `combined` window source: each evidence source's share of the combined estimate, fixed
+    # here so a combined metric cannot move with the spot-check budget or the label backlog
+    combined_shares: dict[str, float] = Field(default_factory=lambda: {"human": 0.5, "self_consistency": 0.5})
+
+    @field_validator("combined_shares")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        known = ("human", "self_consistency")
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown evidence source(s) {unknown}; expected {list(known)}")
+        if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("shares must be >= 0 with a positive total")
+        return value
 
 
 class DetectConfig(_Section):
@@ -127,7 +141,14 @@ class AlertRule(_Section):
     metric: str | None = None  # for detector=metric: auroc | ece | brier | agreement
     op: Literal["<", ">"] = "<"  # for detector=metric: fire when metric op threshold
     threshold: float | None = None  # for detector=metric
+    source: Literal["human", "self_consistency", "combined"] | None = None  # for detector=metric: the window source (required)
     resolve_after: int = 2  # consecutive clear evaluations before resolving (hysteresis)
+
+    @model_validator(mode="after")
+    def _metric_names_its_source(self) -> AlertRule:
+        if self.detector == "metric" and self.source is None:
+            raise ValueError(f"rule {self.name!r}: detector=metric needs source: human | self_consistency | combined")
+        return self
 
 
 def _default_rules() -> tuple[AlertRule, ...]:

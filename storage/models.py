@@ -130,6 +130,8 @@ class Sample(Base):
     status: Mapped[str] = mapped_column(String(32), default="pending")  # indexed: ix_samples_status_model_ts
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)  # last scoring error / "image_unavailable: <reason>: ..."
+    # the claim on this sample's pending work: scoring while status is pending, then the spot check
+    # while it is scored and spotcheck_status pending (monitor.daemon.leases, monitor.spotcheck.job)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     spotcheck_status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|selected|done|skipped
@@ -207,6 +209,20 @@ class Label(Base):
         UniqueConstraint("sample_id", "source", name="uq_label_sample_source"),
         UniqueConstraint("response_id", "source", name="uq_label_response_source"),
     )
+
+
+class LabelRevision(Base):
+    """A label whose verdict changed (``labels.correct`` updated in place): the evidence event that
+    tells consumers which already-read observation to retract and what replaces it.
+
+    Its id is its own cursor space (``monitor.calibration.revisions``)."""
+
+    __tablename__ = "label_revisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), index=True)
+    old_correct: Mapped[bool] = mapped_column(Boolean)
+    new_correct: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class CalibrationWindow(Base):

@@ -1,7 +1,8 @@
 """Correctness labels: stored by sample id or response id, joined to samples that arrive later.
 
 One label per (sample, source): sending a label again with another verdict updates it (a human
-correcting themselves); sending the same one again changes nothing. A label by ``response_id``
+correcting themselves) and records a ``label_revisions`` row (old and new verdict), the event
+windows and detectors read the correction from; sending the same one again changes nothing. A label by ``response_id``
 whose sample is not stored yet waits with ``sample_id = NULL`` and is joined when the sample is
 ingested (:func:`join_waiting_labels`, called by the sample ingest).
 
@@ -24,7 +25,7 @@ from sqlalchemy import bindparam, delete, false, func, select, text, update
 from sqlalchemy.orm import Session
 
 from storage._sql import chunks, in_values, insert_ignore
-from storage.models import LABEL_SOURCES, Label, Sample, utcnow
+from storage.models import LABEL_SOURCES, Label, LabelRevision, Sample, utcnow
 from storage.records import LabelRecord, Rejected
 from storage.repo_status import add_to_tally
 
@@ -162,6 +163,7 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
 
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
+    revisions: list[dict[str, Any]] = []
     for key, v in resolved.items():
         row = existing.get(key)
         if row is None and v["response_id"]:
@@ -175,6 +177,9 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
         else:
             updates.append({"b_id": row.id, "b_correct": v["correct"], "b_value": v["value"],
                             "b_sample_id": v["sample_id"] or row.sample_id})
+            if row.correct != v["correct"]:
+                revisions.append({"label_id": row.id, "old_correct": row.correct, "new_correct": v["correct"],
+                                  "created_at": utcnow()})
     if inserts:
         res = session.execute(insert_ignore(_LABELS, dialect).returning(_LABELS.c.id), inserts)
         result.inserted = len(res.all())
@@ -187,6 +192,8 @@ def add_labels(session: Session, labels: Sequence[LabelRecord]) -> LabelResult:
         )
         session.connection().execute(stmt, updates)
         result.updated = len(updates)
+    if revisions:
+        session.execute(LabelRevision.__table__.insert(), revisions)
     return result
 
 

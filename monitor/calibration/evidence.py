@@ -5,10 +5,20 @@ Two evidence sources, each with its own id space (the detectors' cursors):
 * ``human``: labels with source ``human`` or ``ground_truth`` (``Label.id``). When a sample has
   several, windows prefer ground truth and detectors take the first to arrive (lowest id), so a
   sample is never counted twice.
-* ``self_consistency``: spot checks (``SpotCheck.id``); the sample counts as correct when the
-  served answer's group holds at least half of the K sampled answers (``agreement >= 0.5``).
+* ``self_consistency``: spot checks (``SpotCheck.id``); correct by
+  :func:`monitor.spotcheck.answers.spotcheck_correct` (the served answer's group holds at least
+  half of the K sampled answers, ``agreement >= 0.5``: the one definition the job uses too).
 
-``combined`` takes, per sample, the human evidence when there is one, else self-consistency.
+Every row carries its inclusion probability (``SpotCheck.inclusion_prob`` for spot checks, 1 for
+labels) and ``weight`` = 1 / inclusion probability. The selection policy oversamples scores near
+the decision boundary, so any estimate from spot checks (window metrics, detector input) must
+weight each row by ``weight`` (Horvitz-Thompson / Hajek) to describe all scored samples.
+
+``combined`` (:func:`combine`) is a mixture with fixed shares (``calibration.combined_shares``,
+default half and half): each source's rows are weighted so the source holds its configured share
+of the total weight, whatever the spot-check budget or the label backlog, so a combined metric
+moves only when a source's metric moves. Note that the sources answer different questions
+(human: the answer is right; self_consistency: the model agrees with itself).
 A row needs a score by the probe version in question; evidence whose sample is not scored yet
 simply does not appear until it is (the detectors keep such ids pending, see ``monitor.detect``).
 """
@@ -17,28 +27,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session, aliased
 
+from monitor.spotcheck.answers import spotcheck_correct
 from storage.models import Label, Sample, Score, SpotCheck
 
 __all__ = [
     "HUMAN_SOURCES",
     "SOURCES",
-    "SC_CORRECT_AT",
     "EvidenceRow",
     "load_evidence",
     "combine",
     "as_arrays",
+    "weights_of",
 ]
 
 HUMAN_SOURCES = ("human", "ground_truth")
 SOURCES = ("human", "self_consistency")  # evidence sources with their own detectors and reference
 _IN_CHUNK = 500  # ids per IN list
-SC_CORRECT_AT = 0.5  # spot-check agreement at which the served answer counts as correct
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,12 @@ class EvidenceRow:
     correct: bool
     source: str  # human | self_consistency
     label_source: str  # human | ground_truth | self_consistency
+    inclusion_prob: float = 1.0  # probability the row was selected (spot checks); 1 for labels
+
+    @property
+    def weight(self) -> float:
+        """1 / inclusion probability: how many scored samples this row stands for."""
+        return 1.0 / self.inclusion_prob
 
 
 # ``probe_version_id + 0``: keeps SQLite from driving the join from the scores index (a scan of
@@ -72,7 +88,8 @@ def _human_query(probe_version_id: int, model: str, first_only: bool):
 
 def _sc_query(probe_version_id: int, model: str):
     q = (
-        select(SpotCheck.id, SpotCheck.sample_id, Sample.ts, Score.p_correct, SpotCheck.agreement)
+        select(SpotCheck.id, SpotCheck.sample_id, Sample.ts, Score.p_correct, SpotCheck.agreement,
+               SpotCheck.inclusion_prob)
         .join(Sample, Sample.id == SpotCheck.sample_id)
         .join(Score, and_(Score.sample_id == SpotCheck.sample_id, Score.probe_version_id + 0 == probe_version_id))
         .where(Sample.model == model)
@@ -148,9 +165,16 @@ def _rows(session: Session, q: Any, source: str) -> list[EvidenceRow]:
         if source == "human":
             rows.append(EvidenceRow(r[0], r[1], r[2], float(r[3]), bool(r[4]), "human", r[5]))
         else:
-            rows.append(EvidenceRow(r[0], r[1], r[2], float(r[3]), float(r[4]) >= SC_CORRECT_AT,
-                                    "self_consistency", "self_consistency"))
+            rows.append(EvidenceRow(r[0], r[1], r[2], float(r[3]), spotcheck_correct(r[4]),
+                                    "self_consistency", "self_consistency", _inclusion(r[0], r[5])))
     return rows
+
+
+def _inclusion(row_id: int, p: Any) -> float:
+    p = float(p)
+    if not 0.0 < p <= 1.0:  # a stored probability outside (0, 1] would make the weight meaningless
+        raise ValueError(f"spot check {row_id} has inclusion_prob {p}; it must be in (0, 1]")
+    return p
 
 
 def dedupe_human(rows: Iterable[EvidenceRow]) -> list[EvidenceRow]:
@@ -164,14 +188,31 @@ def dedupe_human(rows: Iterable[EvidenceRow]) -> list[EvidenceRow]:
     return sorted(best.values(), key=lambda r: (r.ts, r.row_id))
 
 
-def combine(human: Iterable[EvidenceRow], sc: Iterable[EvidenceRow]) -> list[EvidenceRow]:
-    """Per sample: human evidence when present, else self-consistency; in sample-time order."""
-    by_sample = {r.sample_id: r for r in sc}
-    by_sample.update({r.sample_id: r for r in dedupe_human(human)})
-    return sorted(by_sample.values(), key=lambda r: (r.ts, r.source, r.row_id))
+def combine(
+    human: Iterable[EvidenceRow], sc: Iterable[EvidenceRow], shares: Mapping[str, float]
+) -> tuple[list[EvidenceRow], np.ndarray]:
+    """The combined view: (rows, weights) with each source's weights (1 / inclusion probability)
+    scaled to sum to its share of ``shares``; a source with no rows passes its share to the others,
+    a source with share 0 is left out. Rows in sample-time order."""
+    by_source = {"human": dedupe_human(human), "self_consistency": list(sc)}
+    present = {src: rows for src, rows in by_source.items() if rows and shares.get(src, 0.0) > 0}
+    total_share = sum(shares[src] for src in present)
+    rows: list[EvidenceRow] = []
+    weights: list[float] = []
+    for src, part in present.items():
+        w = weights_of(part)
+        rows += part
+        weights += list(w * (shares[src] / total_share) / w.sum())
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].ts, rows[i].source, rows[i].row_id))
+    return [rows[i] for i in order], np.array([weights[i] for i in order], dtype=np.float64)
 
 
 def as_arrays(rows: Sequence[EvidenceRow]) -> tuple[np.ndarray, np.ndarray]:
     """(scores, correct) arrays of ``rows``."""
     return (np.fromiter((r.score for r in rows), dtype=np.float64, count=len(rows)),
             np.fromiter((r.correct for r in rows), dtype=np.float64, count=len(rows)))
+
+
+def weights_of(rows: Sequence[EvidenceRow]) -> np.ndarray:
+    """Each row's weight (1 / inclusion probability), aligned with :func:`as_arrays`."""
+    return np.fromiter((r.weight for r in rows), dtype=np.float64, count=len(rows))

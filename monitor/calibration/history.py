@@ -4,8 +4,13 @@
 (cursor kept in ``detector_states`` under the name ``calibrate``), recomputes every time window
 that evidence falls into and the rolling window of the last ``calibration.rolling_n`` samples,
 and upserts ``CalibrationWindow`` rows (unique by model, probe version, kind, source, start), so
-re-running is idempotent and late evidence updates the windows it belongs to. Windows with fewer
+re-running is idempotent and late evidence updates the windows it belongs to; so does a corrected
+verdict (a label revision, ``monitor.calibration.revisions``, cursor ``revision_cursor``). Windows with fewer
 than ``calibration.min_labels`` samples are stored with ``partial=True`` and never fire.
+
+Spot-check rows are weighted by 1 / inclusion probability (``EvidenceRow.weight``), so a
+self-consistency window estimates the metric over every scored sample in it; ``combined`` mixes
+the two sources with the fixed ``calibration.combined_shares`` (``evidence.combine``).
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.calibration.evidence import EvidenceRow, as_arrays, combine, dedupe_human, load_evidence
+from monitor.calibration.evidence import EvidenceRow, as_arrays, combine, dedupe_human, load_evidence, weights_of
 from monitor.calibration.metrics import window_metrics
 from monitor.calibration.reference import active_reference, ensure_default_reference
-from storage.models import CalibrationWindow, DetectorState, ProbeVersion, Score, utcnow
+from monitor.calibration.revisions import load_revisions
+from storage.models import CalibrationWindow, DetectorState, LabelRevision, ProbeVersion, Score, utcnow
 
 __all__ = ["parse_duration", "window_start", "run_calibrate", "calibrate_probe", "CURSOR_NAME"]
 
@@ -56,13 +62,13 @@ def _upsert(session: Session, key: dict[str, Any], values: dict[str, Any]) -> No
             setattr(row, k, v)
 
 
-def _window_row(rows: list[EvidenceRow], pv: ProbeVersion, settings: Any, start: datetime, end: datetime,
-                ref_id: int | None) -> dict[str, Any]:
+def _window_row(rows: list[EvidenceRow], weights: np.ndarray, pv: ProbeVersion, settings: Any, start: datetime,
+                end: datetime, ref_id: int | None) -> dict[str, Any]:
     cal = settings.calibration
     s, y = as_arrays(rows)
     seed = int(start.timestamp()) ^ pv.id  # deterministic bootstrap: re-runs give the same CIs
     m = window_metrics(s, y, threshold=pv.threshold, bins=cal.bins, bootstrap=cal.bootstrap,
-                       rng=np.random.default_rng(seed & 0xFFFFFFFF))
+                       rng=np.random.default_rng(seed & 0xFFFFFFFF), weights=weights)
     m["reference_id"] = ref_id
     m["sample_ids_tail"] = [r.sample_id for r in rows[-20:]]
     n = len(rows)
@@ -73,9 +79,14 @@ def _window_row(rows: list[EvidenceRow], pv: ProbeVersion, settings: Any, start:
     }
 
 
-def _by_source(human: list[EvidenceRow], sc: list[EvidenceRow]) -> dict[str, list[EvidenceRow]]:
-    return {"human": dedupe_human(human), "self_consistency": sorted(sc, key=lambda r: (r.ts, r.row_id)),
-            "combined": combine(human, sc)}
+def _by_source(human: list[EvidenceRow], sc: list[EvidenceRow], settings: Any,
+               newest: int | None = None) -> dict[str, tuple[list[EvidenceRow], np.ndarray]]:
+    """Rows and weights per window source; ``newest``: only each source's last N rows (rolling)."""
+    h = dedupe_human(human)[-newest:] if newest else dedupe_human(human)
+    c = sorted(sc, key=lambda r: (r.ts, r.row_id))
+    c = c[-newest:] if newest else c
+    return {"human": (h, weights_of(h)), "self_consistency": (c, weights_of(c)),
+            "combined": combine(h, c, settings.calibration.combined_shares)}
 
 
 def _cursor(session: Session, pv: ProbeVersion) -> DetectorState:
@@ -101,32 +112,36 @@ def calibrate_probe(session: Session, settings: Any, pv: ProbeVersion, now: date
     # newly scored samples with evidence are recomputed too, so late scores are never missed
     late = (load_evidence(session, pv.model, pv.id, "human", scored_after=score_cursor)
             + load_evidence(session, pv.model, pv.id, "self_consistency", scored_after=score_cursor))
+    # corrected verdicts: recompute the windows of the revised samples
+    revision_cursor = int((st.state or {}).get("revision_cursor", 0))
+    revised = [ev.add for ev in load_revisions(session, pv.model, pv.id, after_id=revision_cursor)]
+    max_revision = int(session.scalar(select(func.max(LabelRevision.id))) or 0)
     ensure_default_reference(session, settings, pv)
-    new_state = {**(st.state or {}), "last_run": now.isoformat(), "score_cursor": max(score_cursor, max_score)}
-    if not new_h and not new_sc and not late:
+    new_state = {**(st.state or {}), "last_run": now.isoformat(), "score_cursor": max(score_cursor, max_score),
+                 "revision_cursor": max(revision_cursor, max_revision)}
+    if not new_h and not new_sc and not late and not revised:
         st.state = new_state
         return 0
     ref = active_reference(session, pv.id)
     ref_id = ref.id if ref is not None else None
     written = 0
-    starts = sorted({window_start(r.ts, width) for r in new_h + new_sc + late})
+    starts = sorted({window_start(r.ts, width) for r in new_h + new_sc + late + revised})
     for ws in starts:
         we = ws + width
         groups = _by_source(load_evidence(session, pv.model, pv.id, "human", start=ws, end=we),
-                            load_evidence(session, pv.model, pv.id, "self_consistency", start=ws, end=we))
-        for source, rows in groups.items():
+                            load_evidence(session, pv.model, pv.id, "self_consistency", start=ws, end=we), settings)
+        for source, (rows, weights) in groups.items():
             if rows:
                 key = dict(model=pv.model, probe_version_id=pv.id, kind="time", source=source, window_start=ws)
-                _upsert(session, key, _window_row(rows, pv, settings, ws, we, ref_id))
+                _upsert(session, key, _window_row(rows, weights, pv, settings, ws, we, ref_id))
                 written += 1
     n = int(settings.calibration.rolling_n)
     groups = _by_source(load_evidence(session, pv.model, pv.id, "human", newest=2 * n),
-                        load_evidence(session, pv.model, pv.id, "self_consistency", newest=n))
-    for source, rows in groups.items():
-        rows = rows[-n:]
+                        load_evidence(session, pv.model, pv.id, "self_consistency", newest=n), settings, newest=n)
+    for source, (rows, weights) in groups.items():
         if rows:
             key = dict(model=pv.model, probe_version_id=pv.id, kind="rolling", source=source, window_start=rows[0].ts)
-            _upsert(session, key, _window_row(rows, pv, settings, rows[0].ts, rows[-1].ts, ref_id))
+            _upsert(session, key, _window_row(rows, weights, pv, settings, rows[0].ts, rows[-1].ts, ref_id))
             written += 1
     st.cursor = max([st.cursor] + [r.row_id for r in new_h])
     st.state = {**new_state, "spotcheck_cursor": max([sc_cursor] + [r.row_id for r in new_sc])}

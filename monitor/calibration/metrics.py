@@ -11,6 +11,15 @@ resample); AUROC also has the Hanley–McNeil interval.
 
 AUROC and r_pb only rank or correlate the scores, so they accept any finite scores (probe logits,
 attention sharpness); ECE, Brier and agreement need probabilities in [0, 1].
+
+Weights: :func:`window_metrics` takes an optional weight per row, the inverse of its inclusion
+probability for spot checks (``monitor.spotcheck.policy``), so a window estimates the metric of
+every scored sample in it, not of the ones the policy oversampled near the decision boundary.
+Weighted estimates are Hajek (ratio) estimates: weighted means, the weighted Mann-Whitney AUROC
+(each positive-negative pair counts w_i * w_j), ECE with weighted bins (equal-mass bins hold
+equal weight). Bootstrap CIs resample rows with their weights; the Wilson intervals of
+agreement and accuracy use the effective sample size p(1-p)/Var of the linearised Hajek mean.
+With unit weights every figure equals the unweighted one.
 """
 
 from __future__ import annotations
@@ -59,17 +68,43 @@ def _as_arrays(
     return s, y
 
 
-def _auroc_rows(s: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
-    """AUROC of each row (Mann–Whitney with mid-ranks for ties); NaN where a row has one class."""
+def _auroc_rows(
+    s: NDArray[np.float64], y: NDArray[np.float64], w: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """AUROC of each row (Mann-Whitney, ties count half; pair i, j weighs w_i * w_j); NaN where a
+    row has one class."""
     s2 = np.atleast_2d(s)
     y2 = np.atleast_2d(y)
-    ranks = stats.rankdata(s2, axis=1)
-    n_pos = y2.sum(axis=1)
-    n_neg = y2.shape[1] - n_pos
-    rank_sum = (ranks * y2).sum(axis=1)
+    if w is None:
+        ranks = stats.rankdata(s2, axis=1)
+        n_pos = y2.sum(axis=1)
+        n_neg = y2.shape[1] - n_pos
+        rank_sum = (ranks * y2).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+        out[(n_pos == 0) | (n_neg == 0)] = np.nan
+        return out
+    w2 = np.broadcast_to(np.atleast_2d(w), s2.shape)
+    order = np.argsort(s2, axis=1, kind="stable")
+    v = np.take_along_axis(s2, order, axis=1)
+    yy = np.take_along_axis(y2, order, axis=1)
+    ww = np.take_along_axis(w2, order, axis=1)
+    pos_w, neg_w = ww * yy, ww * (1.0 - yy)
+    cum_neg = np.cumsum(neg_w, axis=1)
+    n = v.shape[1]
+    k = np.broadcast_to(np.arange(n), v.shape)
+    first = np.ones(v.shape, dtype=bool)
+    first[:, 1:] = v[:, 1:] != v[:, :-1]
+    last = np.ones(v.shape, dtype=bool)
+    last[:, :-1] = v[:, :-1] != v[:, 1:]
+    start = np.maximum.accumulate(np.where(first, k, 0), axis=1)  # first index of each tie group
+    end = np.flip(np.minimum.accumulate(np.flip(np.where(last, k, n - 1), axis=1), axis=1), axis=1)
+    below = np.take_along_axis(cum_neg - neg_w, start, axis=1)  # negative weight strictly below
+    tied = np.take_along_axis(cum_neg, end, axis=1) - below
+    den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    out[(n_pos == 0) | (n_neg == 0)] = np.nan
+        out = (pos_w * (below + 0.5 * tied)).sum(axis=1) / den
+    out[~(den > 0)] = np.nan
     return out
 
 
@@ -92,26 +127,34 @@ def auroc_hanley_mcneil(auc: float, n_pos: int, n_neg: int) -> tuple[float, floa
     return (max(0.0, auc - half), min(1.0, auc + half))
 
 
-def _ece_rows(s: NDArray[np.float64], y: NDArray[np.float64], bins: int, mass: bool) -> NDArray[np.float64]:
-    """Expected calibration error per row: sum over bins of |mean(y) - mean(s)| * share of the bin."""
+def _ece_rows(
+    s: NDArray[np.float64], y: NDArray[np.float64], bins: int, mass: bool, w: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """Expected calibration error per row: sum over bins of |mean(y) - mean(s)| * share of the bin
+    (shares and means by weight when ``w`` is given; equal-mass bins then hold equal weight)."""
     s2 = np.atleast_2d(s)
     y2 = np.atleast_2d(y)
+    w2 = np.ones(s2.shape) if w is None else np.broadcast_to(np.atleast_2d(w), s2.shape).astype(np.float64)
     n = s2.shape[1]
     if mass:
-        # equal-mass (adaptive) bins: sort each row and cut into `bins` groups of ~equal count
+        # equal-mass (adaptive) bins: sort each row and cut into `bins` groups of ~equal weight
         order = np.argsort(s2, axis=1, kind="stable")
         s2 = np.take_along_axis(s2, order, axis=1)
         y2 = np.take_along_axis(y2, order, axis=1)
-        idx = np.minimum((np.arange(n) * bins) // max(n, 1), bins - 1)
-        idx = np.broadcast_to(idx, s2.shape)
+        w2 = np.take_along_axis(w2, order, axis=1)
+        if w is None:
+            idx = np.broadcast_to(np.minimum((np.arange(n) * bins) // max(n, 1), bins - 1), s2.shape)
+        else:
+            before = np.cumsum(w2, axis=1) - w2
+            idx = np.minimum((before * bins / w2.sum(axis=1, keepdims=True)).astype(np.int64), bins - 1)
     else:
         idx = np.minimum((s2 * bins).astype(np.int64), bins - 1)
     rows = np.arange(s2.shape[0])[:, None]
     flat = (rows * bins + idx).ravel()
     size = s2.shape[0] * bins
-    ssum = np.bincount(flat, weights=s2.ravel(), minlength=size).reshape(-1, bins)
-    ysum = np.bincount(flat, weights=y2.ravel(), minlength=size).reshape(-1, bins)
-    return np.abs(ysum - ssum).sum(axis=1) / n
+    ssum = np.bincount(flat, weights=(w2 * s2).ravel(), minlength=size).reshape(-1, bins)
+    ysum = np.bincount(flat, weights=(w2 * y2).ravel(), minlength=size).reshape(-1, bins)
+    return np.abs(ysum - ssum).sum(axis=1) / w2.sum(axis=1)
 
 
 def ece(scores: ArrayLike, correct: ArrayLike, bins: int = 10, equal_mass: bool = False) -> float:
@@ -149,15 +192,26 @@ def agreement_rate(scores: ArrayLike, correct: ArrayLike, threshold: float = 0.5
     return float(np.mean((s >= threshold) == (y == 1.0))) if s.size else math.nan
 
 
-def wilson_interval(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
+def wilson_interval(k: float, n: float) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n (``n`` may be an effective sample size)."""
+    if n <= 0:
         return (math.nan, math.nan)
     p = k / n
     den = 1 + _Z95**2 / n
     centre = (p + _Z95**2 / (2 * n)) / den
-    half = _Z95 * math.sqrt(p * (1 - p) / n + _Z95**2 / (4 * n * n)) / den
+    half = _Z95 * math.sqrt(max(p * (1 - p), 0.0) / n + _Z95**2 / (4 * n * n)) / den
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _weighted_proportion(x: NDArray[np.float64], w: NDArray[np.float64]) -> tuple[float, list[float]]:
+    """Hajek mean of 0/1 values ``x`` with weights ``w`` and its 95% Wilson interval at the effective
+    sample size p(1-p)/Var (linearised variance sum w^2 (x-p)^2 / (sum w)^2; Kish's size when p is
+    0 or 1). Unit weights: the plain proportion and its Wilson interval."""
+    total = float(w.sum())
+    p = float((w * x).sum() / total)
+    var = float((w * w * (x - p) ** 2).sum()) / (total * total)
+    n_eff = p * (1 - p) / var if var > 0 else total * total / float((w * w).sum())
+    return p, list(wilson_interval(p * n_eff, n_eff))
 
 
 def _pearson_rows(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -193,47 +247,78 @@ def window_metrics(
     bins: int = 10,
     bootstrap: int = 500,
     rng: np.random.Generator | None = None,
+    weights: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """All calibration metrics of one window, each with a 95% CI; JSON-ready (None for undefined).
+
+    ``weights``: one positive weight per row (1 / inclusion probability for spot checks; see the
+    module docstring); None = unit weights. ``n`` stays the number of rows, ``n_eff`` is Kish's
+    effective sample size (sum w)^2 / sum w^2.
 
     ``est_accuracy`` is the label-free accuracy estimate: the mean of the (calibrated) probe scores,
     with a bootstrap band; compare it with ``accuracy`` (the evidence) to see calibration drift.
     """
     s, y = _as_arrays(scores, correct)
+    w = _weights(weights, s.size)
     n = int(s.size)
     n_pos = int(y.sum())
     out: dict[str, Any] = {"n": n, "n_pos": n_pos, "threshold": threshold, "bins": bins}
     if n == 0:
         return out
     rng = rng if rng is not None else np.random.default_rng(0)
-    auc = _auroc_rows(s, y)[0]
+    wts = np.ones(n) if w is None else w
+    total = float(wts.sum())
+    auc = _auroc_rows(s, y, w)[0]
     r, r_lo, r_hi = point_biserial(s, y)
-    agree = (s >= threshold) == (y == 1.0)
+    agree = ((s >= threshold) == (y == 1.0)).astype(np.float64)
+    agreement, agreement_ci = _weighted_proportion(agree, wts)
+    accuracy, accuracy_ci = _weighted_proportion(y, wts)
+    # Hanley-McNeil from the class counts each weighted class stands for (their effective sizes)
+    hm_pos, hm_neg = (n_pos, n - n_pos) if w is None else (_kish(wts[y == 1.0]), _kish(wts[y == 0.0]))
     out.update(
+        n_eff=total * total / float((wts * wts).sum()),
+        weighted=w is not None,
         auroc=_num(auc),
-        auroc_ci_hm=[_num(v) for v in auroc_hanley_mcneil(float(auc), n_pos, n - n_pos)],
-        ece_width=_num(_ece_rows(s, y, bins, False)[0]),
-        ece_mass=_num(_ece_rows(s, y, bins, True)[0]),
-        brier=_num(float(np.mean((s - y) ** 2))),
+        auroc_ci_hm=[_num(v) for v in auroc_hanley_mcneil(float(auc), hm_pos, hm_neg)],
+        ece_width=_num(_ece_rows(s, y, bins, False, w)[0]),
+        ece_mass=_num(_ece_rows(s, y, bins, True, w)[0]),
+        brier=_num(float((wts * (s - y) ** 2).sum() / total)),
         r_pb=_num(r),
         r_pb_ci=[_num(r_lo), _num(r_hi)],
-        agreement=float(agree.mean()),
-        agreement_ci=list(wilson_interval(int(agree.sum()), n)),
-        accuracy=float(y.mean()),
-        accuracy_ci=list(wilson_interval(n_pos, n)),
-        mean_score=float(s.mean()),
-        est_accuracy=float(s.mean()),
+        agreement=agreement,
+        agreement_ci=agreement_ci,
+        accuracy=accuracy,
+        accuracy_ci=accuracy_ci,
+        mean_score=float((wts * s).sum() / total),
+        est_accuracy=float((wts * s).sum() / total),
     )
     if bootstrap > 0 and n >= 2:
         idx = rng.integers(0, n, size=(bootstrap, n))
-        bs, by = s[idx], y[idx]
-        out["auroc_ci"] = _ci(_auroc_rows(bs, by))
-        out["ece_width_ci"] = _ci(_ece_rows(bs, by, bins, False))
-        out["ece_mass_ci"] = _ci(_ece_rows(bs, by, bins, True))
-        out["brier_ci"] = _ci(((bs - by) ** 2).mean(axis=1))
-        out["est_accuracy_ci"] = _ci(bs.mean(axis=1))
+        bs, by, bw = s[idx], y[idx], wts[idx]
+        bw_or_none = None if w is None else bw
+        out["auroc_ci"] = _ci(_auroc_rows(bs, by, bw_or_none))
+        out["ece_width_ci"] = _ci(_ece_rows(bs, by, bins, False, bw_or_none))
+        out["ece_mass_ci"] = _ci(_ece_rows(bs, by, bins, True, bw_or_none))
+        out["brier_ci"] = _ci((bw * (bs - by) ** 2).sum(axis=1) / bw.sum(axis=1))
+        out["est_accuracy_ci"] = _ci((bw * bs).sum(axis=1) / bw.sum(axis=1))
         out["bootstrap"] = bootstrap
     return out
+
+
+def _weights(weights: ArrayLike | None, n: int) -> NDArray[np.float64] | None:
+    """Validated weights as an array, or None for unit weights."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.size != n:
+        raise ValueError(f"weights and scores differ in length: {w.size} != {n}")
+    if w.size and not (np.all(np.isfinite(w)) and np.all(w > 0)):
+        raise ValueError("weights must be finite and > 0 (1 / inclusion probability)")
+    return w
+
+
+def _kish(w: NDArray[np.float64]) -> float:
+    return float(w.sum() ** 2 / (w * w).sum()) if w.size else 0.0
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from monitor.calibration.evidence import SOURCES, EvidenceRow, as_arrays, dedupe_human, load_evidence
+from monitor.calibration.evidence import SOURCES, EvidenceRow, as_arrays, dedupe_human, load_evidence, weights_of
 from monitor.calibration.metrics import window_metrics
 from storage._sql import insert_ignore
 from storage.models import ProbeVersion, Reference, Score, Sample, utcnow
@@ -37,8 +37,13 @@ class ReferenceError(ValueError):
 
 
 def source_stats(rows: list[EvidenceRow], threshold: float, settings: Any, target_n: int | None) -> dict[str, Any]:
-    """Reference statistics of one source's evidence rows."""
+    """Reference statistics of one source's evidence rows.
+
+    ``metrics`` and ``disagreement_weighted`` weight spot checks by 1 / inclusion probability (the
+    whole scored population); ``disagreement`` is the plain share of the rows, the rate of the
+    unweighted stream; ``weights`` are kept beside ``scores`` for simulation."""
     s, y = as_arrays(rows)
+    w = weights_of(rows)
     n = int(s.size)
     disagree = (s >= threshold) != (y == 1.0)
     rng = np.random.default_rng(0)
@@ -49,8 +54,11 @@ def source_stats(rows: list[EvidenceRow], threshold: float, settings: Any, targe
         "complete": target_n is None or n >= target_n,
         "disagreements": int(disagree.sum()),
         "disagreement": float(disagree.mean()) if n else None,
-        "metrics": window_metrics(s, y, threshold=threshold, bins=cal.bins, bootstrap=cal.bootstrap if n >= 10 else 0),
+        "disagreement_weighted": float((w * disagree).sum() / w.sum()) if n else None,
+        "metrics": window_metrics(s, y, threshold=threshold, bins=cal.bins, bootstrap=cal.bootstrap if n >= 10 else 0,
+                                  weights=w),
         "scores": [round(float(v), 5) for v in s[keep]],
+        "weights": [round(float(v), 5) for v in w[keep]],
         "residuals": [round(float(v), 5) for v in (y - s)[keep]],
         "agree_bits": [int(v) for v in (~disagree)[keep]],
         "first_ts": rows[0].ts.isoformat() if rows else None,

@@ -17,12 +17,27 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "SPOTCHECK_CORRECT_AT",
+    "spotcheck_correct",
     "normalize_answer",
     "GroupStats",
     "group_counts",
     "group_stats",
     "stats_from_distribution",
 ]
+
+SPOTCHECK_CORRECT_AT = 0.5  # agreement at which a spot-checked served answer counts as correct
+
+
+def spotcheck_correct(agreement: float) -> bool:
+    """The one definition of a correct spot check: the served answer's group holds at least half of
+    the sampled answers (or of the exact one-token probability), ``agreement >= 0.5``.
+
+    The spot-check job writes it into the self-consistency label, the evidence loader reads it from
+    ``spot_checks.agreement``, and SQL filters use ``agreement >= SPOTCHECK_CORRECT_AT``.
+    """
+    return float(agreement) >= SPOTCHECK_CORRECT_AT
+
 
 _ARTICLES = {"a", "an", "the"}
 _UNITS = {

@@ -3,25 +3,35 @@
 ``run_spotcheck(sessions, settings, ...)`` (docs/CONTRACTS.md, "Spot-check entry points"):
 
 1. Candidates: samples scored by their model's active probe whose ``spotcheck_status`` is
-   ``pending``, oldest first, at most ``spotcheck.max_candidates_per_run``.
+   ``pending``, oldest first, at most ``spotcheck.max_candidates_per_run``, *claimed* like the
+   score job claims samples (``monitor.daemon.leases``): ``FOR UPDATE SKIP LOCKED`` on PostgreSQL
+   and a lease (``samples.lease_owner`` / ``lease_expires_at``, free once a sample is scored;
+   ``scoring.lease_seconds``, renewed while the run works). So with N daemons each candidate is
+   decided by exactly one draw, and the inclusion probability recorded is the true one.
 2. Budget: the compute spent on spot checks in the last hour (``spot_checks.compute_seconds``:
-   device seconds on GPU, wall seconds on CPU) against ``spotcheck.gpu_seconds_per_hour``. The
-   inclusion probabilities are scaled so the expected hourly spend fits; once the hour's budget is
-   spent the run decides nothing more (undecided samples stay ``pending``) and says so.
+   device seconds on GPU, wall seconds on CPU, every daemon's) against
+   ``spotcheck.gpu_seconds_per_hour``. The inclusion probabilities are scaled so the expected
+   hourly spend fits; the spend is read again from the database before each check, so once the
+   hour's budget is spent by all daemons together the run decides nothing more (undecided samples
+   stay ``pending``, their claim released) and says so. Across N daemons the hour can overshoot by
+   at most the checks in flight (one per daemon).
 3. Each candidate is drawn with its inclusion probability (``monitor.spotcheck.policy``):
    not drawn -> ``skipped``; drawn -> checked, then ``done`` with a ``spot_checks`` row (its
    inclusion probability and reason) and a ``labels`` row, source ``self_consistency``,
-   ``correct`` = the served answer agrees with the majority, ``value`` = agreement.
+   ``correct`` = :func:`monitor.spotcheck.answers.spotcheck_correct` (agreement >= 0.5, the one
+   definition the evidence loader uses too), ``value`` = agreement.
 
-Writes are conditional on the sample still being ``pending``, so two workers never store two
-results for one sample (at worst both compute it). A run stopped by the daemon (``should_stop``)
-or by its time budget leaves the rest ``pending``.
+Writes are conditional on the sample still being ``pending`` and claimed by this worker, so two
+workers never store two results for one sample; a worker whose lease expired mid-check loses
+the sample to the next claimant's draw. A run stopped by the daemon (``should_stop``) or by its
+time budget leaves the rest ``pending`` and releases their claim.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +39,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
+from monitor.spotcheck.answers import spotcheck_correct
 from monitor.spotcheck.policy import SelectionPolicy
 from storage.failopen import report_internal_error
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
@@ -63,6 +74,8 @@ class SpotcheckRun:
     compute_seconds: float = 0.0
     stopped: str | None = None  # budget | stop | time | oom
     by_model: dict[str, int] = field(default_factory=dict)
+    # (sample id, drawn, inclusion probability) of every candidate this run decided and recorded
+    decisions: list[tuple[str, bool, float]] = field(default_factory=list)
 
 
 def load_adapters(settings: Settings, names: set[str]) -> dict[str, Any]:
@@ -111,31 +124,74 @@ def _eos_ids(adapter: Any) -> list[int]:
     return sorted(ids)
 
 
-def _candidates(session: Session, models: set[str], limit: int) -> list[Any]:
+def _claim_candidates(session: Session, models: set[str], limit: int, worker: str, lease_seconds: float,
+                      now: datetime) -> list[Any]:
+    """Claim up to ``limit`` pending candidates (oldest first) for ``worker`` and commit the lease."""
+    ids_q = (
+        select(Sample.id)
+        .join(Score, Score.sample_id == Sample.id)
+        .join(ProbeVersion, (ProbeVersion.id == Score.probe_version_id) & ProbeVersion.active.is_(True))
+        .where(Sample.status == "scored", Sample.spotcheck_status == "pending", Sample.model.in_(sorted(models)))
+        .where(ProbeVersion.model == Sample.model)
+        .where(or_(Sample.lease_expires_at.is_(None), Sample.lease_expires_at < now))
+        .order_by(Sample.ts, Sample.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=Sample)
+    )
+    ids = list(session.scalars(ids_q))
+    if not ids:
+        session.rollback()
+        return []
+    session.execute(
+        update(Sample).where(Sample.id.in_(ids), Sample.spotcheck_status == "pending")
+        .values(lease_owner=worker, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    session.commit()
     q = (
         select(Sample.id, Sample.model, Sample.prompt, Sample.answer, Sample.image_sha256, Score.p_correct,
                ProbeVersion.threshold)  # fmt: skip
         .join(Score, Score.sample_id == Sample.id)
         .join(ProbeVersion, (ProbeVersion.id == Score.probe_version_id) & ProbeVersion.active.is_(True))
-        .where(Sample.status == "scored", Sample.spotcheck_status == "pending", Sample.model.in_(sorted(models)))
-        .where(ProbeVersion.model == Sample.model)
+        .where(Sample.id.in_(ids), Sample.lease_owner == worker, ProbeVersion.model == Sample.model)
         .order_by(Sample.ts, Sample.id)
-        .limit(limit)
     )
     return list(session.execute(q).all())
+
+
+def _extend_claim(session: Session, ids: list[str], worker: str, until: datetime) -> None:
+    session.execute(
+        update(Sample).where(Sample.id.in_(ids), Sample.lease_owner == worker, Sample.spotcheck_status == "pending")
+        .values(lease_expires_at=until).execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
+def _release_claim(session: Session, ids: list[str], worker: str) -> None:
+    session.execute(
+        update(Sample).where(Sample.id.in_(ids), Sample.lease_owner == worker, Sample.spotcheck_status == "pending")
+        .values(lease_owner=None, lease_expires_at=None).execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
+def _spent_last_hour(session: Session, now: datetime) -> float:
+    """Seconds every daemon spent on spot checks in the hour before ``now``."""
+    spent = session.scalar(
+        select(func.coalesce(func.sum(SpotCheck.compute_seconds), 0.0)).where(SpotCheck.created_at >= now - HOUR)
+    )
+    return float(spent or 0.0)
 
 
 def _cost_state(session: Session, now: datetime, models: set[str], prior: float) -> tuple[float, float, float]:
     """(seconds spent in the last hour, mean seconds per check, candidates scored in the last hour)."""
     since = now - HOUR
-    spent = session.scalar(select(func.coalesce(func.sum(SpotCheck.compute_seconds), 0.0)).where(SpotCheck.created_at >= since))
+    spent = _spent_last_hour(session, now)
     recent = session.scalars(select(SpotCheck.compute_seconds).order_by(SpotCheck.id.desc()).limit(COST_HISTORY)).all()
     per_check = float(np.mean(recent)) if recent else prior
     arrivals = session.scalar(
         select(func.count(Score.id)).join(Sample, Sample.id == Score.sample_id)
         .where(Score.created_at >= since, Sample.model.in_(sorted(models)))
     )  # fmt: skip
-    return float(spent or 0.0), per_check, float(arrivals or 0)
+    return spent, per_check, float(arrivals or 0)
 
 
 def _load_image(session: Session, sha: str | None) -> Any:
@@ -149,10 +205,12 @@ def _load_image(session: Session, sha: str | None) -> Any:
     return PILImage.open(io.BytesIO(data)).convert("RGB")
 
 
-def _mark(session: Session, sample_id: str, status: str) -> bool:
+def _mark(session: Session, sample_id: str, status: str, worker: str) -> bool:
+    """Record the decision of a sample this worker still holds; False when it lost the claim."""
     res = session.execute(
-        update(Sample).where(Sample.id == sample_id, Sample.spotcheck_status == "pending").values(spotcheck_status=status)
-    )
+        update(Sample).where(Sample.id == sample_id, Sample.spotcheck_status == "pending", Sample.lease_owner == worker)
+        .values(spotcheck_status=status, lease_owner=None, lease_expires_at=None)
+    )  # fmt: skip
     return res.rowcount == 1
 
 
@@ -167,10 +225,13 @@ def run_spotcheck(
     should_stop: Callable[[], bool] | None = None,
     rng: np.random.Generator | None = None,
 ) -> SpotcheckRun:
-    """One spot-check run. ``budget``: wall seconds this run may take new work for (None: no limit)."""
+    """One spot-check run. ``budget``: wall seconds this run may take new work for (None: no limit);
+    ``worker``: the claim owner (default: this process)."""
     cfg = settings.spotcheck
     now = now or utcnow()
     rng = rng or np.random.default_rng()
+    worker = worker or f"spotcheck-{os.getpid()}"
+    lease = float(settings.scoring.lease_seconds)
     started = time.monotonic()
     models = set(adapters) if adapters is not None else set(settings.models)
     run = SpotcheckRun()
@@ -178,38 +239,70 @@ def run_spotcheck(
         return run
     policy = SelectionPolicy(cfg.rate, cfg.uniform_share, cfg.boundary_width, cfg.gpu_seconds_per_hour)
     with sessions() as s:
-        cands = _candidates(s, models, cfg.max_candidates_per_run)
         spent, per_check, arrivals = _cost_state(s, now, models, cfg.seconds_per_check_prior)
+        cands = _claim_candidates(s, models, cfg.max_candidates_per_run, worker, lease, now)
     run.candidates, run.spent_last_hour = len(cands), spent
     if not cands:
         return run
+    try:
+        _decide_and_check(sessions, settings, policy, cands, run, adapters, now, rng, worker, budget, started,
+                          should_stop, per_check, arrivals)
+    finally:  # whatever this run did not decide goes back to the queue at once
+        with sessions.begin() as s:
+            _release_claim(s, [c.id for c in cands], worker)
+    if run.stopped == "budget":
+        log.info("spot-check budget reached (%.1f of %.1f s in the last hour): %d samples left pending",
+                 run.spent_last_hour + run.compute_seconds, cfg.gpu_seconds_per_hour, run.undecided)  # fmt: skip
+    log.debug("spot checks (worker %s): %s", worker, run)
+    return run
+
+
+def _decide_and_check(sessions: sessionmaker[Session], settings: Settings, policy: SelectionPolicy, cands: list[Any],
+                      run: SpotcheckRun, adapters: Mapping[str, Any] | None, now: datetime, rng: np.random.Generator,
+                      worker: str, budget: float | None, started: float, should_stop: Callable[[], bool] | None,
+                      per_check: float, arrivals: float) -> None:
+    cfg = settings.spotcheck
+    lease = float(settings.scoring.lease_seconds)
     scores = np.array([np.nan if c.p_correct is None else c.p_correct for c in cands])
     thresholds = np.array([c.threshold for c in cands])
     pi0, _ = policy.probabilities(scores, thresholds)
     run.budget_scale = policy.budget_scale(
-        candidates_per_hour=arrivals, seconds_per_check=per_check, spent_last_hour=spent, mean_unscaled_pi=float(pi0.mean())
+        candidates_per_hour=arrivals, seconds_per_check=per_check, spent_last_hour=run.spent_last_hour,
+        mean_unscaled_pi=float(pi0.mean()),
     )
     if run.budget_scale <= 0.0:
         run.budget_exhausted, run.stopped, run.undecided = True, "budget", len(cands)
-        log.info("spot-check budget spent (%.1f of %.1f s in the last hour): %d samples left pending",
-                 spent, cfg.gpu_seconds_per_hour, len(cands))  # fmt: skip
-        return run
+        return
     if adapters is None:
         adapters = load_adapters(settings, {c.model for c in cands})
     decisions = policy.decide(scores, thresholds, rng, scale=run.budget_scale)
     handled = 0  # candidates no longer pending after this run (by us or another worker)
-    for cand, dec in zip(cands, decisions):
+    renewed = time.monotonic()
+
+    def record(cand: Any, status: str, drawn: bool, pi: float) -> bool:
+        with sessions.begin() as s:
+            ok = _mark(s, cand.id, status, worker)
+        if ok:
+            run.decisions.append((cand.id, drawn, pi))
+        return ok
+
+    for i, (cand, dec) in enumerate(zip(cands, decisions)):
         if should_stop is not None and should_stop():
             run.stopped = "stop"
         elif budget is not None and time.monotonic() - started >= budget:
             run.stopped = "time"
-        elif spent + run.compute_seconds >= cfg.gpu_seconds_per_hour:
-            run.stopped, run.budget_exhausted = "budget", True
+        elif dec.selected:  # every daemon's spend, read again before each check
+            with sessions() as s:
+                if _spent_last_hour(s, now) >= cfg.gpu_seconds_per_hour:
+                    run.stopped, run.budget_exhausted = "budget", True
         if run.stopped:
             break
-        if not dec.selected:
+        if time.monotonic() - renewed > lease / 2:  # keep the claim on what is left
             with sessions.begin() as s:
-                run.skipped += int(_mark(s, cand.id, "skipped"))
+                _extend_claim(s, [c.id for c in cands[i:]], worker, utcnow() + timedelta(seconds=lease))
+            renewed = time.monotonic()
+        if not dec.selected:
+            run.skipped += int(record(cand, "skipped", False, dec.inclusion_prob))
             handled += 1
             continue
         ad = adapters.get(cand.model)
@@ -221,7 +314,7 @@ def run_spotcheck(
         except (LookupError, OSError) as e:  # purged bytes, or bytes PIL cannot read
             log.warning("spot check of %s skipped: %s", cand.id, e)
             with sessions.begin() as s:
-                run.missing_image += int(_mark(s, cand.id, "skipped"))
+                run.missing_image += int(_mark(s, cand.id, "skipped", worker))
             handled += 1
             continue
         try:
@@ -236,14 +329,14 @@ def run_spotcheck(
             # a check that raises would raise again on every run: record it and move on
             report_internal_error(log, f"spot check of sample {cand.id}", e)
             with sessions.begin() as s:
-                run.failed += int(_mark(s, cand.id, "skipped"))
+                run.failed += int(_mark(s, cand.id, "skipped", worker))
             handled += 1
             continue
         run.compute_seconds += result.compute_seconds
         handled += 1
         with sessions.begin() as s:
-            if not _mark(s, cand.id, "done"):
-                continue  # another worker decided it first
+            if not _mark(s, cand.id, "done", worker):
+                continue  # the claim expired and another worker took the sample
             st = result.stats
             s.add(SpotCheck(
                 sample_id=cand.id, k=result.k, one_token=result.one_token, agreement=st.agreement,
@@ -251,16 +344,12 @@ def run_spotcheck(
                 inclusion_prob=dec.inclusion_prob, reason=dec.reason, compute_seconds=result.compute_seconds,
                 created_at=now,
             ))  # fmt: skip
-            s.add(Label(sample_id=cand.id, correct=st.agrees_with_majority, source="self_consistency",
+            s.add(Label(sample_id=cand.id, correct=spotcheck_correct(st.agreement), source="self_consistency",
                         value=st.agreement, created_at=now))  # fmt: skip
+        run.decisions.append((cand.id, True, dec.inclusion_prob))
         run.processed += 1
         run.by_model[cand.model] = run.by_model.get(cand.model, 0) + 1
     run.undecided = len(cands) - handled
-    if run.stopped == "budget":
-        log.info("spot-check budget reached (%.1f s in the last hour): %d samples left pending",
-                 spent + run.compute_seconds, run.undecided)  # fmt: skip
-    log.debug("spot checks (worker %s): %s", worker, run)
-    return run
 
 
 def _check(ad: Any, image: Any, cand: Any, settings: Settings) -> Any:

@@ -8,8 +8,8 @@ reliability per window, the alerts in the charted span.
   (``monitor.calibration.metrics.window_metrics``, with bootstrap CIs). Bounded by the label
   count, not the table size.
 * Reliability diagrams: ``RELIABILITY_WINDOWS`` time windows spread over the charted ones, each
-  window's samples read by the (model, ts) index range, with the evidence the calibration history
-  counts as ``combined`` for them.
+  window's samples read by the (model, ts) index range, one verdict per sample (ground truth, else
+  human, else the spot check), unweighted.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitor.calibration.evidence import HUMAN_SOURCES, SC_CORRECT_AT
+from monitor.calibration.evidence import HUMAN_SOURCES
 from monitor.calibration.metrics import window_metrics
+from monitor.spotcheck.answers import spotcheck_correct
 from storage.models import Alert, CalibrationWindow, Label, Sample, Score, SpotCheck
 
 __all__ = ["RouteBucket", "history", "route_buckets", "reliability_windows", "windows_around", "alerts_since",
@@ -118,9 +119,10 @@ def _score_of(sample_id: Any, probe_version_id: int) -> Any:
 
 def _window_evidence(session: Session, model: str, probe_version_id: int, start: datetime,
                      end: datetime) -> list[tuple[float, bool]]:
-    """(score, correct) per sample of ``model`` in [start, end) with evidence, as the calibration
-    history's ``combined`` source counts it (``monitor.calibration.evidence.combine``): ground truth,
-    else a human label, else the spot check's verdict. Driven by the (model, ts) index range."""
+    """(score, correct) per sample of ``model`` in [start, end) with evidence: ground truth, else a
+    human label, else the spot check's verdict (``spotcheck_correct``), one per sample and
+    unweighted (the history's ``combined`` source instead mixes the sources with fixed shares and
+    weights spot checks by 1 / inclusion probability). Driven by the (model, ts) index range."""
     def label(source: str) -> Any:
         return (select(Label.correct).where(Label.sample_id == Sample.id, Label.source == source)
                 .limit(1).scalar_subquery())
@@ -131,7 +133,7 @@ def _window_evidence(session: Session, model: str, probe_version_id: int, start:
     out = []
     for p, gt, hu, agreement in rows:
         verdict = gt if gt is not None else hu if hu is not None else (
-            None if agreement is None else agreement >= SC_CORRECT_AT)
+            None if agreement is None else spotcheck_correct(agreement))
         if p is not None and verdict is not None:
             out.append((float(p), bool(verdict)))
     return out

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from monitor.calibration.evidence import SC_CORRECT_AT
+from monitor.spotcheck.answers import SPOTCHECK_CORRECT_AT
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck
 
 __all__ = ["SampleFilter", "SampleRow", "SamplesPage", "samples_page", "sample_detail", "image_bytes",
@@ -141,9 +141,9 @@ def samples_page(session: Session, f: SampleFilter, page: int = PAGE_ROWS, scan:
     elif f.spotcheck == "unchecked":
         q = q.where(SpotCheck.id.is_(None))
     elif f.spotcheck == "consistent":
-        q = q.where(SpotCheck.agreement >= SC_CORRECT_AT)
+        q = q.where(SpotCheck.agreement >= SPOTCHECK_CORRECT_AT)
     elif f.spotcheck == "inconsistent":
-        q = q.where(SpotCheck.agreement < SC_CORRECT_AT)
+        q = q.where(SpotCheck.agreement < SPOTCHECK_CORRECT_AT)
     found = session.execute(q.order_by(w.c.ts.desc(), w.c.id.desc()).limit(page + 1)).all()
     rows = _to_rows(found[:page])
     if len(found) > page:

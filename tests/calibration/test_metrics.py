@@ -84,3 +84,28 @@ def test_bad_input_is_named():
         M.brier([1.5], [1])
     with pytest.raises(ValueError, match="0/1"):
         M.ece([0.5], [2])
+
+
+def test_weighted_metrics_match_references_and_unit_weights_change_nothing():
+    rng = np.random.default_rng(7)
+    s = np.round(rng.random(300), 2)  # rounded: ties
+    y = (rng.random(300) < s).astype(float)
+    w = rng.integers(1, 5, 300).astype(float)
+    m = M.window_metrics(s, y, bootstrap=50, weights=w)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, s, sample_weight=w), abs=1e-12)
+    assert m["brier"] == pytest.approx(brier_score_loss(y, s, sample_weight=w), abs=1e-12)
+    # an integer weight is that many copies of the row (equal-width ECE, means)
+    rs, ry = np.repeat(s, w.astype(int)), np.repeat(y, w.astype(int))
+    copies = M.window_metrics(rs, ry, bootstrap=0)
+    for key in ("ece_width", "agreement", "accuracy", "mean_score"):
+        assert m[key] == pytest.approx(copies[key], abs=1e-12), key
+    assert m["weighted"] and m["n"] == 300 and m["n_eff"] < 300
+    plain = M.window_metrics(s, y, bootstrap=50)
+    unit = M.window_metrics(s, y, bootstrap=50, weights=np.ones(300))
+    for key, value in plain.items():
+        if key not in ("weighted", "n_eff"):
+            assert unit[key] == pytest.approx(value, abs=1e-12), key
+    with pytest.raises(ValueError, match="weights must be finite and > 0"):
+        M.window_metrics(s, y, weights=np.zeros(300))
+    with pytest.raises(ValueError, match="weights and scores differ in length"):
+        M.window_metrics(s, y, weights=np.ones(3))

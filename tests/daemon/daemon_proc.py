@@ -1,10 +1,16 @@
 """A real vlmwatch Daemon with a deterministic scorer, run as a subprocess by the daemon tests.
 
 usage: daemon_proc.py URL WORKDIR WORKER [--delay S] [--lease S] [--api-port P]
+                      [--spotcheck-rate R --spotcheck-budget S]
 
 Every sample the scorer scores is appended (unbuffered, O_APPEND: survives kill -9 up to the
 last write) to WORKDIR/scored-WORKER.txt, so tests can prove who scored what. The scorer keeps
 no state of its own: what counts is in the database.
+
+With ``--spotcheck-rate`` the real spot-check job runs (the shipped tiny LLaVA as the model's
+weights) and every decision it records (``sample drawn inclusion_prob``) and every run's
+compute (``compute SECONDS``, checks whose result was discarded included) is appended to
+WORKDIR/spotcheck-WORKER.txt.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ def main() -> int:
     ap.add_argument("--shutdown-timeout", type=float, default=10.0)
     ap.add_argument("--webhook", default=None, help="alert channel 'hook' (webhook kind) at this URL")
     ap.add_argument("--stub-leader-jobs", action="store_true", help="replace calibrate/detect/deliver by no-ops")
+    ap.add_argument("--spotcheck-rate", type=float, default=None, help="run the real spot-check job at this rate")
+    ap.add_argument("--spotcheck-budget", type=float, default=600.0, help="spotcheck.gpu_seconds_per_hour")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {a.worker} %(levelname)s %(name)s: %(message)s")
 
@@ -54,15 +62,21 @@ def main() -> int:
     from storage.db import make_engine, session_factory
     from storage.models import ProbeVersion
 
+    from monitor.fixtures.registry import fixture_dir
+
+    spot = a.spotcheck_rate is not None
     settings = Settings(
         storage={"url": a.url},
-        models={"m": {"path": "unused"}},
+        models={"m": {"path": str(fixture_dir("tiny-llava")) if spot else "unused"}},
+        spotcheck={"rate": a.spotcheck_rate if spot else 0.05, "gpu_seconds_per_hour": a.spotcheck_budget, "k": 4,
+                   "max_new_tokens": 4, "max_candidates_per_run": 40,
+                   "seconds_per_check_prior": 0.001},  # first runs select nearly all: the hard budget binds
         scoring={"batch_size": 8, "lease_seconds": a.lease},
         api={"listen": f"127.0.0.1:{a.api_port or 1}"},
         alerts={"channels": [{"name": "hook", "kind": "webhook", "url": a.webhook, "timeout_seconds": 2.0}]
                 if a.webhook else []},
         daemon={
-            "score_interval_seconds": 0.2, "spotcheck_interval_seconds": 3600, "calibrate_interval_seconds": 0.5,
+            "score_interval_seconds": 0.2, "spotcheck_interval_seconds": 0.2 if spot else 3600, "calibrate_interval_seconds": 0.5,
             "detect_interval_seconds": 0.5, "deliver_interval_seconds": 0.5, "report_interval_minutes": 600,
             "retention_interval_minutes": 600, "leader_check_seconds": 0.5, "job_time_budget_seconds": 30,
             "shutdown_timeout_seconds": a.shutdown_timeout, "start_api": bool(a.api_port),
@@ -80,7 +94,19 @@ def main() -> int:
     def noop(ctx):  # type: ignore[no-untyped-def]
         return 0
 
-    jobs = {"spotcheck": noop}
+    def logged_spotcheck(ctx):  # type: ignore[no-untyped-def]
+        from monitor.spotcheck.job import run_spotcheck
+
+        run = run_spotcheck(ctx.sessions, settings, budget=max(0.0, ctx.remaining()), worker=ctx.worker,
+                            should_stop=ctx.should_stop)
+        lines = [f"{sid} {int(drawn)} {pi!r}\n" for sid, drawn, pi in run.decisions]
+        lines.append(f"compute {run.compute_seconds!r}\n")
+        os.write(spot_fd, "".join(lines).encode())
+        return run.processed
+
+    if spot:
+        spot_fd = os.open(a.workdir / f"spotcheck-{a.worker}.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    jobs = {"spotcheck": logged_spotcheck if spot else noop}
     if a.stub_leader_jobs:
         jobs.update(calibrate=noop, detect=noop, deliver=noop)
     daemon = Daemon(settings, engine=engine, worker_id=a.worker, scorer_factory=factory, jobs=jobs)

@@ -17,7 +17,7 @@ def test_self_consistency_detectors_and_metric_rule(world, fast_settings):
     rules = [
         {"name": "sc_disagreement", "detector": "cusum_disagreement", "severity": "warning"},
         {"name": "sc_agreement_shift", "detector": "adwin_spotcheck", "severity": "info"},
-        {"name": "auroc_low", "detector": "metric", "metric": "auroc", "op": "<", "threshold": 0.75, "resolve_after": 1},
+        {"name": "auroc_low", "detector": "metric", "source": "combined", "metric": "auroc", "op": "<", "threshold": 0.75, "resolve_after": 1},
     ]
     settings = fast_settings(rules=rules)
     rng = np.random.default_rng(11)

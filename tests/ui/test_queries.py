@@ -138,17 +138,17 @@ def test_overview_models_lags_budget_and_firing(sessions) -> None:
     assert queries.alert_statistics(ov.firing[0]) == [("CUSUM statistic", 7.2, 5.1)]
 
 
-def test_reliability_evidence_is_the_calibration_historys_combined_source(sessions) -> None:
-    from monitor.calibration.evidence import combine, load_evidence
+def test_reliability_evidence_is_one_verdict_per_sample_from_the_evidence_loader(sessions) -> None:
+    from monitor.calibration.evidence import dedupe_human, load_evidence
     from monitor.ui.model_queries import _window_evidence
 
     factory, pv = sessions
     start, end = T0 + timedelta(minutes=3), T0 + timedelta(minutes=33)
     with factory() as s:
         ours = _window_evidence(s, "m", pv, start, end)
-        theirs = combine(load_evidence(s, "m", pv, "human", start=start, end=end),
-                         load_evidence(s, "m", pv, "self_consistency", start=start, end=end))
-    assert sorted(ours) == sorted((r.score, r.correct) for r in theirs) and len(ours) > 10
+        theirs = {r.sample_id: r for r in load_evidence(s, "m", pv, "self_consistency", start=start, end=end)}
+        theirs.update({r.sample_id: r for r in dedupe_human(load_evidence(s, "m", pv, "human", start=start, end=end))})
+    assert sorted(ours) == sorted((r.score, r.correct) for r in theirs.values()) and len(ours) > 10
 
 
 def test_route_buckets_split_each_routes_labels(sessions) -> None:

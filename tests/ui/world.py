@@ -92,7 +92,7 @@ class World:
             "alerts": {"rules": [
                 {"name": "probe_disagreement_drift", "detector": "cusum_disagreement", "severity": "critical"},
                 {"name": "probe_calibration_drift", "detector": "cusum_residual", "severity": "warning"},
-                {"name": "agreement_low", "detector": "metric", "metric": "agreement", "op": "<", "threshold": 0.75,
+                {"name": "agreement_low", "detector": "metric", "source": "combined", "metric": "agreement", "op": "<", "threshold": 0.75,
                  "severity": "warning"}]},
             "spool": {"dir": str(self.workdir / "spool")},
             "api": {"listen": f"127.0.0.1:{api_port}", "token_env": "VLMWATCH_API_TOKEN"},
