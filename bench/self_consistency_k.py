@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.adapter.generation import eos_ids
     from monitor.calibration.metrics import signal_metrics
     from monitor.fixtures.registry import fixture_dir
-    from monitor.probe.samples import label_samples, read_samples
-    from monitor.probe.train import encode_samples
+    from monitor.probe.samples import label_samples, open_image, read_samples
     from monitor.spotcheck.answers import group_stats
     from monitor.spotcheck.check import run_spot_check, stream_seeds
+    from monitor.spotcheck.job import prompt_inputs
     from monitor.synpope.generate import SAMPLES_FILE, generate
     from monitor.synpope.judges import answer_key
 
@@ -58,15 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         generate("random", args.n, 202, out=tmp, model=args.model.name, task="describe")
         samples = label_samples(adapter, read_samples(Path(tmp) / SAMPLES_FILE), "auto", progress=False)
-        encs = encode_samples(adapter, samples, False)
     key = partial(answer_key, "describe")
     eos = sorted(eos_ids(adapter.model, adapter.tokenizer))
     draws: list[list[str]] = []
     t0 = time.perf_counter()
-    for s, e in zip(samples, encs):
-        n_prompt = e.prompt_last + 1
-        ids = e.input_ids[:n_prompt].unsqueeze(0)
-        extra = dict(e.extra) | {name: v[:n_prompt].unsqueeze(0) for name, v in e.token_inputs.items()}
+    for s in samples:
+        ids, extra = prompt_inputs(adapter, open_image(s.image), s.prompt)
         res = run_spot_check(adapter.model, adapter.tokenizer, ids, extra, s.answer or "", k=max(KS), temperature=1.0,
                              max_new_tokens=12, seeds=stream_seeds(s.id, max(KS)), eos_token_ids=eos,
                              one_token=False, equivalence=key)

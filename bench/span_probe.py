@@ -4,7 +4,9 @@ Generates SynPOPE ``describe`` sets (train seed 101, test seed 202), answers the
 fixture's greedy captions, labels each caption with the describe judge, trains the sample-level
 probe on the train set, then trains the span head (:mod:`monitor.probe.spans`) at the probe's layer
 and compares, on the test set's named objects, AUROC for "this named object is present" of the
-span head, the object's own token probability and the sample-level probe. Writes
+span head, the object's own token probability, the sample-level probe, and (``--support-k``, default
+10) the object's support: the share of K spot-check samples (temperature 1, the spot check's own
+decode and seeds) that name it, SelfCheckGPT-style. Writes
 ``bench/results/span_probe.json``.
 
 Run: ``nice .venv/bin/python bench/span_probe.py [--model DIR] [--n-train 1500] [--n-test 1200]``.
@@ -22,6 +24,20 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _sampled(adapter, sample, k: int) -> list[str]:
+    """K sampled answers for one caption, through the daemon's spot-check path."""
+    from monitor.adapter.generation import eos_ids
+    from monitor.probe.samples import open_image
+    from monitor.spotcheck.check import run_spot_check, stream_seeds
+    from monitor.spotcheck.job import prompt_inputs
+
+    ids, extra = prompt_inputs(adapter, open_image(sample.image), sample.prompt)
+    res = run_spot_check(adapter.model, adapter.tokenizer, ids, extra, sample.answer or "", k=k, temperature=1.0,
+                         max_new_tokens=12, seeds=stream_seeds(sample.id, k),
+                         eos_token_ids=sorted(eos_ids(adapter.model, adapter.tokenizer)), one_token=False)
+    return res.answers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=1500)
     ap.add_argument("--n-test", type=int, default=1200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--support-k", type=int, default=10, help="sampled answers per caption for object support (0: skip)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "span_probe.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         feats = run_pass(adapter, encode_samples(adapter, test, False), [meta.layer], [meta.pooling],
                          stop_at=meta.layer).features[meta.pooling][:, 0]
         sample_scores = OnnxHeadRunner(artifact.onnx_path, artifact.head)(feats)
-        result = span_experiment(adapter, train, test, meta.layer, np.asarray(sample_scores))
+        sampled = [_sampled(adapter, s, args.support_k) for s in test] if args.support_k else None
+        result = span_experiment(adapter, train, test, meta.layer, np.asarray(sample_scores), sampled=sampled)
     result["model"] = str(args.model.name)
     result["sample_probe"] = {"version": meta.version, "layer": meta.layer, "pooling": meta.pooling}
     result["caption_accuracy"] = {"train": float(np.mean([s.label for s in train])),
@@ -69,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = {**machine, "torch_threads": args.threads, "torch": torch.__version__}
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     sig = result["signals"]
-    logging.info("present-object AUROC: span %.3f %s, token prob %.3f, sample probe %.3f (test: %d objects, %d absent)",
-                 sig["span_probe"]["auroc"], sig["span_probe"]["auroc_ci"], sig["span_token_prob"]["auroc"],
-                 sig["sample_probe"]["auroc"], result["test"]["objects"], result["test"]["absent"])
+    logging.info("present-object AUROC: %s (test: %d objects, %d absent)",
+                 ", ".join(f"{k} {v['auroc']:.3f}" for k, v in sig.items()), result["test"]["objects"],
+                 result["test"]["absent"])
     return 0
 
 

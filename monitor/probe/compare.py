@@ -37,27 +37,26 @@ log = logging.getLogger(__name__)
 SIGNAL_ORDER = ("probe", "answer_prob", "attention_sharpness", "attention_topk_mass", "self_consistency")
 
 
-def _self_consistency(adapter: Any, samples: Sequence[ProbeSample], encs: Sequence[Any], k: int,
-                      temperature: float, progress: bool) -> np.ndarray:
+def _self_consistency(adapter: Any, samples: Sequence[ProbeSample], k: int, temperature: float,
+                      progress: bool) -> np.ndarray:
     """Agreement of K sampled answers with the served one; a sample of a SynPOPE task groups
     answers by that task's judge (``answer_key``: the same caption in another order is one answer)."""
     from functools import partial
 
     from monitor.adapter.generation import eos_ids
+    from monitor.probe.samples import open_image
     from monitor.progress import track
     from monitor.spotcheck.check import run_spot_check, stream_seeds
+    from monitor.spotcheck.job import prompt_inputs
     from monitor.synpope.judges import answer_key
 
     eos = sorted(eos_ids(adapter.model, adapter.tokenizer))
     out = np.empty(len(samples))
-    for i, (s, e) in enumerate(track(list(zip(samples, encs)), desc="self-consistency", unit="sample", enabled=progress)):
-        n_prompt = e.prompt_last + 1
-        ids = e.input_ids[:n_prompt].unsqueeze(0).to(adapter.device)
-        extra = {name: v.to(adapter.device) for name, v in e.extra.items()}
-        for name, v in e.token_inputs.items():
-            extra[name] = v[:n_prompt].unsqueeze(0).to(adapter.device)
+    for i, s in enumerate(track(list(samples), desc="self-consistency", unit="sample", enabled=progress)):
+        ids, extra = prompt_inputs(adapter, open_image(s.image), s.prompt)  # as the daemon's spot check does
         task = s.meta.get("task")
-        res = run_spot_check(adapter.model, adapter.tokenizer, ids, extra, s.answer or "", k=k,
+        res = run_spot_check(adapter.model, adapter.tokenizer, ids.to(adapter.device),
+                             {k: v.to(adapter.device) for k, v in extra.items()}, s.answer or "", k=k,
                              temperature=temperature, max_new_tokens=12, seeds=stream_seeds(s.id, k),
                              eos_token_ids=eos, equivalence=partial(answer_key, task) if task else None)
         out[i] = res.stats.agreement
@@ -115,7 +114,7 @@ def compare_signals(
     }
     if self_consistency_k > 0:
         t0 = time.perf_counter()
-        sc = _self_consistency(adapter, samples, encs, self_consistency_k, temperature, progress)
+        sc = _self_consistency(adapter, samples, self_consistency_k, temperature, progress)
         values["self_consistency"] = (sc, 1000.0 * (time.perf_counter() - t0) / n)
 
     signals: dict[str, dict[str, Any]] = {}

@@ -25,7 +25,7 @@ import numpy as np
 
 from monitor.synpope.world import COLOURS, SHAPES
 
-__all__ = ["MENTION", "ObjectSpan", "object_spans", "SpanRows", "span_rows", "span_experiment"]
+__all__ = ["MENTION", "ObjectSpan", "object_spans", "SpanRows", "span_rows", "object_support", "span_experiment"]
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,23 @@ def _design(rows: SpanRows) -> np.ndarray:
     return np.column_stack([rows.features, np.log(np.clip(rows.token_prob, 1e-12, 1.0))])
 
 
+def object_support(name: str, sampled: Sequence[str]) -> float:
+    """Share of the sampled answers that name ``name`` (SelfCheckGPT-style support)."""
+    from monitor.synpope.judges import mentioned_objects
+
+    if not sampled:
+        raise ValueError("object support needs at least one sampled answer")
+    return sum(name in mentioned_objects(a) for a in sampled) / len(sampled)
+
+
 def span_experiment(adapter: Any, train: Sequence[Any], test: Sequence[Any], layer: int,
-                    sample_scores: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+                    sample_scores: np.ndarray, *, sampled: Sequence[Sequence[str]] | None = None,
+                    n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Train the span head on ``train`` captions; AUROC for "this named object is present" on
     ``test`` for the span head, the per-object token probability and the sample-level score
-    (``sample_scores``, one per test sample, given to each object of that caption)."""
+    (``sample_scores``, one per test sample, given to each object of that caption). With
+    ``sampled`` (K sampled answers per test sample, from the spot check), also each object's
+    support: the share of the K answers that name it."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, GroupKFold
     from sklearn.pipeline import make_pipeline
@@ -139,6 +151,10 @@ def span_experiment(adapter: Any, train: Sequence[Any], test: Sequence[Any], lay
         "span_token_prob": signal_metrics(te.token_prob, te.present, n_boot=n_boot, seed=seed).as_dict(),
         "sample_probe": signal_metrics(sample_level, te.present, n_boot=n_boot, seed=seed).as_dict(),
     }
+    if sampled is not None:
+        support = np.array([object_support(n, sampled[i]) for n, i in zip(te.names, te.sample)])
+        signals["span_support"] = signal_metrics(support, te.present, n_boot=n_boot, seed=seed).as_dict()
+        signals["span_support"]["k"] = len(sampled[0]) if len(sampled) else 0
     d_sample, ci_sample = paired_auroc_delta(span, sample_level, te.present, n_boot=n_boot, seed=seed)
     d_tok, ci_tok = paired_auroc_delta(span, te.token_prob, te.present, n_boot=n_boot, seed=seed)
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitor.probe.spans import object_spans, span_experiment, span_rows
+from monitor.probe.spans import object_spans, object_support, span_experiment, span_rows
 from monitor.synpope import judge
 
 
@@ -54,10 +54,23 @@ def test_span_rows_agree_with_the_describe_judge(llava, captions):
     assert (~rows.present).sum() >= 10  # the fixture does hallucinate in captions
 
 
-def test_span_experiment_reports_all_three_signals(llava, captions):
+def test_object_support_is_the_share_of_samples_naming_the_object():
+    sampled = ["red circle and blue star", "a blue star", "Red circles.", "green square"]
+    assert object_support("red circle", sampled) == 0.5
+    assert object_support("blue star", sampled) == 0.5
+    assert object_support("yellow cross", sampled) == 0.0
+    with pytest.raises(ValueError, match="at least one"):
+        object_support("red circle", [])
+
+
+def test_span_experiment_reports_every_signal(llava, captions):
     train, test = captions
-    res = span_experiment(llava, train, test, layer=2, sample_scores=np.linspace(0, 1, len(test)), n_boot=200)
-    assert set(res["signals"]) == {"span_probe", "span_token_prob", "sample_probe"}
+    # served answer twice, then a caption naming nothing: support 2/3 for every named object
+    sampled = [[s.answer, s.answer, "nothing"] for s in test]
+    res = span_experiment(llava, train, test, layer=2, sample_scores=np.linspace(0, 1, len(test)), sampled=sampled,
+                          n_boot=200)
+    assert set(res["signals"]) == {"span_probe", "span_token_prob", "sample_probe", "span_support"}
+    assert res["signals"]["span_support"]["k"] == 3 and res["signals"]["span_support"]["auroc"] == pytest.approx(0.5)
     assert res["test"]["objects"] > len(test) and 0 < res["test"]["absent"] < res["test"]["objects"]
     # the served tokens of an absent object are less likely than those of a present one
     assert res["signals"]["span_token_prob"]["auroc"] > 0.65, res["signals"]
