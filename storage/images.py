@@ -91,7 +91,11 @@ def decode_image_ref(value: object, base_dir: Path | None = None, max_bytes: int
     if text[:7].lower() == "http://" or text[:8].lower() == "https://":
         return ImageRef(url=text)
     if len(text) < _MAX_PATH_LEN:
-        path = Path(text).expanduser()
+        path = Path(text)
+        try:
+            path = path.expanduser()
+        except RuntimeError:  # "~name" of no such user: a name like any other, looked up as given
+            pass
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
