@@ -140,7 +140,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
         model: QueryText | None = None,
         source: QueryText | None = Query(None, description="human | self_consistency | combined"),
         kind: QueryText | None = Query(None, description="time | rolling"),
-        probe_version_id: int | None = Query(None, le=MAX_INT),
+        probe_version_id: int | None = Query(None, ge=1, le=MAX_INT),
         since: UtcDatetime | None = None,
         until: UtcDatetime | None = None,
         include_partial: bool = True,

@@ -164,6 +164,7 @@ def test_nul_bytes_are_stored_and_a_refused_record_comes_back_by_index(api: http
 
 @pytest.mark.parametrize(("path", "params", "field"), [
     ("/v1/calibration", {"probe_version_id": str(2**70)}, "probe_version_id"),  # PostgreSQL: integer out of range
+    ("/v1/calibration", {"probe_version_id": str(-2**70)}, "probe_version_id"),
     ("/v1/calibration", {"model": "a\u0000b"}, "model"),  # PostgreSQL: text cannot hold NUL
     ("/v1/alerts", {"rule": "a\u0000b"}, "rule"),
     ("/v1/calibration", {"since": "9999-12-31T23:59:59-14:00"}, "since"),  # past year 9999 in UTC
