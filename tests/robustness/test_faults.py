@@ -33,10 +33,17 @@ def test_webhook_receiver_that_hangs_resets_and_answers_500(tmp_path, engine):
     assert fig["answers"]["hang"] == fig["answers"]["reset"] == 3 and fig["answers"]["500"] >= 3, fig
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("name", ["pg_killed_while_shipping", "pg_killed_while_delivering"])
-def test_postgres_connections_killed(name, tmp_path, engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("pg_terminate_backend is PostgreSQL's")  # runs in the [postgres] instance of this test
-    fig = faults.SCENARIOS[name][0](tmp_path, engine)
+def test_postgres_connections_killed(name, tmp_path, pg_server):
+    from storage.db import make_engine
+    from tests.daemon.helpers import postgres_db
+
+    with postgres_db() as url:
+        engine = make_engine(url)
+        try:
+            fig = faults.SCENARIOS[name][0](tmp_path, engine)
+        finally:
+            engine.dispose()
     _check(fig)
     assert fig["connections_terminated"] > 0, fig
