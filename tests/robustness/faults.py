@@ -290,21 +290,25 @@ class _HostileHandler(socketserver.StreamRequestHandler):
         self.request.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
 
 
-def _fire_alerts(engine: Engine, cfg: Any, n: int) -> int:
-    """``n`` firing alerts through the real lifecycle; returns the outbox rows it enqueued."""
+def _fire_alerts(engine: Engine, cfg: Any, n: int) -> set[str]:
+    """``n`` new firing alerts (models of their own) through the real lifecycle; the outbox rows enqueued."""
+    import uuid
+
     from alerts.lifecycle import evaluate
     from storage.db import session_factory
-    from storage.models import AlertDelivery
+    from storage.models import Alert, AlertDelivery
     from tests.alerts.conftest import signal
 
+    tag = uuid.uuid4().hex[:8]
     with session_factory(engine)() as s:
-        evaluate(s, cfg, [signal("firing", model=f"fault-m{i}") for i in range(n)], datetime.now(timezone.utc))
+        evaluate(s, cfg, [signal("firing", model=f"fault-{tag}-{i}") for i in range(n)], datetime.now(timezone.utc))
         s.commit()
-        return int(s.execute(select(func.count()).select_from(AlertDelivery)).scalar_one())
+        return set(s.scalars(select(AlertDelivery.id).join(Alert, Alert.id == AlertDelivery.alert_id)
+                             .where(Alert.model.like(f"fault-{tag}-%"))))
 
 
-def _deliver_until_done(engine: Engine, cfg: Any, expected: int, timeout: float) -> tuple[int, int]:
-    """Run the delivery job until every row is sent; returns (rows sent, job runs that failed)."""
+def _deliver_until_done(engine: Engine, cfg: Any, rows: set[str], timeout: float) -> tuple[int, int]:
+    """Run the delivery job until every one of ``rows`` is sent; returns (rows sent, job runs that failed)."""
     from alerts.outbox import deliver_due
     from storage.db import session_factory
     from storage.models import AlertDelivery
@@ -317,20 +321,20 @@ def _deliver_until_done(engine: Engine, cfg: Any, expected: int, timeout: float)
         try:
             deliver_due(factory, cfg)
             with factory() as s:
-                sent = int(s.execute(select(func.count()).select_from(AlertDelivery)
-                                     .where(AlertDelivery.status == "sent")).scalar_one())
+                sent = int(s.execute(select(func.count()).select_from(AlertDelivery).where(
+                    AlertDelivery.status == "sent", AlertDelivery.id.in_(sorted(rows)))).scalar_one())
         except Exception:  # the database went away under the job: the scheduler runs it again
             failed_runs += 1
-        if sent >= expected:
+        if sent >= len(rows):
             break
         time.sleep(0.05)
     return sent, failed_runs
 
 
-def _delivery_figures(receiver: HostileReceiver, expected: int, sent: int, **more: Any) -> dict[str, Any]:
-    acked = receiver.acknowledged()
-    return {"deliveries_expected": expected, "deliveries_made": len(acked),
-            "deliveries_duplicated": sum(acked.values()) - len(acked), "deliveries_lost": expected - len(acked),
+def _delivery_figures(receiver: HostileReceiver, rows: set[str], sent: int, **more: Any) -> dict[str, Any]:
+    acked = Counter({k: v for k, v in receiver.acknowledged().items() if k in rows})
+    return {"deliveries_expected": len(rows), "deliveries_made": len(acked),
+            "deliveries_duplicated": sum(acked.values()) - len(acked), "deliveries_lost": len(rows) - len(acked),
             "receiver_requests": len(receiver.seen), "outbox_rows_sent": sent, **more}
 
 
@@ -352,10 +356,10 @@ def webhook_receiver_hostile(tmp: Path, engine: Engine, alerts: int = 3) -> dict
     receiver = HostileReceiver(["hang"] * alerts + ["reset"] * alerts + ["500"], fail_500_for=1.5)
     try:
         cfg = alerts_config([{"name": "hook", "kind": "webhook", "url": receiver.url, "timeout_seconds": 0.5}])
-        expected = _fire_alerts(engine, cfg, alerts)
-        sent, failed = _deliver_until_done(engine, cfg, expected, timeout=40)
+        rows = _fire_alerts(engine, cfg, alerts)
+        sent, failed = _deliver_until_done(engine, cfg, rows, timeout=40)
         kinds = Counter(what for _, what in receiver.seen)
-        return _delivery_figures(receiver, expected, sent, answers=dict(kinds), recovered=sent == expected)
+        return _delivery_figures(receiver, rows, sent, answers=dict(kinds), recovered=sent == len(rows) == alerts)
     finally:
         receiver.close()
 
@@ -372,12 +376,12 @@ def pg_killed_while_delivering(tmp: Path, engine: Engine, alerts: int = 3) -> di
     margin, outbox.LEASE_MARGIN_SECONDS = outbox.LEASE_MARGIN_SECONDS, 1.0
     try:
         cfg = alerts_config([{"name": "hook", "kind": "webhook", "url": receiver.url, "timeout_seconds": 1}])
-        expected = _fire_alerts(engine, cfg, alerts)
+        rows = _fire_alerts(engine, cfg, alerts)
         with _BackendKiller(engine, times=10, every=0.1) as killer:
-            sent, failed = _deliver_until_done(engine, cfg, expected, timeout=40)
+            sent, failed = _deliver_until_done(engine, cfg, rows, timeout=40)
         swallowed = _swallowed_db_errors()
-        return _delivery_figures(receiver, expected, sent, connections_terminated=killer.terminated,
-                                 failed_job_runs=failed + swallowed, recovered=sent == expected)
+        return _delivery_figures(receiver, rows, sent, connections_terminated=killer.terminated,
+                                 failed_job_runs=failed + swallowed, recovered=sent == len(rows) == alerts)
     finally:
         outbox.LEASE_MARGIN_SECONDS = margin
         receiver.close()
