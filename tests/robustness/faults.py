@@ -28,6 +28,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 __all__ = ["SCENARIOS", "spool_disk_full", "shipper_kill9_before_cursor", "pg_killed_while_shipping",
+           "pg_killed_while_scoring",
            "webhook_receiver_hostile", "pg_killed_while_delivering"]
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -221,6 +222,59 @@ def pg_killed_while_shipping(tmp: Path, engine: Engine, n: int = 400) -> dict[st
                     failed_rounds=int(shipper.metrics.ship_errors._value.get()), recovered=recovered)
 
 
+def pg_killed_while_scoring(tmp: Path, engine: Engine, n: int = 150) -> dict[str, Any]:
+    """Storage connections are terminated repeatedly while the daemon's score job claims, scores and
+    stores batches (a deterministic scorer stands in for the model: the faults are storage's)."""
+    from monitor.config import Settings
+    from monitor.daemon.runner import JobContext
+    from monitor.daemon.scoring import ScoreJob
+    from storage.db import session_factory
+    from storage.models import Sample, Score
+    from tests.daemon.helpers import add_probe_version, hash_score, ingest
+
+    url = engine.url.render_as_string(hide_password=False)
+    pid = add_probe_version(url)
+    accepted = len(ingest(url, n, images=False))
+
+    class Scorer:
+        probe_version_id = pid
+
+        def score(self, items: Any) -> list[dict[str, Any]]:
+            time.sleep(0.01)  # a model's time, so kills land mid-batch too
+            return [{"p_correct": hash_score(it.sample_id)} for it in items]
+
+    settings = Settings(storage={"url": url}, models={"m": {"path": "-"}},
+                        scoring={"batch_size": 10, "lease_seconds": 1})
+    job = ScoreJob(settings, lambda *a: Scorer(), max_attempts=1000)
+    sessions = session_factory(engine)
+    failed_runs = 0
+
+    def scored() -> tuple[int, int]:
+        with engine.connect() as c:
+            return tuple(c.execute(select(func.count(), func.count(Score.sample_id.distinct()))).one())  # type: ignore[return-value]
+
+    with _BackendKiller(engine, times=10, every=0.1) as killer:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                job(JobContext("score", "fault", sessions, 30.0, threading.Event()))
+                if scored()[1] >= accepted:
+                    break
+            except Exception:  # the runner logs a failed run and runs the job again
+                failed_runs += 1
+            time.sleep(0.02)
+    failed_runs += _swallowed_db_errors()
+    while scored()[1] < accepted and time.monotonic() < deadline:  # after the kills: leases expire, all score
+        job(JobContext("score", "fault", sessions, 30.0, threading.Event()))
+        time.sleep(0.2)
+    rows, distinct = scored()
+    with engine.connect() as c:
+        status = dict(c.execute(select(Sample.status, func.count()).group_by(Sample.status)).all())
+    return {"samples_accepted": accepted, "samples_scored": distinct, "samples_lost": accepted - distinct,
+            "samples_duplicated": rows - distinct, "sample_status": status, "connections_terminated": killer.terminated,
+            "failed_job_runs": failed_runs, "recovered": distinct == accepted and status.get("scored") == accepted}
+
+
 # --- webhook deliveries --------------------------------------------------------------------------
 
 
@@ -391,6 +445,7 @@ SCENARIOS = {
     "spool_disk_full": (spool_disk_full, False),  # name -> (function, needs PostgreSQL)
     "shipper_kill9_before_cursor": (shipper_kill9_before_cursor, False),
     "pg_killed_while_shipping": (pg_killed_while_shipping, True),
+    "pg_killed_while_scoring": (pg_killed_while_scoring, True),
     "webhook_receiver_hangs_resets_500": (webhook_receiver_hostile, False),
     "pg_killed_while_delivering": (pg_killed_while_delivering, True),
 }

@@ -34,7 +34,7 @@ def test_webhook_receiver_that_hangs_resets_and_answers_500(tmp_path, engine):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("name", ["pg_killed_while_shipping", "pg_killed_while_delivering"])
+@pytest.mark.parametrize("name", ["pg_killed_while_shipping", "pg_killed_while_scoring", "pg_killed_while_delivering"])
 def test_postgres_connections_killed(name, tmp_path, pg_server):
     from storage.db import make_engine
     from tests.daemon.helpers import postgres_db
