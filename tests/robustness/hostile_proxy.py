@@ -125,5 +125,6 @@ def proxy_hostile_clients(tmp: Path, hang_ups: int = 20) -> dict[str, Any]:
         "well_behaved_failed": via["failed"],
         "well_behaved_p99_ms": _p99(via["latencies"]),
         "direct_p99_ms_same_time": _p99(direct["latencies"]),
+        "well_behaved_p99_added_ms": round(_p99(via["latencies"]) - _p99(direct["latencies"]), 3),
         "direct_failed": direct["failed"],
     }
