@@ -1,7 +1,7 @@
 """The fuzz-and-fault suite's figures, written to ``bench/results/robustness.json``.
 
 Runs the scenarios of ``tests/robustness`` (the same code the tests run, with more cases): fuzz
-cases per parser and where each ended, the parsed records stored or rejected on each backend,
+cases per parser and where each ended, atheris (coverage-guided) inputs over all of them, the parsed records stored or rejected on each backend,
 schemathesis cases per API operation and their answers, each fault scenario's samples accepted /
 stored / lost / duplicated and deliveries expected / made / duplicated, and the proxy's p99 for
 well-behaved clients while hostile ones attack it. Every lost and duplicated count must be 0: the
@@ -150,6 +150,8 @@ def main() -> int:
     ap.add_argument("--fuzz-cases", type=int, default=1000, help="hypothesis cases per parser (default 1000)")
     ap.add_argument("--api-cases", type=int, default=40,
                     help="schemathesis cases per operation and mode, positive and negative (default 40)")
+    ap.add_argument("--atheris-runs", type=int, default=500_000,
+                    help="coverage-guided inputs over all parsers (default 500000)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -161,7 +163,8 @@ def main() -> int:
                        "input, the API against its own OpenAPI schema, faults on real processes, hostile proxy "
                        "clients",
         "machine": machine_info(),
-        "params": {"fuzz_cases_per_parser": args.fuzz_cases, "api_cases_per_operation_and_mode": args.api_cases},
+        "params": {"fuzz_cases_per_parser": args.fuzz_cases, "api_cases_per_operation_and_mode": args.api_cases,
+                   "atheris_runs": args.atheris_runs},
         "proxy_p99_bound": "bench/proxy_overhead.py's target: p99 added <= 1.5 ms on a quiet machine; compare "
                            "well_behaved_p99_added_ms with the machine's load_average_at_start",
     }
@@ -169,6 +172,10 @@ def main() -> int:
         tmp = Path(d)
         results["backends"] = sorted(engines)
         results["fuzz"] = _fuzz(tmp, args.fuzz_cases, engines)
+        from tests.robustness.test_atheris import run_atheris
+
+        results["atheris"] = run_atheris(tmp / "atheris" / "corpus", args.atheris_runs, timeout=1200)
+        print(f"atheris: {results['atheris']}", flush=True)
         results["schemathesis"] = _schemathesis(args.api_cases, engines)
         results["faults"] = _faults(tmp, engines)
         results["proxy_hostile_clients"] = proxy_hostile_clients(tmp / "proxy")
