@@ -8,13 +8,14 @@ without the ``_total`` suffix (prometheus_client appends it), as in :mod:`monito
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collectors.dead_letter import DeadLetterCollector
 
-__all__ = ["CollectorMetrics", "DROP_REASONS", "CONTENT_TYPE_LATEST"]
+__all__ = ["CollectorMetrics", "DROP_REASONS", "CONTENT_TYPE_LATEST", "publish_shipper"]
 
 DROP_REASONS = (
     "queue_full",
@@ -62,6 +63,8 @@ class CollectorMetrics:
         self.shipped = Counter("vlmwatch_shipper_samples_shipped", "Samples stored by the shipper", registry=r)
         self.ship_errors = Counter("vlmwatch_shipper_errors", "Failed shipping rounds", registry=r)
         self.ship_backlog = Gauge("vlmwatch_shipper_backlog_bytes", "Spool bytes not yet shipped", registry=r)
+        self.queue_depth.labels(source).set(0)  # exported from the start, not from the first sample
+        self._shipper_values: Any = None
         for reason in DROP_REASONS:  # expose zeros so dashboards see every reason
             self.dropped.labels(source, reason)
         self._drop_children = {reason: self.dropped.labels(source, reason) for reason in DROP_REASONS}
@@ -93,5 +96,22 @@ class CollectorMetrics:
             self._route_children[route] = child
         child.inc()
 
+    def mirror_shipper(self, values: Any) -> None:
+        """Serve the counters of a shipper in a child process: ``values`` is the shared array
+        ``[shipped, errors, backlog bytes]`` it keeps up to date (:func:`publish_shipper`)."""
+        self._shipper_values = values
+
     def render(self) -> bytes:
+        v = self._shipper_values
+        if v is not None:  # a child restarted from zero reads as a counter reset, as Prometheus expects
+            self.shipped._value.set(v[0])
+            self.ship_errors._value.set(v[1])
+            self.ship_backlog.set(v[2])
         return generate_latest(self.registry)
+
+
+def publish_shipper(metrics: CollectorMetrics, values: Any) -> None:
+    """In the shipper's process: copy its counters into the array the collector serves."""
+    values[0] = metrics.shipped._value.get()
+    values[1] = metrics.ship_errors._value.get()
+    values[2] = metrics.ship_backlog._value.get()

@@ -119,6 +119,10 @@ class Pipeline:
     def drop(self, reason: str) -> None:
         self.metrics.drop(reason)
 
+    def queue_depth(self) -> int:
+        """Items waiting for the worker now."""
+        return self._q.qsize()
+
     def _one(self, item: Any) -> bytes | None:
         try:
             sample = self._build(item)

@@ -105,6 +105,8 @@ class SamplerClient:
             self.metrics.spooled.labels(self.metrics.source).inc(report["spooled"])
         if "spool_bytes" in report:
             self.metrics.spool_bytes.labels(self.metrics.source).set(report["spool_bytes"])
+        if "queue_depth" in report:  # the worker's hand-off queue (the socket buffer is counted by queue_full)
+            self.metrics.queue_depth.labels(self.metrics.source).set(report["queue_depth"])
 
     def lost(self) -> None:
         self.transport = None
@@ -204,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             spooled = metrics.spooled.labels("proxy")._value.get()
             d_spooled = spooled - sent.get("_spooled", 0.0)
             sent["_spooled"] = spooled
-            if drops or d_spooled:
-                msg = {"drop": drops, "spooled": d_spooled, "spool_bytes": writer.total_bytes}
+            depth = pipeline.queue_depth()
+            if drops or d_spooled or depth != sent.get("_depth", 0):
+                sent["_depth"] = depth
+                msg = {"drop": drops, "spooled": d_spooled, "spool_bytes": writer.total_bytes, "queue_depth": depth}
                 try:
                     sock.sendall(json.dumps(msg).encode() + b"\n")
                 except OSError:

@@ -47,7 +47,7 @@ class CollectorOptions:
 
 
 def _shipper_main(spool_dir: str, storage_url: str, password_env: str | None, interval: float,
-                  max_image_bytes: int, level: str, nice: int) -> None:
+                  max_image_bytes: int, level: str, nice: int, values: Any = None) -> None:
     stop = threading.Event()  # before the slow imports: a SIGTERM while starting still gets the final round
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -58,19 +58,34 @@ def _shipper_main(spool_dir: str, storage_url: str, password_env: str | None, in
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shipper = Shipper(spool_dir, storage_url, password_env=password_env, interval=interval,
                       max_image_bytes=max_image_bytes, stop=stop)
+    if values is not None:  # the collector's /metrics serves these
+        from collectors.metrics import publish_shipper
+
+        def publish() -> None:
+            while not stop.wait(0.5):
+                publish_shipper(shipper.metrics, values)
+
+        threading.Thread(target=publish, name="vlmwatch-shipper-metrics", daemon=True).start()
     shipper.run()
     shipper.stop()
+    if values is not None:
+        publish_shipper(shipper.metrics, values)
 
 
-def start_shipper_process(opts: CollectorOptions) -> Any:
-    """A shipper in a child process (spawned: no inherited event loop or threads)."""
+def start_shipper_process(opts: CollectorOptions, metrics: CollectorMetrics | None = None) -> Any:
+    """A shipper in a child process (spawned: no inherited event loop or threads); its counters
+    appear on ``metrics`` (the collector's ``/metrics``) through shared memory."""
     if not opts.storage_url:
         return None
     ctx = multiprocessing.get_context("spawn")
+    values = None
+    if metrics is not None:
+        values = ctx.RawArray("d", 3)
+        metrics.mirror_shipper(values)
     proc = ctx.Process(
         target=_shipper_main,
         args=(opts.spool_dir, opts.storage_url, opts.storage_password_env, opts.ship_interval,
-              opts.max_image_bytes, opts.log_level, opts.background_nice),
+              opts.max_image_bytes, opts.log_level, opts.background_nice, values),
         name="vlmwatch-shipper",
         daemon=True,
     )
@@ -122,7 +137,7 @@ def run_proxy(
     server = ProxyServer(upstream_url, policy=policy, pipeline=sampler, metrics=metrics,
                          connect_timeout=connect_timeout, read_timeout=read_timeout,
                          max_body_bytes=max_body_bytes, metrics_path=metrics_path)
-    shipper = start_shipper_process(opts)
+    shipper = start_shipper_process(opts, metrics)
     try:
         serve(server, host, port, ready)
     finally:
@@ -152,7 +167,7 @@ def run_tail(opts: CollectorOptions, path: str, *, from_end: bool = False, poll_
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: tailer.stop())
         signal.signal(signal.SIGINT, lambda *_: tailer.stop())
-    shipper = start_shipper_process(opts)
+    shipper = start_shipper_process(opts, metrics)
     log.info("tailing %s into spool lane %s", path, lane)
     try:
         tailer.run()

@@ -219,10 +219,16 @@ class SpoolWriter:
             self._roll()
         self._make_room(len(blob))
         view = memoryview(blob)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        os.fsync(self._fd)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            os.fsync(self._fd)
+        except OSError:
+            # disk full (ENOSPC, EFBIG) after a partial write: cut the torn record, or the reader
+            # would stop at it and every record appended after it would never ship
+            os.ftruncate(self._fd, self._sizes[self._active])
+            raise
         self._sizes[self._active] += len(blob)
         return len(recs)
 

@@ -91,12 +91,16 @@ def decode_image_ref(value: object, base_dir: Path | None = None, max_bytes: int
     if text[:7].lower() == "http://" or text[:8].lower() == "https://":
         return ImageRef(url=text)
     if len(text) < _MAX_PATH_LEN:
-        path = Path(text).expanduser()
+        path = Path(text)
+        try:
+            path = path.expanduser()
+        except (RuntimeError, ValueError):  # "~name" of no such user, or with a NUL: looked up as given
+            pass
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
             is_file = path.is_file()
-        except OSError:  # e.g. a name too long to be a path: long base64
+        except (OSError, ValueError):  # a name too long to be a path (long base64), or with a NUL
             is_file = False
         if is_file:
             try:

@@ -68,6 +68,11 @@ def _check(rec: SampleRecord) -> str | None:
             return f"field '{name}' must be a string of at most {limit} characters"
     if not isinstance(rec.ts, datetime):
         return "field 'ts' must be a datetime"
+    if rec.ts.tzinfo is not None:
+        try:
+            rec.ts.astimezone(timezone.utc)
+        except OverflowError:  # stored, the row could not be read back
+            return "field 'ts' is out of range: in UTC it falls outside years 1 to 9999"
     if rec.label is not None and not isinstance(rec.label, bool):
         return "field 'label' must be true or false"
     if rec.image is not None and rec.image_url is not None:

@@ -12,7 +12,6 @@ anything. Reads are open. Invalid bodies get 422 with each offending field named
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -31,10 +30,13 @@ from monitor.api.schemas import (
     Health,
     LabelIn,
     LabelsOut,
+    MAX_INT,
+    QueryText,
     RecalibrateIn,
     SampleLookup,
     SamplesIn,
     SamplesOut,
+    UtcDatetime,
 )
 from monitor.config import Settings
 from monitor.daemon import metrics
@@ -133,13 +135,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
               summary="Recalibrate a model's active probe on its freshest labels, as a new probe version",
               responses={404: {"description": "unknown model"},
                          409: {"description": "no active probe, too few labels, or ranking broke (retrain)"}})
-    def post_recalibrate(model: str, s: DB, body: RecalibrateIn | None = None) -> JSONResponse:
+    def post_recalibrate(model: QueryText, s: DB, body: RecalibrateIn | None = None) -> JSONResponse:
         """The report of ``vlmwatch probe recalibrate --json``; refusals carry ``error`` (a code) and ``message``."""
         from monitor.probe.recalibrate import RecalibrationError, RecalibrationRequest, recalibrate_probe
 
         body = body or RecalibrateIn()
-        since = body.since if body.since is None or body.since.tzinfo else body.since.replace(tzinfo=timezone.utc)
-        request = RecalibrationRequest(model=model, since=since, max_labels=body.max_labels, method=body.method,
+        request = RecalibrationRequest(model=model, since=body.since, max_labels=body.max_labels, method=body.method,
                                        activate=body.activate, force=body.force)
         try:
             res = recalibrate_probe(s, settings, request)
@@ -154,12 +155,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     @app.get("/v1/calibration", response_model=list[CalibrationRow], summary="Calibration history")
     def get_calibration(
         s: DB,
-        model: str | None = None,
-        source: str | None = Query(None, description="human | self_consistency | combined"),
-        kind: str | None = Query(None, description="time | rolling"),
-        probe_version_id: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        model: QueryText | None = None,
+        source: QueryText | None = Query(None, description="human | self_consistency | combined"),
+        kind: QueryText | None = Query(None, description="time | rolling"),
+        probe_version_id: int | None = Query(None, ge=1, le=MAX_INT),
+        since: UtcDatetime | None = None,
+        until: UtcDatetime | None = None,
         include_partial: bool = True,
         limit: int = Query(500, ge=1, le=10_000),
     ) -> list[CalibrationRow]:
@@ -181,10 +182,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     @app.get("/v1/alerts", response_model=list[AlertOut], summary="Alerts, newest first")
     def get_alerts(
         s: DB,
-        state: str | None = Query(None, description="firing | resolved"),
-        model: str | None = None,
-        rule: str | None = None,
-        since: datetime | None = None,
+        state: QueryText | None = Query(None, description="firing | resolved"),
+        model: QueryText | None = None,
+        rule: QueryText | None = None,
+        since: UtcDatetime | None = None,
         limit: int = Query(100, ge=1, le=10_000),
     ) -> list[AlertOut]:
         q = select(Alert)

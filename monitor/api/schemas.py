@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "UtcDatetime",
+    "QueryText",
+    "MAX_INT",
     "SampleIn",
     "SamplesIn",
     "SamplesOut",
@@ -19,6 +22,29 @@ __all__ = [
     "Health",
     "RecalibrateIn",
 ]
+
+
+MAX_INT = 2**31 - 1  # the database's INTEGER: an id or count past it cannot be compared with a column
+
+
+def _utc(value: datetime) -> datetime:
+    """``value`` in UTC (naive means UTC); refused when UTC puts it outside years 1 to 9999."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("out of range: in UTC it falls outside years 1 to 9999") from None
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000)")
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]  # a time the API compares with stored ones
+QueryText = Annotated[str, AfterValidator(_no_nul)]  # a text the API compares with stored ones
 
 
 class _In(BaseModel):
@@ -143,8 +169,8 @@ class Health(BaseModel):
 class RecalibrateIn(_In):
     """Options of ``POST /v1/probes/{model}/recalibrate`` (as ``vlmwatch probe recalibrate``'s flags)."""
 
-    since: datetime | None = Field(None, description="only labels of samples from this time on (ISO 8601; UTC if no offset)")
-    max_labels: int | None = Field(None, ge=1, description="freshest labelled samples to fit on (default: recalibration.max_labels)")
+    since: UtcDatetime | None = Field(None, description="only labels of samples from this time on (ISO 8601; UTC if no offset)")
+    max_labels: int | None = Field(None, ge=1, le=MAX_INT, description="freshest labelled samples to fit on (default: recalibration.max_labels)")
     method: Literal["auto", "platt", "temperature", "isotonic"] = "auto"
     activate: bool = Field(False, description="make the new version the active probe")
     force: bool = Field(False, description="write the new version even when the advice is to retrain")

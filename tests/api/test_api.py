@@ -178,3 +178,33 @@ def test_a_labeller_can_ask_whether_a_response_was_sampled(api: httpx.Client) ->
     r = api.get("/v1/samples", params={"response_id": "chatcmpl-zz"})
     assert r.json() == {"response_id": "chatcmpl-zz", "sampled": False, "samples": [], "waiting_labels": 1}
     assert api.get("/v1/samples").status_code == 422  # response_id is required
+
+
+@pytest.mark.parametrize(("path", "params", "field"), [
+    ("/v1/calibration", {"probe_version_id": str(2**70)}, "probe_version_id"),  # PostgreSQL: integer out of range
+    ("/v1/calibration", {"probe_version_id": str(-2**70)}, "probe_version_id"),
+    ("/v1/calibration", {"model": "a\u0000b"}, "model"),  # PostgreSQL: text cannot hold NUL
+    ("/v1/alerts", {"rule": "a\u0000b"}, "rule"),
+    ("/v1/calibration", {"since": "9999-12-31T23:59:59-14:00"}, "since"),  # past year 9999 in UTC
+    ("/v1/alerts", {"since": "0001-01-01T00:00:00+14:00"}, "since"),  # before year 1 in UTC
+])
+def test_query_values_storage_cannot_take_are_a_422_naming_them(api: httpx.Client, path, params, field) -> None:
+    """Found by tests/robustness (schemathesis): each was a 500 on PostgreSQL or on both backends."""
+    r = api.get(path, params=params)
+    assert r.status_code == 422, r.text
+    assert any(f.startswith(f"query.{field}: ") for f in r.json()["fields"]), r.json()
+
+
+def test_sample_timestamps_past_year_9999_in_utc_are_refused(api: httpx.Client, engine) -> None:
+    """Stored, such a ts could not be read back (year 10000 in UTC): every later read of the row failed."""
+    from sqlalchemy import func, select
+
+    from storage.models import Sample
+
+    r = api.post("/v1/samples", json={"samples": [_sample(1, ts="9999-12-31T23:59:59-14:00"), _sample(2)]})
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 1 and r.json()["rejected"][0]["index"] == 0
+    assert "ts" in r.json()["rejected"][0]["reason"]
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(Sample)).scalar_one() == 1
+        assert c.execute(select(Sample.ts)).scalar_one().year == 2026

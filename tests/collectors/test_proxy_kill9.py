@@ -223,3 +223,31 @@ def test_sampler_and_shipper_run_at_background_priority(tmp_path, canned):
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 0, out
+
+
+def _metric(port: int, name: str) -> float | None:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_shipper_and_sampler_processes_report_on_the_proxys_metrics(tmp_path, canned, db_url):
+    """The shipper and the sampler run in child processes; their counters used to stay in the child
+    (``vlmwatch_shipper_samples_shipped_total`` 0 forever, the queue depth never exported)."""
+    _, upstream = canned
+    port = _free_port()
+    proc = _start_proxy(tmp_path, upstream, port, env={"VLMWATCH_STORAGE__URL": db_url}, ship=True)
+    try:
+        assert _metric(port, 'vlmwatch_collector_queue_depth{source="proxy"}') == 0.0
+        img = data_url(png_bytes(9, side=24))
+        with httpx.Client(timeout=10) as c:
+            for i in range(5):
+                c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=chat_body(f"ship {i}?", img)).raise_for_status()
+        deadline = time.monotonic() + 30
+        while (_metric(port, "vlmwatch_shipper_samples_shipped_total") or 0) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _metric(port, "vlmwatch_shipper_samples_shipped_total") == 5.0
+        assert _metric(port, "vlmwatch_shipper_errors_total") == 0.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

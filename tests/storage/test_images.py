@@ -38,6 +38,9 @@ def test_http_url_is_kept_not_fetched():
         ("data:;;;", "malformed data URL"),
         ("data:image/png;base64," + "A" * 63 + "!", "corrupt base64"),
         ("QUJD" * 30 + "Q", "corrupt base64"),
+        ("~nosuchuser0/cat.png", "image file not found"),  # found by tests/robustness: was a RuntimeError
+        ("~a\x00b/cat.png", "image file not found"),  # found by atheris: was a ValueError (embedded null byte)
+        ("cat\x00.png", "image file not found"),
     ],
 )
 def test_bad_references_say_what_is_wrong(tmp_path, value, reason):
