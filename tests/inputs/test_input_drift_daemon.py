@@ -62,7 +62,7 @@ class _Scorer:
         return out
 
 
-def _run(db_url: str, engine, records: list[SampleRecord]) -> tuple[list[Alert], InputReference]:
+def _run(db_url: str, engine, records: list[SampleRecord]) -> tuple[list[Alert], InputReference, Settings]:
     pid = add_probe_version(db_url)
     with session_factory(engine).begin() as s:
         ingest_samples(s, records)
@@ -94,21 +94,21 @@ def _run(db_url: str, engine, records: list[SampleRecord]) -> tuple[list[Alert],
         emb = s.scalars(select(InputFeature.embedding)).first()
         assert emb is not None and len(emb) == 64 * 2  # 64 float16 values
         alerts = list(s.scalars(select(Alert).where(Alert.rule == "input_drift")))
-    return alerts, ref
+    return alerts, ref, settings
 
 
 @pytest.mark.timeout(180)
 def test_stationary_stream_raises_no_input_drift_alert(db_url: str, engine) -> None:
-    alerts, ref = _run(db_url, engine, _stream(REFERENCE_N + 6 * WINDOW, change_at=None))
+    alerts, ref, _ = _run(db_url, engine, _stream(REFERENCE_N + 6 * WINDOW, change_at=None))
     assert alerts == []
     assert ref.n == REFERENCE_N and ref.stats["embedding"] is not None
     assert not any(w["drift"] for w in ref.state["windows"])
 
 
 @pytest.mark.timeout(180)
-def test_changed_image_pipeline_raises_input_drift_alert_naming_the_format(db_url: str, engine) -> None:
+def test_changed_image_pipeline_raises_input_drift_alert_naming_the_format(db_url: str, engine, tmp_path) -> None:
     change_at = REFERENCE_N + 2 * WINDOW
-    alerts, ref = _run(db_url, engine, _stream(REFERENCE_N + 6 * WINDOW, change_at=change_at))
+    alerts, ref, settings = _run(db_url, engine, _stream(REFERENCE_N + 6 * WINDOW, change_at=change_at))
     assert len(alerts) == 1
     alert = alerts[0]
     assert alert.state == "firing" and alert.severity == "warning"
@@ -118,3 +118,21 @@ def test_changed_image_pipeline_raises_input_drift_alert_naming_the_format(db_ur
     assert "format" in alert.evidence["summary"] and "not enough labels yet" in alert.evidence["summary"]
     flags = [w["drift"] for w in ref.state["windows"]]
     assert flags == [False, False, True, True, True, True]  # caught in the first changed window, none before
+
+    # the operator sees it: report section + JSON summary, and /metrics
+    from monitor.api.db_metrics import DatabaseCollector
+    from monitor.report import build_report
+
+    sessions = session_factory(engine)
+    summary = build_report(sessions, settings, since="1d", out_dir=tmp_path / "report")
+    m = summary["input_drift"]["m"]
+    assert m["windows_tested"] == 6 and m["windows_drifted"] == 4 and m["alert"]["id"] == alert.id
+    assert m["features"]["format"]["drift"] is True and m["features"]["format"]["new_share"] == 1.0
+    page = (tmp_path / "report" / summary["files"]["input_drift_html"]).read_text()
+    assert "format" in page and "input_drift alert firing" in page and "data:image/png;base64," in page  # thumbnails
+    assert (tmp_path / "report" / summary["files"]["input_drift_timeline"]).stat().st_size > 1000
+    got = {(f.name, tuple(sorted(smp.labels.items()))): smp.value
+           for f in DatabaseCollector(sessions, settings, cache_seconds=0).collect() for smp in f.samples}
+    assert got[("vlmwatch_input_drift_window_drifted", (("model", "m"),))] == 1.0
+    assert got[("vlmwatch_input_drift_windows_tested", (("model", "m"),))] == 6.0
+    assert got[("vlmwatch_input_drift_min_p_value", (("model", "m"),))] < got[("vlmwatch_input_drift_p_threshold", (("model", "m"),))]
