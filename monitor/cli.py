@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "monitor.commands.labels",
     "monitor.commands.probe",
     "monitor.commands.reference",
+    "monitor.commands.inputs",
     "monitor.commands.detect",
     "monitor.commands.report",
     "monitor.commands.proxy",

@@ -136,3 +136,17 @@ def test_changed_image_pipeline_raises_input_drift_alert_naming_the_format(db_ur
     assert got[("vlmwatch_input_drift_window_drifted", (("model", "m"),))] == 1.0
     assert got[("vlmwatch_input_drift_windows_tested", (("model", "m"),))] == 6.0
     assert got[("vlmwatch_input_drift_min_p_value", (("model", "m"),))] < got[("vlmwatch_input_drift_p_threshold", (("model", "m"),))]
+
+    # the operator accepts the new pipeline: pinning a reference on the JPEG traffic resolves the alert
+    from monitor.inputs import pin_reference
+
+    with sessions() as s:
+        jpeg = [w for w in ref.state["windows"] if w["drift"]]
+        start, end = datetime.fromisoformat(jpeg[0]["start"]), datetime.fromisoformat(jpeg[-1]["end"])
+        with pytest.raises(ValueError, match="needs at least 100"):
+            pin_reference(s, settings, "m", start, start + timedelta(seconds=10))
+        new = pin_reference(s, settings, "m", start, end)
+        assert new.pinned and new.n == 4 * WINDOW and "jpeg" in new.stats["known_categories"]["format"]
+        resolved = s.get(Alert, alert.id)
+        assert resolved.state == "resolved" and resolved.metrics["at_resolve"]["reference_id"] == new.id
+        assert [r.active for r in s.scalars(select(InputReference).order_by(InputReference.id))] == [False, True]
