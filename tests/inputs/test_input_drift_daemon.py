@@ -137,6 +137,14 @@ def test_changed_image_pipeline_raises_input_drift_alert_naming_the_format(db_ur
     assert got[("vlmwatch_input_drift_windows_tested", (("model", "m"),))] == 6.0
     assert got[("vlmwatch_input_drift_min_p_value", (("model", "m"),))] < got[("vlmwatch_input_drift_p_threshold", (("model", "m"),))]
 
+    from tests.api.helpers import serve_api
+
+    api = serve_api(engine, "VLMWATCH_TEST_INPUTS_NO_TOKEN")
+    page = next(api).get("/ui/models/m")
+    next(api, None)  # stops the server
+    assert page.status_code == 200 and "Input drift" in page.text and "input_drift firing" in page.text
+    assert '<tr class="sev-warning"><td>format</td>' in page.text
+
     # the operator accepts the new pipeline: pinning a reference on the JPEG traffic resolves the alert
     from monitor.inputs import pin_reference
 
