@@ -14,9 +14,10 @@ Streams (requests in request-time order; the first ``REFERENCE_N`` are the refer
 * ``stationary`` — 3 seeds x 3,000 requests, no change: ``summary.stationary.alerts`` counts
   ``input_drift`` alerts over all three (target 0), and the windows tested.
 * shifts — 3,000 requests with the change at request ``CHANGE_AT`` (in the middle of a window, so
-  the first changed window is half changed): ``delay_requests`` = last request of the first drifted
-  window at or after the change minus the change point + 1 (null when missed; a drifted window
-  before the change counts as a false alarm). SynPOPE knobs: ``pixel_noise`` (noise), ``blur``,
+  the first changed window is half changed): ``delay_requests`` = last request of the window at which
+  the alert fires (``inputs.confirm_windows`` drifted windows in a row) minus the change point + 1
+  (null when missed); ``first_drifted_window_delay_requests`` the same for the first drifted window;
+  a drifted window before the change counts as a false alarm. SynPOPE knobs: ``pixel_noise`` (noise), ``blur``,
   ``colour_jitter`` (SynPOPE has no colour-jitter knob: ``background=random``, a random colour per
   image, stands in), ``prompt_template`` (``template=contain``). ``agreement`` compares the probe's
   agreement with the labels before and after the change (Wilson 95% CIs; ``moved`` = the CIs are
@@ -177,12 +178,16 @@ def _run_stream(name: str, records: list[Any], artifact: Any, model_dir: Path, s
     return out
 
 
-def _delay(run: dict[str, Any], change_at: int) -> tuple[int | None, int]:
-    early = sum(1 for w in run["windows"] if w["drift"] and w["last_request"] < change_at)
-    for w in run["windows"]:
-        if w["drift"] and w["last_request"] >= change_at:
-            return w["last_request"] - change_at + 1, early
-    return None, early
+def _delay(run: dict[str, Any], change_at: int, confirm: int) -> tuple[int | None, int | None, int]:
+    """(alert delay: the window where ``confirm`` drifted windows in a row end, first drifted window's
+    delay, drifted windows before the change)."""
+    ws = run["windows"]
+    early = sum(1 for w in ws if w["drift"] and w["last_request"] < change_at)
+    first = next((w["last_request"] - change_at + 1 for w in ws if w["drift"] and w["last_request"] >= change_at), None)
+    for i, w in enumerate(ws):
+        if w["last_request"] >= change_at and i + 1 >= confirm and all(x["drift"] for x in ws[i + 1 - confirm:i + 1]):
+            return w["last_request"] - change_at + 1, first, early
+    return None, first, early
 
 
 def _train_probe(adapter: Any, model_dir: Path, work: Path, n: int) -> Any:
@@ -216,6 +221,7 @@ def main() -> int:
                             "setup": {"requests_per_stream": n, "reference_n": reference_n, "window": window,
                                       "change_at": change_at, "label_share": LABEL_SHARE, "split": SPLIT,
                                       "simulations": defaults.inputs.simulations,
+                                      "confirm_windows": defaults.inputs.confirm_windows,
                                       "target_false_alarm_rate": defaults.detect.target_false_alarm_rate,
                                       "horizon_requests": defaults.detect.horizon,
                                       "path": "in-process real Daemon (scheduler, score job with the real probe scorer "
@@ -252,12 +258,13 @@ def main() -> int:
         "shifts": {},
     }
     for name, run in shifts.items():
-        delay, early = _delay(run, change_at)
+        delay, first_window, early = _delay(run, change_at, defaults.inputs.confirm_windows)
         before, after = run["agreement_before"], run["agreement_after"]
         moved = (before["ci"] is not None and after["ci"] is not None
                  and (after["ci"][1] < before["ci"][0] or after["ci"][0] > before["ci"][1]))
         first = next((w for w in run["windows"] if w["drift"] and w["last_request"] >= change_at), None)
-        summary["shifts"][name] = {"delay_requests": delay, "target_delay_requests": TARGET_DELAY,
+        summary["shifts"][name] = {"delay_requests": delay, "first_drifted_window_delay_requests": first_window,
+                                   "target_delay_requests": TARGET_DELAY,
                                    "within_target": delay is not None and delay <= TARGET_DELAY,
                                    "false_alarm_windows_before_change": early,
                                    "moved_features": first["moved"] if first else [],

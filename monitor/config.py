@@ -120,6 +120,7 @@ class InputsConfig(_Section):
     simulations: int = Field(200, ge=20)  # permuted reference windows that tune the thresholds
     embedding_dims: int = Field(32, ge=2, le=64)  # PCA dimensions of the vision embedding, fitted on the reference
     min_new_category_share: float = Field(0.05, gt=0.0, le=1.0)  # a category unseen in the reference counts from this share of a window
+    confirm_windows: int = Field(2, ge=1)  # consecutive drifted windows before input_drift fires (1: the first one)
 
 
 class RecalibrationConfig(_Section):

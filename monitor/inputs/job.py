@@ -8,7 +8,9 @@ Per model with recorded input features:
 2. the samples after it, in request-time order, are cut into windows of ``inputs.window``; a window
    closes only when no earlier sample of the model is still pending scoring;
 3. each window is tested (:func:`monitor.inputs.drift.test_window`) and gives an ``input_drift``
-   signal (firing or clear) to the alert rules (``alerts.rules``, detector ``input_drift``): the
+   signal to the alert rules (``alerts.rules``, detector ``input_drift``): firing once
+   ``inputs.confirm_windows`` windows in a row drifted (one drifted window alone waits), clear when
+   the window did not drift. The
    alert names the moved features with effect sizes, and states what the correctness evidence of the
    same windows shows (agreement and AUROC with CIs, per evidence source, or "not enough labels
    yet"). It resolves after ``resolve_after`` clear windows, or when a new reference is pinned.
@@ -226,18 +228,25 @@ def _test_windows(session: Session, settings: Settings, model: str, ref: InputRe
                  "mmd2": (res["embedding"] or {}).get("mmd2"),
                  "p_values": {k: v.get("p_value") for k, v in res["features"].items()},
                  "template_shares": res["features"].get("template", {}).get("window_shares")}
-        if res["drift"]:
+        state["drift_run"] = int(state.get("drift_run") or 0) + 1 if res["drift"] else 0
+        if res["drift"] and state["drift_run"] >= settings.inputs.confirm_windows:
             moved = _describe(res)
             ev = _evidence(session, settings, model, datetime.fromisoformat(state["episode_start"]), end, ref)
             sig = Signal(detector=DETECTOR, model=model, probe_version=None, status="firing",
                          metrics={"moved": moved, "correctness": ev, "p_threshold": res["p_threshold"],
-                                  "embedding": res["embedding"], "reference_id": ref.id},
+                                  "embedding": res["embedding"], "reference_id": ref.id,
+                                  "consecutive_drifted_windows": state["drift_run"]},
                          detector_state={"reference_id": ref.id, "windows_tested": len(windows) + 1},
                          window=window, evidence={"reference": {"id": ref.id, "pinned": ref.pinned,
                                                                 "window_start": ref.window_start.isoformat(),
                                                                 "window_end": ref.window_end.isoformat()},
                                                   "sample_ids": [r.sample_id for r in chunk[:20]]},
                          summary=_summary(moved, ev))
+        elif res["drift"]:  # not confirmed yet: neither fires nor counts towards resolving
+            sig = Signal(detector=DETECTOR, model=model, probe_version=None, status="partial",
+                         metrics={"min_p": res["min_p"], "moved": res["moved"]}, window=window,
+                         summary=f"window drifted ({', '.join(res['moved'])}); waiting for "
+                                 f"{settings.inputs.confirm_windows} in a row")
         else:
             state["episode_start"] = None
             sig = Signal(detector=DETECTOR, model=model, probe_version=None, status="clear",
