@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "monitor.commands.labels",
     "monitor.commands.probe",
     "monitor.commands.reference",
+    "monitor.commands.inputs",
     "monitor.commands.detect",
     "monitor.commands.alerts",
     "monitor.commands.report",

@@ -127,6 +127,16 @@ class DetectConfig(_Section):
     drift_threshold: float = 0.2  # drift when PSI (distance methods) >= this, or p-value (test methods) < this
 
 
+class InputsConfig(_Section):
+    enabled: bool = True  # record input features of every scored sample and test them for drift
+    reference_n: int = Field(1000, ge=100)  # default reference: the first N scored samples of a model
+    window: int = Field(200, ge=20)  # scored samples per tested window (tumbling)
+    simulations: int = Field(200, ge=20)  # permuted reference windows that tune the thresholds
+    embedding_dims: int = Field(32, ge=2, le=64)  # PCA dimensions of the vision embedding, fitted on the reference
+    min_new_category_share: float = Field(0.05, gt=0.0, le=1.0)  # a category unseen in the reference counts from this share of a window
+    confirm_windows: int = Field(2, ge=1)  # consecutive drifted windows before input_drift fires (1: the first one)
+
+
 class RecalibrationConfig(_Section):
     max_labels: int = Field(200, ge=1)  # freshest human / ground-truth labels `probe recalibrate` fits on
     min_labels: int = Field(100, ge=20)  # fewer labels (or under 10 correct or 10 incorrect): refused
@@ -136,7 +146,7 @@ class RecalibrationConfig(_Section):
 
 class AlertRule(_Section):
     name: str  # rule name, part of the fingerprint
-    detector: str  # cusum_disagreement | cusum_residual | adwin_scores | adwin_spotcheck | window_drift | metric
+    detector: str  # cusum_disagreement | cusum_residual | adwin_scores | adwin_spotcheck | window_drift | input_drift | metric
     severity: Literal["info", "warning", "critical"] = "warning"
     metric: str | None = None  # for detector=metric: auroc | ece | brier | agreement
     op: Literal["<", ">"] = "<"  # for detector=metric: fire when metric op threshold
@@ -157,6 +167,7 @@ def _default_rules() -> tuple[AlertRule, ...]:
         AlertRule(name="probe_calibration_drift", detector="cusum_residual", severity="warning"),
         AlertRule(name="probe_score_shift", detector="adwin_scores", severity="info"),
         AlertRule(name="score_distribution_drift", detector="window_drift", severity="info"),
+        AlertRule(name="input_drift", detector="input_drift", severity="warning"),
     )
 
 
@@ -212,6 +223,7 @@ class DaemonConfig(_Section):
     spotcheck_interval_seconds: float = 15.0
     calibrate_interval_seconds: float = 30.0
     detect_interval_seconds: float = 30.0
+    inputs_interval_seconds: float = 30.0  # the input-drift job (features vs their reference)
     deliver_interval_seconds: float = 5.0
     report_interval_minutes: float = 60.0
     retention_interval_minutes: float = 30.0
@@ -243,6 +255,7 @@ class Settings(BaseSettings):
     spotcheck: SpotcheckConfig = SpotcheckConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     detect: DetectConfig = DetectConfig()
+    inputs: InputsConfig = InputsConfig()
     recalibration: RecalibrationConfig = RecalibrationConfig()
     alerts: AlertsConfig = AlertsConfig()
     proxy: ProxyConfig = ProxyConfig()

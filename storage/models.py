@@ -45,6 +45,8 @@ __all__ = [
     "AlertDelivery",
     "JobRun",
     "Tally",
+    "InputFeature",
+    "InputReference",
     "SAMPLE_STATUSES",
     "LABEL_SOURCES",
 ]
@@ -363,6 +365,38 @@ class Tally(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class InputFeature(Base):
+    """Input features of one scored sample (``monitor.inputs.features``), kept after its image is purged."""
+
+    __tablename__ = "input_features"
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256))  # indexed with ts: ix_input_features_model_ts
+    ts: Mapped[datetime] = mapped_column()  # the sample's request time
+    features: Mapped[dict[str, Any]] = mapped_column(JSON)  # numeric and categorical features by name
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float16 vision embedding (64 values), if the scorer gave one
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InputReference(Base):
+    """The input-drift reference of a served model: its window, fitted PCA, tuned thresholds, detector state.
+
+    At most one active per model (partial unique index ``uq_input_references_active``).
+    """
+
+    __tablename__ = "input_references"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    window_start: Mapped[datetime] = mapped_column()
+    window_end: Mapped[datetime] = mapped_column()
+    n: Mapped[int] = mapped_column(Integer)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)  # thresholds, PCA, category sets
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)  # cursor and recent window results
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 Index("ix_samples_status_lease", Sample.status, Sample.lease_expires_at)
 # one model's samples newest first (the dashboard's keyset pages, per-model counts and time ranges)
 Index("ix_samples_model_ts", Sample.model, Sample.ts, Sample.id)
@@ -373,5 +407,8 @@ Index("ix_calwin_latest", CalibrationWindow.probe_version_id, CalibrationWindow.
       CalibrationWindow.window_end)
 # one active reference per probe version: two jobs creating the default one at once make one row
 Index("uq_references_active", Reference.probe_version_id, unique=True,
+      sqlite_where=text("active"), postgresql_where=text("active"))
+Index("ix_input_features_model_ts", InputFeature.model, InputFeature.ts, InputFeature.sample_id)
+Index("uq_input_references_active", InputReference.model, unique=True,
       sqlite_where=text("active"), postgresql_where=text("active"))
 Index("ix_deliveries_due", AlertDelivery.status, AlertDelivery.next_attempt_at)

@@ -36,6 +36,9 @@ class ForwardOutput:
     first_token_probs: list[dict[str, float]] | None = None  # per sample: answer word -> p(its first token)
     image_attention: list[torch.Tensor] | None = None  # per sample Tensor[n_image_tokens]
     attention_layer: int | None = None  # the layer (1..L) whose attention image_attention holds
+    # per sample Tensor[H] (None without image tokens): the decoder's input (the vision projector's
+    # output) averaged over the image-token positions; asked for with image_embedding=True
+    image_embedding: list[torch.Tensor | None] | None = None
 
 
 def check_layer_request(
@@ -73,6 +76,7 @@ def run_forward(
     logits: bool,
     first_token_ids: dict[str, list[int]],
     positions: Sequence[Sequence[int]] | None = None,
+    image_embedding: bool = False,
 ) -> ForwardOutput:
     import torch
 
@@ -105,6 +109,8 @@ def run_forward(
         raise _StopForward
 
     try:
+        if image_embedding and 0 not in want:
+            handles.append(mods[0].register_forward_pre_hook(pre_capture, with_kwargs=True))
         for l in want:
             if l == 0:
                 handles.append(mods[0].register_forward_pre_hook(pre_capture, with_kwargs=True))
@@ -122,10 +128,23 @@ def run_forward(
                 log.warning("forward finished without reaching the stop hook")
             except _StopForward:
                 pass
-            return _collect(model, captured, attn_store, encs, batch, layers, last, logits, first_token_ids, positions)
+            out = _collect(model, captured, attn_store, encs, batch, layers, last, logits, first_token_ids, positions)
+            if image_embedding:
+                out.image_embedding = _image_embedding(captured[0], encs, batch.lengths)
+            return out
     finally:
         for h in handles:
             h.remove()
+
+
+def _image_embedding(states: torch.Tensor, encs: list[Encoded], lengths: Sequence[int]) -> list[torch.Tensor | None]:
+    import torch
+
+    out: list[torch.Tensor | None] = []
+    for i, (e, n) in enumerate(zip(encs, lengths)):
+        pos = torch.nonzero(e.image_mask[:n], as_tuple=False).flatten().to(states.device)
+        out.append(states[i, pos].float().mean(0).cpu() if pos.numel() else None)
+    return out
 
 
 def _collect(

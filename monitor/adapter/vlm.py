@@ -96,11 +96,13 @@ class VLMAdapter:
         logits: bool = False,
         positions: Sequence[Sequence[int]] | None = None,
         answer_words: Sequence[str] | None = None,
+        image_embedding: bool = False,
     ) -> ForwardOutput:
         """One batched pass; see docs/CONTRACTS.md for the layer numbering and the outputs.
 
         ``positions`` (per sample) keeps only those token positions of each hidden state;
-        ``answer_words`` overrides the words reported in ``first_token_probs``.
+        ``answer_words`` overrides the words reported in ``first_token_probs``;
+        ``image_embedding``: also the projector's output pooled over each sample's image tokens.
         """
         encs = list(encs)
         last = check_layer_request(self.num_layers, list(layers), stop_at, attentions, logits)
@@ -111,7 +113,8 @@ class VLMAdapter:
         with self.lock:
             if self.image_cache is not None:
                 use_cached_features(self.model, self.spec, self.image_cache, encs, batch, self.device, self.dtype)
-            return run_forward(self.model, batch, encs, list(layers), last, attentions, logits, first_ids, positions)
+            return run_forward(self.model, batch, encs, list(layers), last, attentions, logits, first_ids, positions,
+                               image_embedding=image_embedding)
 
     def generate_detailed(
         self,

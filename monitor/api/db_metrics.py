@@ -25,6 +25,9 @@ human | self_consistency | combined, ``task`` = "all" until windows are sliced b
 * ``vlmwatch_alert_firing`` (1 firing, 0 not) per rule x active probe version, and per firing alert;
   ``vlmwatch_alert_deliveries{status}`` (outbox rows pending, sending, gave_up);
   ``vlmwatch_labels_waiting_for_sample``;
+* ``vlmwatch_input_drift_*`` per model (``monitor.inputs.summary``): the newest input window's
+  feature p-values (``feature``), smallest p-value and its tuned threshold, the vision embedding's
+  MMD² and threshold, whether the window drifted, windows tested;
 * ``vlmwatch_database_up`` (0 when the read failed: the other families are then absent) and
   ``vlmwatch_metrics_read_seconds``.
 """
@@ -43,6 +46,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
+from monitor.inputs.summary import input_drift_metrics
 from storage.models import (
     Alert, AlertDelivery, CalibrationWindow, DetectorState, Label, ProbeVersion, Sample, SpotCheck, utcnow,
 )
@@ -151,6 +155,7 @@ class DatabaseCollector:
         yield from self._spotcheck(s, now)
         yield from self._detectors(s, probes)
         yield from self._alerts(s, probes)
+        yield from input_drift_metrics(s)
 
     def _calibration(self, s: Session, probes: list[Any]) -> Iterable[Metric]:
         fams = {}

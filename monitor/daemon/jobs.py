@@ -15,7 +15,7 @@ from typing import Any
 from monitor.config import Settings
 from monitor.daemon.runner import JobContext
 
-__all__ = ["entry_point", "calibrate_job", "detect_job", "deliver_job", "spotcheck_job", "ship_job", "report_job"]
+__all__ = ["entry_point", "calibrate_job", "detect_job", "inputs_job", "deliver_job", "spotcheck_job", "ship_job", "report_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ def detect_job(settings: Settings) -> Callable[[JobContext], int]:
         res = fn(ctx.sessions, settings)
         signals = getattr(res, "signals", None)
         return _count(signals) if signals is not None else _count(res)
+
+    return run
+
+
+def inputs_job(settings: Settings) -> Callable[[JobContext], int]:
+    def run(ctx: JobContext) -> int:
+        fn = entry_point("monitor.inputs", "run_input_drift")
+        return _count(fn(ctx.sessions, settings))
 
     return run
 

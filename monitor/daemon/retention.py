@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from monitor.config import Settings
 from monitor.daemon import metrics
 from monitor.daemon.runner import JobContext
-from storage.models import CalibrationWindow, Image, JobRun, Label, Sample, Score, SpotCheck, utcnow
+from storage.models import CalibrationWindow, Image, InputFeature, JobRun, Label, Sample, Score, SpotCheck, utcnow
 from storage.repo_labels import expire_waiting_labels
 
 __all__ = ["purge_images", "delete_old", "expire_unjoined_labels", "RetentionJob"]
@@ -78,7 +78,7 @@ def delete_old(session: Session, settings: Settings, now: datetime | None = None
     n = 0
     if ids:
         # children first: SQLite only cascades with foreign keys on, so don't rely on it
-        for model in (Score, SpotCheck, Label):
+        for model in (Score, SpotCheck, Label, InputFeature):
             session.execute(delete(model).where(model.sample_id.in_(ids)).execution_options(synchronize_session=False))
         n += int(session.execute(delete(Sample).where(Sample.id.in_(ids))).rowcount or 0)
     n += int(session.execute(delete(CalibrationWindow).where(CalibrationWindow.window_end < cut)).rowcount or 0)

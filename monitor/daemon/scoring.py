@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -50,6 +50,8 @@ class ScoreInput:
     answer: str
     image: bytes | None
     meta: dict[str, Any] = field(default_factory=dict)
+    route: str = ""
+    ts: datetime | None = None
 
 
 class Scorer(Protocol):
@@ -59,7 +61,8 @@ class Scorer(Protocol):
 
     def score(self, items: Sequence[ScoreInput]) -> list[dict[str, Any]]:
         """One dict per item, in order: ``p_correct`` and optional ``answer_prob``,
-        ``attn_entropy``, ``attn_topk_mass``, ``latency_ms``."""
+        ``attn_entropy``, ``attn_topk_mass``, ``latency_ms``, ``vision_embedding`` (the pooled
+        image-token output of the pass, recorded with the input features)."""
         ...
 
 
@@ -179,7 +182,8 @@ class ScoreJob:
             if isinstance(image, ImageUnavailable):
                 missing[(image, c.model)].append(c.id)
             else:
-                items.append(ScoreInput(c.id, c.model, c.prompt, c.answer, image, dict(c.meta or {})))
+                items.append(ScoreInput(c.id, c.model, c.prompt, c.answer, image, dict(c.meta or {}), route=c.route or "",
+                                        ts=c.ts))
         retry_at = utcnow() + timedelta(seconds=self.settings.image_fetch.retry_seconds)
         for (why, model), ids in missing.items():
             with ctx.sessions() as s:
@@ -232,5 +236,19 @@ class ScoreJob:
                 logger.warning("could not release %d claims (their lease expires): %s", len(ids), e2)
             raise
         metrics.SAMPLES_SCORED.labels(name).inc(len(rows))
+        if self.settings.inputs.enabled:
+            self._record_inputs(ctx, name, group, results)
         return len(rows)
+
+    def _record_inputs(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[dict[str, Any]]) -> None:
+        """Input features from the bytes in hand (before retention may purge them); a failure costs
+        only these features, never the scores already written."""
+        from monitor.inputs.record import feature_row, record_features
+
+        try:
+            rows = [feature_row(item, res) for item, res in zip(group, results)]
+            with ctx.sessions() as s:
+                record_features(s, rows)
+        except Exception as e:
+            logger.warning("model %s: input features of %d samples not recorded: %s", name, len(group), e)
 

@@ -2,7 +2,7 @@
 
 Every daemon runs the *workers* (score, spotcheck, and ship when ``spool.collector_ships`` is false), which claim rows with leases and can run in
 any number of processes on PostgreSQL. Only the *scheduler leader* runs calibrate, detect,
-deliver, report and retention; leadership is re-checked every ``daemon.leader_check_seconds``
+inputs, deliver, report and retention; leadership is re-checked every ``daemon.leader_check_seconds``
 (a non-leader takes over when the leader's advisory lock is released). With SQLite, one daemon
 per database: a second one stops at :meth:`Daemon.start` with :class:`DaemonAlreadyRunning`.
 
@@ -63,7 +63,7 @@ class _SkippedRunFilter(logging.Filter):
 logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
 
 WORKER_JOBS = ("ship", "score", "spotcheck")
-LEADER_JOBS = ("calibrate", "detect", "deliver", "report", "retention")
+LEADER_JOBS = ("calibrate", "detect", "inputs", "deliver", "report", "retention")
 
 
 def default_worker_id() -> str:
@@ -112,6 +112,7 @@ class Daemon:
             "spotcheck": (leader_jobs.spotcheck_job(settings, self.score_job.adapters), d.spotcheck_interval_seconds),
             "calibrate": (leader_jobs.calibrate_job(settings), d.calibrate_interval_seconds),
             "detect": (leader_jobs.detect_job(settings), d.detect_interval_seconds),
+            "inputs": (leader_jobs.inputs_job(settings), d.inputs_interval_seconds),
             "deliver": (leader_jobs.deliver_job(settings), d.deliver_interval_seconds),
             "report": (leader_jobs.report_job(settings), d.report_interval_minutes * 60),
             "retention": (RetentionJob(settings), d.retention_interval_minutes * 60),

@@ -34,6 +34,7 @@ class PassOutput:
     attn_topk_mass: np.ndarray | None  # [N] share of image attention on the top-k image tokens
     attn_sharpness: np.ndarray | None  # [N] 1 - entropy / log(n_image): 1 = one token, 0 = uniform
     seconds: float  # wall time of the forward passes (not the encoding)
+    image_embedding: np.ndarray | None = None  # [N, H]: projector output pooled over image tokens (NaN: no image)
 
 
 def positions_needed(enc: Any) -> list[int]:
@@ -104,6 +105,7 @@ def run_pass(
     topk_share: float = DEFAULT_TOPK_SHARE,
     progress: bool = False,
     desc: str = "extracting hidden states",
+    image_embedding: bool = False,
 ) -> PassOutput:
     """Forward ``encs`` in length buckets; return pooled features and free signals in input order."""
     import torch
@@ -119,13 +121,15 @@ def run_pass(
     ent = np.full(n, np.nan) if attentions else None
     topk = np.full(n, np.nan) if attentions else None
     sharp = np.full(n, np.nan) if attentions else None
+    img_emb: np.ndarray | None = None
     spent = 0.0
     with progress_bar(n, desc, "sample", enabled=progress) as bar, torch.inference_mode():
         for idx in buckets([e.length for e in encs], batch_size, [tuple(sorted(e.extra)) for e in encs]):
             t0 = time.perf_counter()
             batch = [encs[i] for i in idx]
+            extra = {"image_embedding": True} if image_embedding else {}
             out = adapter.forward(batch, layers=layers, stop_at=stop_at, attentions=attentions, logits=logits,
-                                  positions=[positions_needed(e) for e in batch])
+                                  positions=[positions_needed(e) for e in batch], **extra)
             spent += time.perf_counter() - t0
             for j, i in enumerate(idx):
                 for p in poolings:
@@ -138,6 +142,11 @@ def run_pass(
                     ans[i] = answer_prob_from_logprobs(out.answer_logprobs[j].tolist())
                 if attentions:
                     ent[i], topk[i], sharp[i] = attention_sharpness(out.image_attention[j].float().numpy(), topk_share)
+                if image_embedding and out.image_embedding is not None and out.image_embedding[j] is not None:
+                    vec = out.image_embedding[j].float().numpy()
+                    if img_emb is None:
+                        img_emb = np.full((n, vec.shape[-1]), np.nan, dtype=np.float32)
+                    img_emb[i] = vec
             bar.update(len(idx))
     return PassOutput(
         features={p: a for p, a in feats.items() if a is not None},
@@ -147,4 +156,5 @@ def run_pass(
         attn_topk_mass=topk,
         attn_sharpness=sharp,
         seconds=spent,
+        image_embedding=img_emb,
     )

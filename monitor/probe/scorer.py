@@ -57,6 +57,7 @@ class ScorerOptions:
     topk_share: float = DEFAULT_TOPK_SHARE
     device: str = "auto"  # for the ONNX head
     image_cache_size: int = 512  # image-feature cache entries (0: off); LLaVA and PaliGemma
+    vision_embedding: bool = True  # hand the pooled image-token input of the pass to the input-drift features
 
 
 def captured_answer_prob(meta: dict[str, Any] | None) -> float | None:
@@ -142,7 +143,8 @@ class ProbeScorer:
 
     def score(self, items: Sequence[ScoreItem]) -> list[dict[str, Any]]:
         """One dict per item, in order: ``p_correct``, ``answer_prob``, ``attn_entropy``,
-        ``attn_topk_mass``, ``latency_ms`` (the batch's wall time shared out per sample)."""
+        ``attn_topk_mass``, ``latency_ms`` (the batch's wall time shared out per sample),
+        ``vision_embedding`` (the decoder input pooled over the image tokens, from the same pass)."""
         if not items:
             return []
         try:
@@ -163,6 +165,7 @@ class ProbeScorer:
                 attentions=opts.attention_signals and self.layer > 0,
                 batch_size=opts.batch_size,
                 topk_share=opts.topk_share,
+                image_embedding=opts.vision_embedding,
             )
         p = self._head(out.features[self.pooling][:, 0])
         per_ms = 1000.0 * (time.perf_counter() - t0) / len(items)
@@ -179,9 +182,16 @@ class ProbeScorer:
                     "attn_topk_mass": _opt(out.attn_topk_mass, i),
                     "latency_ms": per_ms,
                     "probe_version_id": self.probe_version_id,
+                    "vision_embedding": _row(out.image_embedding, i),
                 }
             )
         return results
+
+
+def _row(arr: np.ndarray | None, i: int) -> np.ndarray | None:
+    if arr is None or not np.all(np.isfinite(arr[i])):
+        return None
+    return arr[i]
 
 
 def _opt(arr: np.ndarray | None, i: int) -> float | None:

@@ -1,4 +1,5 @@
-"""``build_report``: the calibration drift report (HTML + PNGs + JSON summary) for a period."""
+"""``build_report``: the calibration drift report (HTML + PNGs + JSON summary) for a period,
+with the input-drift page (``monitor.inputs.summary``) beside it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ REPORT_FILES = {
     "reliability": "reliability.png",
     "timelines": "timelines.png",
     "summary": "summary.json",
+    "input_drift_html": "input_drift.html",  # monitor.inputs.summary (input_drift.png beside it when there are windows)
 }
 
 
@@ -67,6 +69,7 @@ def build_report(
     """
     import pandas as pd
 
+    from monitor.inputs.summary import input_drift_summary, write_input_drift_page
     from monitor.progress import progress as progress_bar
     from monitor.report.drift import evidently_drift, split_reference_current
     from monitor.report.plots import plot_reliability, plot_timelines, report_windows
@@ -75,7 +78,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     end = now or utcnow()
     start = end - parse_since(since)
-    steps = progress_bar(4, "report", "step", enabled=progress, leave=False)
+    steps = progress_bar(5, "report", "step", enabled=progress, leave=False)
     with sessions() as s:
         data = load_report_data(s, start, end, model)
         ref_span = _reference_span(s, model)
@@ -92,6 +95,10 @@ def build_report(
     tables = plot_reliability(labelled, spans, out / REPORT_FILES["reliability"], bins=cal.bins, shift_at=shift_ts)
     steps.update(1)
     drawn = plot_timelines(data.windows, data.alerts, out / REPORT_FILES["timelines"], shift_at=shift_ts)
+    steps.update(1)
+    with sessions() as s:
+        inputs = input_drift_summary(s, model)
+        input_files = write_input_drift_page(s, inputs, out)
     steps.update(1)
     steps.close()
     latest: dict[str, Any] = {}
@@ -117,7 +124,8 @@ def build_report(
         "timeline_series": drawn["series"],
         "alerts": [{k: a[k] for k in ("id", "rule", "state", "severity", "model", "started_at", "resolved_at")}
                    for a in data.alerts.to_dict("records")],
-        "files": dict(REPORT_FILES),
+        "input_drift": inputs,
+        "files": {**REPORT_FILES, **{f"input_drift_{k}": v for k, v in input_files.items()}},
     }
     summary = _clean(summary)
     (out / REPORT_FILES["summary"]).write_text(json.dumps(summary, indent=2, default=str))

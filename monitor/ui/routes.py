@@ -258,9 +258,11 @@ def _model_context(s: Session, settings: Any, name: str, pv: Any, n: int) -> dic
     by_time = hist.get("combined") or hist.get("human") or []
     reliability = [(w, charts.reliability_chart(f"reliability-{i}", f"{w.window_start:%H:%M} · n={t['n']} · ECE {t['ece']:.2f}", t))
                    for i, (w, t) in enumerate(model_queries.reliability_windows(s, name, pv.id, by_time, settings.calibration.bins))]
+    from monitor.inputs.summary import input_drift_summary
+
     return dict(latest=queries.latest_windows(s, name, pv.id), source_charts=source_charts, route_charts=route_charts,
                 routes=routes, reliability=reliability, alerts=alerts, history=hist,
-                route_labels=model_queries.ROUTE_LABELS)
+                route_labels=model_queries.ROUTE_LABELS, inputs=input_drift_summary(s, name).get(name))
 
 
 def _alert_context(s: Session, settings: Any, alert: Any) -> dict[str, Any]:

@@ -151,3 +151,17 @@ def test_paligemma_scoring_with_the_image_cache(tmp_path, synpope_items):
     for a, b in zip(plain, cached):
         assert a["p_correct"] == pytest.approx(b["p_correct"], abs=1e-5)
         assert a["attn_topk_mass"] == pytest.approx(b["attn_topk_mass"], abs=1e-5)
+
+
+def test_vision_embedding_is_the_projector_output_pooled_over_the_image_tokens(llava, artifact, synpope_items):
+    """No second pass: the scorer's ``vision_embedding`` is the decoder input (layer 0) at the image
+    tokens, averaged — what a separate full forward reads there — and in input order across buckets."""
+    scorer = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(batch_size=2))
+    got = [r["vision_embedding"] for r in scorer.score(synpope_items)]
+    encs = scorer.encode(synpope_items)
+    for enc, vec in zip(encs, got):
+        full = llava.forward([enc], layers=[0], stop_at=0).hidden[0][0]
+        want = full[enc.image_mask[: full.shape[0]]].mean(0).numpy()
+        assert vec is not None and vec.shape == want.shape
+        np.testing.assert_allclose(vec, want, atol=1e-5)
+    assert np.std(np.stack(got), axis=0).mean() > 1e-4  # different images, different embeddings

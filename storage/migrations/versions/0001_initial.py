@@ -53,6 +53,22 @@ def upgrade() -> None:
     sa.Column('purged_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('sha256', name=op.f('pk_images'))
     )
+    op.create_table('input_references',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('model', sa.String(length=256), nullable=False),
+    sa.Column('window_start', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('window_end', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('n', sa.Integer(), nullable=False),
+    sa.Column('pinned', sa.Boolean(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('stats', sa.JSON(), nullable=False),
+    sa.Column('state', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_input_references'))
+    )
+    op.create_index(op.f('ix_input_references_model'), 'input_references', ['model'], unique=False)
+    op.create_index('uq_input_references_active', 'input_references', ['model'], unique=True, sqlite_where=sa.text('active'), postgresql_where=sa.text('active'))
     op.create_table('job_runs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('job', sa.String(length=32), nullable=False),
@@ -202,6 +218,17 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_detector_tunings_model'), 'detector_tunings', ['model'], unique=False)
     op.create_index(op.f('ix_detector_tunings_probe_version_id'), 'detector_tunings', ['probe_version_id'], unique=False)
+    op.create_table('input_features',
+    sa.Column('sample_id', sa.String(length=128), nullable=False),
+    sa.Column('model', sa.String(length=256), nullable=False),
+    sa.Column('ts', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('features', sa.JSON(), nullable=False),
+    sa.Column('embedding', sa.LargeBinary(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['sample_id'], ['samples.id'], name=op.f('fk_input_features_sample_id_samples'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('sample_id', name=op.f('pk_input_features'))
+    )
+    op.create_index('ix_input_features_model_ts', 'input_features', ['model', 'ts', 'sample_id'], unique=False)
     op.create_table('labels',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('sample_id', sa.String(length=128), nullable=True),
@@ -283,6 +310,8 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_labels_response_id'), table_name='labels')
     op.drop_index(op.f('ix_labels_created_at'), table_name='labels')
     op.drop_table('labels')
+    op.drop_index('ix_input_features_model_ts', table_name='input_features')
+    op.drop_table('input_features')
     op.drop_index(op.f('ix_detector_tunings_probe_version_id'), table_name='detector_tunings')
     op.drop_index(op.f('ix_detector_tunings_model'), table_name='detector_tunings')
     op.drop_table('detector_tunings')
@@ -312,6 +341,9 @@ def downgrade() -> None:
     op.drop_table('probe_versions')
     op.drop_index(op.f('ix_job_runs_job'), table_name='job_runs')
     op.drop_table('job_runs')
+    op.drop_index('uq_input_references_active', table_name='input_references', sqlite_where=sa.text('active'), postgresql_where=sa.text('active'))
+    op.drop_index(op.f('ix_input_references_model'), table_name='input_references')
+    op.drop_table('input_references')
     op.drop_table('images')
     op.drop_index(op.f('ix_alerts_state'), table_name='alerts')
     op.drop_index(op.f('ix_alerts_fingerprint'), table_name='alerts')
