@@ -12,6 +12,8 @@
    not drawn -> ``skipped``; drawn -> checked, then ``done`` with a ``spot_checks`` row (its
    inclusion probability and reason) and a ``labels`` row, source ``self_consistency``,
    ``correct`` = the served answer agrees with the majority, ``value`` = agreement.
+4. A greedily served candidate's answer is compared with the monitor's greedy answer
+   (:mod:`monitor.spotcheck.served_greedy`, the ``served_model_mismatch`` check).
 
 Writes are conditional on the sample still being ``pending``, so two workers never store two
 results for one sample (at worst both compute it). A run stopped by the daemon (``should_stop``)
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
 from monitor.spotcheck.policy import SelectionPolicy
+from monitor.spotcheck.served_greedy import check_greedy_answer
 from storage.failopen import report_internal_error
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
 
@@ -241,6 +244,7 @@ def run_spotcheck(
             continue
         run.compute_seconds += result.compute_seconds
         handled += 1
+        check_greedy_answer(ad, image, cand, settings, sessions)
         with sessions.begin() as s:
             if not _mark(s, cand.id, "done"):
                 continue  # another worker decided it first
