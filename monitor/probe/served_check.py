@@ -197,6 +197,7 @@ class ServedModelCheck:
                 "incomparable": self.incomparable,
                 "system_fingerprints": list(self.fingerprints),
                 "system_fingerprint_changed": len(self.fingerprints) > 1,
+                "statistic": round(max(self.logprobs.value, self.greedy.value), 4), "threshold": self.params.threshold,
             }  # fmt: skip
             state = {"name": "served_model_cusums", "logprobs": self.logprobs.state(), "greedy": self.greedy.state(),
                      "agree_streak": self.agree_streak, "clear_after": self.params.clear_after}
