@@ -11,6 +11,7 @@ import io
 import numpy as np
 import pytest
 
+from monitor.fixtures.variants import perturbed_copy
 from monitor.probe.extract import run_pass
 from monitor.probe.scorer import ProbeScorer, ScorerOptions, captured_logprobs
 from monitor.probe.served_check import MISMATCH_RULE, MismatchParams, ServedModelCheck, logprob_discrepancy
@@ -38,21 +39,6 @@ def _logprobs(adapter, traffic) -> list[list[float]]:
     return out.answer_logprobs
 
 
-def _other_weights(llava_dir, scale: float):
-    """The fixture with every tensor moved by ``scale`` of its spread: a different checkpoint, same tokenizer."""
-    import torch
-
-    from monitor.adapter import load_vlm
-
-    ad = load_vlm(llava_dir, device="cpu", dtype="float32")
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in ad.model.parameters():
-            if p.numel() > 1:
-                p.add_(torch.randn(p.shape, generator=g) * p.std() * scale)
-    return ad
-
-
 @pytest.fixture(scope="module")
 def recomputed(llava, traffic):
     return _logprobs(llava, traffic)
@@ -75,7 +61,7 @@ def test_same_weights_in_bf16_never_fire_over_3000_samples(llava_dir, traffic, r
 @pytest.mark.parametrize("scale", [0.3, 0.1])
 def test_other_weights_fire_within_200_samples(llava_dir, traffic, recomputed, scale):
     n = 200
-    served = _logprobs(_other_weights(llava_dir, scale), traffic[:n])
+    served = _logprobs(perturbed_copy(llava_dir, scale), traffic[:n])
     check = ServedModelCheck("tiny-llava")
     fired_at = None
     for i, (s, r) in enumerate(zip(served, recomputed[:n])):

@@ -58,13 +58,13 @@ def test_a_mid_traffic_swap_under_the_same_name_and_fingerprint_fires_within_200
 
     from monitor.daemon import Daemon
     from monitor.fixtures.server import serve_in_thread
+    from monitor.fixtures.variants import perturbed_copy
     from monitor.synpope.generate import iter_examples
     from storage.db import make_engine, session_factory
     from storage.models import Alert, Sample
     from tests.collectors.helpers import RunningProxy
     from tests.daemon.helpers import sqlite_db
     from tests.probe.conftest import deploy_with_probe
-    from tests.probe.test_served_check import _other_weights
 
     url = sqlite_db(tmp_path)
     engine = make_engine(url)
@@ -90,7 +90,7 @@ def test_a_mid_traffic_swap_under_the_same_name_and_fingerprint_fires_within_200
             _wait_scored(sessions, PRE_SWAP)
             assert _mismatch_alerts(sessions) == []  # the same weights: no alarm
 
-            server.swap(_other_weights(llava_dir, 0.3))
+            server.swap(perturbed_copy(llava_dir, 0.3))
             sent = 0
             while sent < MAX_POST_SWAP and not _mismatch_alerts(sessions):
                 for _ in range(CHUNK):
