@@ -33,7 +33,7 @@ __all__ = [
     "answer_from_json",
     "answer_from_chunks",
     "answer_from_sse",
-    "with_logprobs",
+    "with_answer_meta",
     "load_image_ref",
     "check_image_bytes",
 ]
@@ -134,12 +134,14 @@ def _content_text(content: Any) -> str:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the monitor keeps of a chat completion: the text of choice 0, the response id, and the
-    served tokens' log-probabilities when the server returned them (``logprobs: true``)."""
+    """What the monitor keeps of a chat completion: the text of choice 0, the response id, the
+    served tokens' log-probabilities when the server returned them (``logprobs: true``), and the
+    server's ``system_fingerprint`` when it sent one (the served-model check's cheap hint)."""
 
     text: str
     response_id: str | None
     logprobs: list[float] | None = None
+    system_fingerprint: str | None = None
 
 
 def token_logprobs(logprobs: Any) -> list[float] | None:
@@ -171,7 +173,12 @@ def answer_from_json(resp: Any) -> Answer:
         raise DropSample("bad_response", f"no choices[0].message in the answer ({e!r})") from None
     rid = resp.get("id")
     lps = token_logprobs(choice.get("logprobs"))
-    return Answer(text, rid if isinstance(rid, str) else None, lps or None)
+    return Answer(text, rid if isinstance(rid, str) else None, lps or None, _fingerprint(resp))
+
+
+def _fingerprint(obj: dict[str, Any]) -> str | None:
+    fp = obj.get("system_fingerprint")
+    return fp if isinstance(fp, str) and fp else None
 
 
 def answer_from_chunks(chunks: Iterable[Any]) -> Answer:
@@ -182,6 +189,7 @@ def answer_from_chunks(chunks: Iterable[Any]) -> Answer:
     parts: list[str] = []
     lps: list[float] | None = []
     rid: str | None = None
+    fingerprint: str | None = None
     seen = False
     for chunk in chunks:
         if not isinstance(chunk, dict):
@@ -189,6 +197,7 @@ def answer_from_chunks(chunks: Iterable[Any]) -> Answer:
         seen = True
         if rid is None and isinstance(chunk.get("id"), str):
             rid = chunk["id"]
+        fingerprint = fingerprint or _fingerprint(chunk)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -203,15 +212,19 @@ def answer_from_chunks(chunks: Iterable[Any]) -> Answer:
             parts.append(piece)
     if not seen:
         raise DropSample("bad_response", "stream had no data events")
-    return Answer("".join(parts), rid, lps or None)
+    return Answer("".join(parts), rid, lps or None, fingerprint)
 
 
-def with_logprobs(meta: dict[str, Any], ans: Answer) -> dict[str, Any]:
+def with_answer_meta(meta: dict[str, Any], ans: Answer) -> dict[str, Any]:
     """``meta`` plus ``answer_logprobs`` when the answer brought them (the probe scorer's free
-    ``answer_prob`` signal; without them it needs ``scoring.full_pass``)."""
-    if ans.logprobs is None:
-        return meta
-    return {**meta, "answer_logprobs": ans.logprobs}
+    ``answer_prob`` signal, without them it needs ``scoring.full_pass``; and the served-model
+    check's evidence) and the server's ``system_fingerprint`` when it sent one."""
+    extra: dict[str, Any] = {}
+    if ans.logprobs is not None:
+        extra["answer_logprobs"] = ans.logprobs
+    if ans.system_fingerprint is not None:
+        extra["system_fingerprint"] = ans.system_fingerprint
+    return {**meta, **extra} if extra else meta
 
 
 def answer_from_sse(body: bytes) -> Answer:
@@ -316,7 +329,7 @@ def build_sample(
         except (ValueError, UnicodeDecodeError):
             raise DropSample("bad_response", "answer is not JSON") from None
     image = load_image_ref(image_ref, max_image_bytes)
-    meta = with_logprobs({**meta, **raw.meta}, ans)
+    meta = with_answer_meta({**meta, **raw.meta}, ans)
     return CollectedSample(
         id=new_sample_id(source),
         source=source,

@@ -32,7 +32,7 @@ from collectors.exchange import (
     check_image_bytes,
     load_image_ref,
     parse_chat_request,
-    with_logprobs,
+    with_answer_meta,
 )
 from collectors.metrics import CollectorMetrics
 from collectors.pipeline import Pipeline, Redactor
@@ -119,7 +119,7 @@ class SdkCollector:
         meta["latency_ms"] = round(ms, 3)
         return CollectedSample(id=new_sample_id("sdk"), source="sdk", ts=datetime.fromtimestamp(t0, timezone.utc),
                                model=model, route=DEFAULT_ROUTE, prompt=prompt, answer=ans.text,
-                               response_id=ans.response_id, image=image, meta=with_logprobs(meta, ans))
+                               response_id=ans.response_id, image=image, meta=with_answer_meta(meta, ans))
 
     def _image(self, image: Any) -> CollectedImage:
         if isinstance(image, (bytes, bytearray)):

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from collectors.exchange import answer_from_json, check_image_bytes, load_image_ref, parse_chat_request, with_logprobs
+from collectors.exchange import answer_from_json, check_image_bytes, load_image_ref, parse_chat_request, with_answer_meta
 from collectors.metrics import CollectorMetrics
 from collectors.pipeline import Redactor, SampleSink
 from collectors.sample import CollectedImage, CollectedSample, DropSample
@@ -322,7 +322,7 @@ class Tailer:
         image = load_image_ref(image_ref, self.max_image_bytes)
         return CollectedSample(id=sample_id(ans.response_id), source="tailer", ts=_parse_ts(d.get("ts")), model=model,
                                route=route, prompt=prompt, answer=ans.text, response_id=ans.response_id, image=image,
-                               meta=with_logprobs(meta, ans))
+                               meta=with_answer_meta(meta, ans))
 
     def _image(self, value: Any) -> CollectedImage | None:
         if value is None:

@@ -92,6 +92,25 @@ class SpotcheckConfig(_Section):
     seed: int = 0  # salt of the per-sample RNG seeds: a check is reproducible from its sample id
 
 
+class ServedCheckConfig(_Section):
+    enabled: bool = True  # compare production with the monitor's copy of the weights (served_model_mismatch)
+    recompute_share: float = Field(0.1, ge=0.0, le=1.0)  # share of samples with captured logprobs recomputed by a full pass (all of them with scoring.full_pass)
+    token_tolerance: float = Field(0.75, gt=0)  # |served - recomputed| per token, in log-odds, above which a sample disagrees (bf16 vs fp32 same weights: max 0.54)
+    same_weight_rate: float = Field(0.01, gt=0, lt=1)  # disagreeing share the log-prob CUSUM accepts
+    mismatch_rate: float = Field(0.2, gt=0, lt=1)  # disagreeing share it is tuned to detect
+    greedy_same_weight_rate: float = Field(0.02, gt=0, lt=1)  # greedy answers differing from served greedy ones, accepted (near-ties)
+    greedy_mismatch_rate: float = Field(0.25, gt=0, lt=1)  # ... and tuned to detect
+    threshold: float = Field(8.0, gt=0)  # CUSUM decision interval (8: three disagreements in a row fire)
+    clear_after: int = Field(50, ge=1)  # agreeing checks in a row that resolve a firing served_model_mismatch
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> "ServedCheckConfig":
+        for low, high in (("same_weight_rate", "mismatch_rate"), ("greedy_same_weight_rate", "greedy_mismatch_rate")):
+            if getattr(self, high) <= getattr(self, low):
+                raise ValueError(f"{high} ({getattr(self, high)}) must be above {low} ({getattr(self, low)})")
+        return self
+
+
 class CalibrationConfig(_Section):
     window: str = "1h"  # time-window length for calibration history rows
     rolling_n: int = 500  # rolling window: last N samples with evidence
@@ -253,6 +272,7 @@ class Settings(BaseSettings):
     models: dict[str, ModelEntry] = Field(default_factory=dict)  # served model name -> local folder + probe
     scoring: ScoringConfig = ScoringConfig()
     spotcheck: SpotcheckConfig = SpotcheckConfig()
+    served_check: ServedCheckConfig = ServedCheckConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     detect: DetectConfig = DetectConfig()
     inputs: InputsConfig = InputsConfig()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from collectors.exchange import Answer, answer_from_json, parse_chat_request, with_logprobs
+from collectors.exchange import Answer, answer_from_json, parse_chat_request, with_answer_meta
 from collectors.sample import DropSample
 
 __all__ = ["Span", "SpanSample", "NotGenAI", "DROP_REASONS", "span_to_sample", "sample_id_for"]
@@ -264,7 +264,7 @@ def span_to_sample(span: Span) -> SpanSample:
         otel["service"] = str(span.resource["service.name"])
     meta = {**meta, "otel": otel}
     if provider is not None:
-        meta = with_logprobs(meta, provider)
+        meta = with_answer_meta(meta, provider)
     ts = datetime.fromtimestamp(span.start_ns / 1e9, tz=timezone.utc) if span.start_ns else None
     return SpanSample(id=sample_id_for(span.trace_id, span.span_id), ts=ts, model=model, prompt=prompt, answer=answer,
                       image=image, response_id=response_id, meta=meta)

@@ -12,6 +12,10 @@ be had (refused, 4xx, too large, not an image, bytes purged) becomes ``image_una
 the reason in ``error``, counted in ``vlmwatch_samples_image_unavailable_total{model,reason}``.
 Transient fetch failures (timeouts, connection errors, 5xx) leave it pending for
 ``image_fetch.retry_seconds``, up to ``daemon.max_attempts`` claims.
+
+After a batch is written, the served tokens' log-probabilities of the samples the scorer
+recomputed go to the model's served-model check (:mod:`monitor.probe.served_check`), which fires
+or resolves ``served_model_mismatch``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from monitor.daemon.image_fetch import ImageFetcher, ImageUnavailable
 from monitor.daemon.leases import claim_samples, mark_failed, mark_image_unavailable, release_samples, write_scores
 from monitor.daemon.runner import JobContext
 from monitor.daemon.sample_images import load_images
+from storage.failopen import report_internal_error
 from storage.models import ProbeVersion, Sample, utcnow
 
 __all__ = ["ScoreInput", "Scorer", "ScorerFactory", "ScoreJob"]
@@ -238,6 +243,10 @@ class ScoreJob:
         metrics.SAMPLES_SCORED.labels(name).inc(len(rows))
         if self.settings.inputs.enabled:
             self._record_inputs(ctx, name, group, results)
+        try:
+            self._check_served(ctx, name, group, results)
+        except Exception as e:  # the scores are stored; a failed comparison must not fail the batch
+            report_internal_error(logger, f"served-model check of {name}", e)
         return len(rows)
 
     def _record_inputs(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[dict[str, Any]]) -> None:
@@ -251,4 +260,25 @@ class ScoreJob:
                 record_features(s, rows)
         except Exception as e:
             logger.warning("model %s: input features of %d samples not recorded: %s", name, len(group), e)
+
+    def _check_served(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[dict[str, Any]]) -> None:
+        """Compare the served log-probabilities with the scorer's recompute; fire or resolve the alert."""
+        from monitor.probe.scorer import captured_logprobs
+        from monitor.probe.served_check import CHECKS, MismatchParams
+
+        cfg = self.settings.served_check
+        if not cfg.enabled:
+            return
+        check = CHECKS.get(name, MismatchParams.from_config(cfg))
+        compared = 0
+        for item, res in zip(group, results):
+            check.observe_fingerprint(item.meta.get("system_fingerprint"))
+            served, recomputed = captured_logprobs(item.meta), res.get("recomputed_logprobs")
+            if served is not None and recomputed is not None:
+                check.observe_logprobs(served, recomputed)
+                compared += 1
+        if compared:
+            with ctx.sessions() as s:
+                check.report(s, self.settings.alerts)
+                s.commit()
 

@@ -30,6 +30,7 @@ class PassOutput:
     features: dict[str, np.ndarray]  # pooling -> [N, len(layers), H] float32
     layers: list[int]
     answer_prob: np.ndarray | None  # [N]: exp(mean log p) over the served answer tokens
+    answer_logprobs: list[list[float]] | None  # per sample: log p of each served answer token (logits=True)
     attn_entropy: np.ndarray | None  # [N] nats, over image tokens (attention renormalised)
     attn_topk_mass: np.ndarray | None  # [N] share of image attention on the top-k image tokens
     attn_sharpness: np.ndarray | None  # [N] 1 - entropy / log(n_image): 1 = one token, 0 = uniform
@@ -118,6 +119,7 @@ def run_pass(
             raise ValueError(f"unknown pooling {p!r}; expected one of {POOLINGS}")
     feats: dict[str, np.ndarray | None] = {p: None for p in poolings}
     ans = np.full(n, np.nan) if logits else None
+    token_lps: list[list[float]] | None = [[] for _ in range(n)] if logits else None
     ent = np.full(n, np.nan) if attentions else None
     topk = np.full(n, np.nan) if attentions else None
     sharp = np.full(n, np.nan) if attentions else None
@@ -138,8 +140,9 @@ def run_pass(
                     if arr is None:
                         arr = feats[p] = np.empty((n, len(layers), vecs.shape[-1]), dtype=np.float32)
                     arr[i] = vecs.float().numpy()
-                if ans is not None:
-                    ans[i] = answer_prob_from_logprobs(out.answer_logprobs[j].tolist())
+                if ans is not None and token_lps is not None:
+                    token_lps[i] = out.answer_logprobs[j].tolist()
+                    ans[i] = answer_prob_from_logprobs(token_lps[i])
                 if attentions:
                     ent[i], topk[i], sharp[i] = attention_sharpness(out.image_attention[j].float().numpy(), topk_share)
                 if image_embedding and out.image_embedding is not None and out.image_embedding[j] is not None:
@@ -152,6 +155,7 @@ def run_pass(
         features={p: a for p, a in feats.items() if a is not None},
         layers=layers,
         answer_prob=ans,
+        answer_logprobs=token_lps,
         attn_entropy=ent,
         attn_topk_mass=topk,
         attn_sharpness=sharp,

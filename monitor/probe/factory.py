@@ -33,6 +33,7 @@ def scorer_options(settings: Settings) -> ScorerOptions:
         topk_share=sc.attention_topk_share,
         device=sc.device,
         image_cache_size=sc.image_cache_size,
+        recompute_share=settings.served_check.recompute_share if settings.served_check.enabled else 0.0,
     )
 
 

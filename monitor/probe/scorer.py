@@ -14,6 +14,11 @@ Free signals, decided here because the early-exit pass cannot see the LM head:
   with ``content[].logprob``); otherwise it is left empty, unless ``scoring.full_pass`` is on,
   which runs every layer and the LM head (the answer tokens only) and reads it exactly, at the
   price of the full pass (attention then comes from the last layer).
+
+Served-model check (:mod:`monitor.probe.served_check`): for ``recompute_share`` of the samples that
+carry captured log-probabilities (all of them with ``full_pass``, where it is free) the result
+also holds ``recomputed_logprobs``, the monitor's own log-probabilities of the served answer's
+tokens from a full pass, to compare with the served ones.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import io
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -34,7 +40,7 @@ from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs,
 from monitor.probe.image_cache import SUPPORTED_FAMILIES, ImageFeatureCache
 from monitor.probe.stale import ProbeStaleError, check_fresh
 
-__all__ = ["ScoreItem", "ScorerOptions", "ProbeScorer", "captured_answer_prob"]
+__all__ = ["ScoreItem", "ScorerOptions", "ProbeScorer", "captured_logprobs", "captured_answer_prob"]
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +64,27 @@ class ScorerOptions:
     device: str = "auto"  # for the ONNX head
     image_cache_size: int = 512  # image-feature cache entries (0: off); LLaVA and PaliGemma
     vision_embedding: bool = True  # hand the pooled image-token input of the pass to the input-drift features
+    recompute_share: float = 0.0  # samples with captured logprobs whose answer logprobs are recomputed (served check)
 
 
-def captured_answer_prob(meta: dict[str, Any] | None) -> float | None:
-    """Answer probability from log-probs captured with the response, when the sample has them."""
+def captured_logprobs(meta: dict[str, Any] | None) -> list[float] | None:
+    """The served answer tokens' log-probabilities captured with the response, when the sample has them."""
     if not meta:
         return None
     lps = meta.get("answer_logprobs")
     if lps is None:  # an OpenAI logprobs object stored as is (e.g. by `vlmwatch ingest`)
         lps = token_logprobs(meta.get("logprobs"))
-    if not lps or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in lps):
+    if not isinstance(lps, list) or not lps:
         return None
-    return answer_prob_from_logprobs(lps)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lps):
+        return None
+    return [float(v) for v in lps]
+
+
+def captured_answer_prob(meta: dict[str, Any] | None) -> float | None:
+    """Answer probability from log-probs captured with the response, when the sample has them."""
+    lps = captured_logprobs(meta)
+    return None if lps is None else answer_prob_from_logprobs(lps)
 
 
 class ProbeScorer:
@@ -85,6 +100,7 @@ class ProbeScorer:
         options: ScorerOptions = ScorerOptions(),
         current_fingerprint: Callable[[], str] | None = None,
         on_stale: Callable[[ProbeStaleError], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         meta = artifact.meta
         check_fresh(served_name, meta.version, meta.model_fingerprint, adapter.fingerprint)
@@ -103,6 +119,7 @@ class ProbeScorer:
         self._current_fingerprint = current_fingerprint or (lambda: adapter.fingerprint)
         self._on_stale = on_stale
         self._head = self._make_head()
+        self._rng = rng or random.Random()  # draws the samples whose answer is recomputed
         self.image_cache = None
         if options.image_cache_size > 0 and adapter.family in SUPPORTED_FAMILIES:
             self.image_cache = ImageFeatureCache(adapter.model, adapter.family, options.image_cache_size)
@@ -168,6 +185,7 @@ class ProbeScorer:
                 image_embedding=opts.vision_embedding,
             )
         p = self._head(out.features[self.pooling][:, 0])
+        recomputed = self._recompute(items, encs, out)
         per_ms = 1000.0 * (time.perf_counter() - t0) / len(items)
         results = []
         for i, it in enumerate(items):
@@ -185,7 +203,23 @@ class ProbeScorer:
                     "vision_embedding": _row(out.image_embedding, i),
                 }
             )
+            if i in recomputed:
+                results[-1]["recomputed_logprobs"] = recomputed[i]
         return results
+
+    def _recompute(self, items: Sequence[ScoreItem], encs: list[Any], out: Any) -> dict[int, list[float]]:
+        """The monitor's own log-probabilities of the served answer for the drawn samples with captured ones."""
+        opts = self.options
+        drawn = [i for i, it in enumerate(items) if captured_logprobs(getattr(it, "meta", None)) is not None
+                 and (opts.full_pass or self._rng.random() < opts.recompute_share)]
+        if opts.full_pass and out.answer_logprobs is not None:
+            return {i: out.answer_logprobs[i] for i in drawn}
+        if not drawn:
+            return {}
+        with self.adapter.lock, self.image_cache.active() if self.image_cache is not None else contextlib.nullcontext():
+            full = run_pass(self.adapter, [encs[i] for i in drawn], [self.layer], [self.pooling], stop_at=None,
+                            logits=True, batch_size=opts.batch_size)
+        return dict(zip(drawn, full.answer_logprobs or []))
 
 
 def _row(arr: np.ndarray | None, i: int) -> np.ndarray | None:

@@ -13,13 +13,13 @@ outbox row per configured channel, like every other alert.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alerts.builtin import BuiltinRule, builtin_config
 from storage.models import Alert, utcnow
 
 __all__ = ["ProbeStaleError", "STALE_RULE", "check_fresh", "raise_probe_stale", "resolve_probe_stale"]
@@ -40,36 +40,7 @@ class ProbeStaleError(RuntimeError):
         self.model, self.probe_version, self.expected, self.actual = model, probe_version, expected, actual
 
 
-@dataclass(frozen=True)
-class _StaleRule:
-    name: str = STALE_RULE
-    detector: str = STALE_RULE
-    severity: str = "critical"
-    metric: str | None = None
-    op: str = "<"
-    threshold: float | None = None
-    resolve_after: int = 1
-
-
-@dataclass(frozen=True)
-class _StaleAlertsConfig:
-    """The alerts section, with only the built-in stale rule (and no no-data rule)."""
-
-    channels: tuple[Any, ...] = ()
-    renotify_minutes: float = 240.0
-    delivery_deadline_minutes: float = 60.0
-    no_data_minutes: float = 0.0
-    rules: tuple[Any, ...] = field(default_factory=lambda: (_StaleRule(),))
-
-
-def _config(alerts_config: Any | None) -> _StaleAlertsConfig:
-    if alerts_config is None:
-        return _StaleAlertsConfig()
-    return _StaleAlertsConfig(
-        channels=tuple(alerts_config.channels),
-        renotify_minutes=float(alerts_config.renotify_minutes),
-        delivery_deadline_minutes=float(alerts_config.delivery_deadline_minutes),
-    )
+_RULE = BuiltinRule(STALE_RULE)
 
 
 def raise_probe_stale(session: Session, err: ProbeStaleError, *, alerts_config: Any | None = None,
@@ -84,7 +55,7 @@ def raise_probe_stale(session: Session, err: ProbeStaleError, *, alerts_config: 
         evidence={"model_path": model_path} if model_path else {},
         summary=str(err),
     )
-    for t in evaluate(session, _config(alerts_config), [sig], now or utcnow()):
+    for t in evaluate(session, builtin_config(_RULE, alerts_config), [sig], now or utcnow()):
         log.error("%s (alert %s %s)", err, t.alert_id, t.event)
 
 
@@ -99,7 +70,7 @@ def resolve_probe_stale(session: Session, model: str, *, alerts_config: Any | No
     if not versions:
         return 0
     sigs = [Signal(detector=STALE_RULE, model=model, probe_version=v, status="clear") for v in set(versions)]
-    return sum(t.event == "resolved" for t in evaluate(session, _config(alerts_config), sigs, now or utcnow()))
+    return sum(t.event == "resolved" for t in evaluate(session, builtin_config(_RULE, alerts_config), sigs, now or utcnow()))
 
 
 def check_fresh(model: str, probe_version: str, probe_fingerprint: str, served_fingerprint: str) -> None:

@@ -20,6 +20,8 @@
    inclusion probability and reason) and a ``labels`` row, source ``self_consistency``,
    ``correct`` = :func:`monitor.spotcheck.answers.spotcheck_correct` (agreement >= 0.5, the one
    definition the evidence loader uses too), ``value`` = agreement.
+4. A greedily served candidate's answer is compared with the monitor's greedy answer
+   (:mod:`monitor.spotcheck.served_greedy`, the ``served_model_mismatch`` check).
 
 Writes are conditional on the sample still being ``pending`` and claimed by this worker, so two
 workers never store two results for one sample; a worker whose lease expired mid-check loses
@@ -45,6 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from monitor.config import Settings
 from monitor.spotcheck.answers import spotcheck_correct
 from monitor.spotcheck.policy import SelectionPolicy
+from monitor.spotcheck.served_greedy import check_greedy_answer
 from storage.failopen import report_internal_error
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
 
@@ -334,6 +337,7 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings, polic
             continue
         run.compute_seconds += result.compute_seconds
         handled += 1
+        check_greedy_answer(ad, image, cand, settings, sessions)
         with sessions.begin() as s:
             if not _mark(s, cand.id, "done", worker):
                 continue  # the claim expired and another worker took the sample

@@ -51,3 +51,15 @@ def test_a_stream_with_text_missing_its_logprobs_brings_none():
     assert answer_from_chunks([_chunk("Yes", _entries(-0.5)), _chunk(" there", None)]).logprobs is None
     assert answer_from_chunks([_chunk("Yes", _entries(-0.5)), _chunk(" x", _entries(float("nan")))]).logprobs is None
     assert answer_from_chunks([_chunk("Yes", None)]).logprobs is None
+
+
+def test_the_system_fingerprint_is_kept_with_the_logprobs():
+    from collectors.exchange import with_answer_meta
+
+    resp = {"id": "r1", "system_fingerprint": "fp_abc", "choices": [{"message": {"content": "yes"}, "logprobs": _entries(-0.25)}]}
+    assert with_answer_meta({"k": 1}, answer_from_json(resp)) == {"k": 1, "answer_logprobs": [-0.25], "system_fingerprint": "fp_abc"}
+    chunks = [{**_chunk("Yes", _entries(-0.5)), "system_fingerprint": "fp_abc"}, _chunk(",", _entries(-0.25))]
+    assert answer_from_chunks(chunks).system_fingerprint == "fp_abc"
+    resp.pop("system_fingerprint")
+    resp["choices"][0]["logprobs"] = None
+    assert with_answer_meta({"k": 1}, answer_from_json(resp)) == {"k": 1}  # neither: meta unchanged
