@@ -33,7 +33,7 @@ from monitor.calibration.evidence import HUMAN_SOURCES, SOURCES, EvidenceRow, lo
 from monitor.calibration.history import parse_duration, window_start
 from monitor.calibration.metrics import wilson_interval
 from monitor.calibration.reference import ensure_default_reference
-from monitor.detect.adwin import AdwinDetector
+from monitor.detect.adwin import AdwinDetector, UntrustedStateError
 from monitor.detect.cusum import BernoulliCusum, TwoSidedCusum
 from monitor.detect.tune import store_tuning, tuning_for
 from storage.models import (
@@ -211,7 +211,11 @@ def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
     st = _state(session, pv, name)
     tun = _tuning(session, settings, pv, ref, name)
     delta = float(tun.params["delta"]) if tun is not None else float(settings.detect.adwin_delta)
-    det = AdwinDetector(delta, st.state)
+    try:
+        det = AdwinDetector(delta, st.state)
+    except UntrustedStateError as e:  # never unpickled: restart from an empty window
+        log.error("%s %s %s: %s", pv.model, pv.version, name, e)
+        det = AdwinDetector(delta)
     if name == "adwin_scores":  # the unlabelled score stream, in score id order
         rows = session.execute(select(Score.id, Score.p_correct, Score.sample_id).where(
             Score.probe_version_id == pv.id, Score.id > st.cursor).order_by(Score.id).limit(MAX_BATCH)).all()
@@ -235,7 +239,8 @@ def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
                   metrics={"mean_before": det.mean_before, "mean_after": det.mean_after, "window_mean": det.estimation,
                            "window_width": det.width, "consumed": len(values)},
                   detector_state={"name": name, "delta": delta, "detections": det.detections, "n": det.n,
-                                  "tuned": tun is not None, "early_warning": True, "needs_label_confirmation": True},
+                                  "tuned": tun is not None, "tuning_met_target": None if tun is None else tun.params.get("met_target"),
+                                  "early_warning": True, "needs_label_confirmation": True},
                   window={"kind": "stream", "from_id": ids[0] if ids else None, "to_id": ids[-1] if ids else None},
                   evidence={"reference": _ref_brief(ref), "sample_ids": [sample_ids[i] for i in hits][-20:]},
                   summary=summary)
