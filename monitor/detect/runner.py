@@ -3,8 +3,10 @@
 Per active probe version, in one transaction (detector states, alerts and outbox rows commit
 together, so a crash never consumes evidence without its alert, or alerts twice):
 
-* ``cusum_disagreement:<source>`` — Bernoulli CUSUM on probe verdict != evidence;
-* ``cusum_residual:<source>`` — two-sided CUSUM on evidence − score;
+* ``cusum_disagreement:<source>`` — windowed GLR test of the probe–evidence disagreement rate
+  against the reference (:mod:`monitor.detect.labelled`; the rule kind keeps its older name);
+* ``cusum_residual:<source>`` — the same bank's two-sided test of the calibration residual
+  (evidence − score); both tuned together under one false-alarm budget;
 * ``adwin_scores`` — ADWIN on the unlabelled probe-score stream (early warning, needs labels to confirm);
 * ``adwin_spotcheck`` — ADWIN on probe/self-consistency agreement;
 * ``window_drift`` — Evidently drift test of the last complete time window's scores vs the reference;
@@ -31,11 +33,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from alerts.lifecycle import Signal, Transition, evaluate
 from monitor.calibration.evidence import HUMAN_SOURCES, SOURCES, EvidenceRow, load_evidence
 from monitor.calibration.history import parse_duration, window_start
-from monitor.calibration.metrics import wilson_interval
 from monitor.calibration.reference import ensure_default_reference
 from monitor.detect.adwin import AdwinDetector, UntrustedStateError
-from monitor.detect.cusum import BernoulliCusum, TwoSidedCusum
-from monitor.detect.tune import store_tuning, tuning_for
+from monitor.detect.labelled import GlrBank
+from monitor.detect.tune import LABELLED, store_tuning, tuning_for
 from storage.models import (
     CalibrationWindow, DetectorState, Label, ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow,
 )
@@ -147,10 +148,12 @@ def _latest_window(session: Session, pv: ProbeVersion, source: str) -> dict[str,
             "partial": row.partial, **{k: m.get(k) for k in _CAL_KEYS}}
 
 
-def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
+def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
+    """The labelled detectors of ``source`` (GLR bank tests; rule kinds ``cusum_disagreement`` /
+    ``cusum_residual``), fed the same way through the :class:`~monitor.detect.protocol.Detector` interface."""
     out = []
     calibration = _latest_window(session, pv, source)
-    for kind in ("cusum_disagreement", "cusum_residual"):
+    for kind, test in LABELLED.items():
         name = f"{kind}:{source}"
         st = _state(session, pv, name)
         tun = _tuning(session, settings, pv, ref, name)
@@ -161,23 +164,18 @@ def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
             continue
         state = dict(st.state or {})
         det_state = state.get("detector")
-        if state.get("tuning_id") != tun.id or det_state is None:  # new reference or tuning: restart
-            p = tun.params
-            det = (BernoulliCusum(p0=p["p0"], p1=p["p1"], h=p["h"]) if kind == "cusum_disagreement"
-                   else TwoSidedCusum(mean=p["mean"], sd=p["sd"], k=p["k"], h=p["h"]))
+        if state.get("tuning_id") != tun.id or not isinstance(det_state, dict) or det_state.get("test") != test:
+            p = tun.params  # new reference or tuning (or a detector of an older kind): restart
+            det = GlrBank(test=test, ref=dict(p["ref"]), h=float(p["h"]), step=int(p["step"]), windows=list(p["windows"]))
             state = {"pending": state.get("pending", [])}
         else:
-            det = (BernoulliCusum.from_state(det_state) if kind == "cusum_disagreement"
-                   else TwoSidedCusum.from_state(det_state))
+            det = GlrBank.from_state(det_state)
         st.state = state
         rows = _new_evidence(session, pv, source, st, ref)
         recent = list(state.get("recent_disagreeing", []))
         for r in rows:
             disagree = (r.score >= pv.threshold) != r.correct
-            if kind == "cusum_disagreement":
-                det.update(disagree)
-            else:
-                det.update(float(r.correct) - r.score)
+            det.update(disagree, float(r.correct) - r.score)
             if disagree:
                 recent = (recent + [r.sample_id])[-20:]
         st.state = {**st.state, "detector": det.to_state(), "tuning_id": tun.id, "recent_disagreeing": recent}
@@ -185,25 +183,14 @@ def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
             win.update(from_id=rows[0].row_id, to_id=rows[-1].row_id, consumed=len(rows),
                        last_ts=rows[-1].ts.isoformat())
         status = "partial" if not rows else ("firing" if det.firing else "clear")
-        metrics: dict[str, Any] = {"n_consumed": det.n, "calibration_window": calibration}
-        if isinstance(det, BernoulliCusum):
-            k, n = det.ones_since_zero, det.n_since_zero
-            rate = k / n if n else None
-            metrics.update(disagreement_since_change=rate, disagreement_since_change_ci=list(wilson_interval(k, n)) if n else None,
-                           samples_since_change=n, reference_disagreement=det.p0, statistic=det.s, threshold=det.h)
-            summary = (f"probe-evidence disagreement ({source}) {rate:.3f} over the last {n} samples vs reference "
-                       f"{det.p0:.3f}; CUSUM {det.s:.1f} (threshold {det.h:.1f})" if rate is not None
-                       else f"CUSUM {det.s:.1f} (threshold {det.h:.1f})")
-        else:
-            vals = np.asarray(det.recent, dtype=float)
-            metrics.update(residual_recent_mean=float(vals.mean()) if vals.size else None, reference_mean=det.mean,
-                           reference_sd=det.sd, statistic_up=det.hi, statistic_down=det.lo, threshold=det.h)
-            summary = (f"calibration residual ({source}) recent mean {metrics['residual_recent_mean']} vs reference "
-                       f"{det.mean:.3f}; CUSUM up {det.hi:.1f} / down {det.lo:.1f} (threshold {det.h:.1f})")
-        out.append(Signal(kind, pv.model, pv.version, status, metrics=metrics,  # type: ignore[arg-type]
-                          detector_state={"name": name, **{k: v for k, v in det.to_state().items() if k != "recent"},
-                                          "tuning_id": tun.id, "simulated_false_alarm_rate": tun.simulated_false_alarm_rate},
-                          window=win, evidence={"reference": _ref_brief(ref), "sample_ids": recent}, summary=summary))
+        brief = {k: v for k, v in det.to_state().items() if k not in ("checkpoints", "partial")}
+        out.append(Signal(kind, pv.model, pv.version, status,  # type: ignore[arg-type]
+                          metrics={**det.metrics(), "calibration_window": calibration},
+                          detector_state={"name": name, **brief, "tuning_id": tun.id,
+                                          "simulated_false_alarm_rate": tun.simulated_false_alarm_rate,
+                                          "joint_false_alarm_rate": tun.params.get("joint_false_alarm_rate")},
+                          window=win, evidence={"reference": _ref_brief(ref), "sample_ids": recent},
+                          summary=det.summary(source)))
     return out
 
 
@@ -313,7 +300,7 @@ def detect_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetim
     ref = ensure_default_reference(session, settings, pv)
     signals: list[Signal] = []
     for source in SOURCES:
-        signals += _cusum_signals(session, settings, pv, ref, source)
+        signals += _labelled_signals(session, settings, pv, ref, source)
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_scores"))
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_spotcheck"))
     signals.append(_window_drift_signal(session, settings, pv, ref, now))
