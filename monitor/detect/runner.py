@@ -109,11 +109,10 @@ def _new_evidence(session: Session, pv: ProbeVersion, source: str, st: DetectorS
     rows = [r for r in load_evidence(session, pv.model, pv.id, source, after_id=st.cursor, ids=sorted(pending),
                                      first_only=(source == "human")) if r.row_id <= top or r.row_id in pending]
     waiting = _waiting(session, pv, source, candidates - {r.row_id for r in rows})
-    dropped = max(0, len(waiting) - MAX_PENDING)
-    if dropped:
-        log.warning("%s %s: dropping %d oldest evidence id(s) still waiting for scores", pv.model, source, dropped)
+    dropped = max(0, len(waiting) - MAX_PENDING)  # counted here, logged once per run by run_detect
     st.cursor = top
-    st.state = {**st.state, "pending": sorted(waiting)[dropped:]}
+    st.state = {**st.state, "pending": sorted(waiting)[dropped:], "pending_dropped_now": dropped,
+                "pending_dropped": int(st.state.get("pending_dropped", 0)) + dropped}
     return [r for r in rows if r.ts > _reference_end(ref, source)]
 
 
@@ -167,7 +166,7 @@ def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
         if state.get("tuning_id") != tun.id or not isinstance(det_state, dict) or det_state.get("test") != test:
             p = tun.params  # new reference or tuning (or a detector of an older kind): restart
             det = GlrBank(test=test, ref=dict(p["ref"]), h=float(p["h"]), step=int(p["step"]), windows=list(p["windows"]))
-            state = {"pending": state.get("pending", [])}
+            state = {"pending": state.get("pending", []), "pending_dropped": state.get("pending_dropped", 0)}
         else:
             det = GlrBank.from_state(det_state)
         st.state = state
@@ -187,6 +186,8 @@ def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
         out.append(Signal(kind, pv.model, pv.version, status,  # type: ignore[arg-type]
                           metrics={**det.metrics(), "calibration_window": calibration},
                           detector_state={"name": name, **brief, "tuning_id": tun.id,
+                                          "pending_dropped_now": st.state.get("pending_dropped_now", 0),
+                                          "pending_dropped": st.state.get("pending_dropped", 0),
                                           "simulated_false_alarm_rate": tun.simulated_false_alarm_rate,
                                           "joint_false_alarm_rate": tun.params.get("joint_false_alarm_rate")},
                           window=win, evidence={"reference": _ref_brief(ref), "sample_ids": recent},
@@ -326,6 +327,10 @@ def run_detect(session_factory: sessionmaker[Session], settings: Any, now: datet
             s.commit()
             result.signals += signals
     firing = sum(1 for sig in result.signals if sig.status == "firing")
+    dropped = sum(int(sig.detector_state.get("pending_dropped_now", 0)) for sig in result.signals)
+    if dropped:  # once per run, however many detectors dropped: the count is also in each detector's state
+        log.warning("detect: dropped %d evidence id(s) waiting for their sample's score (pending lists hold at most "
+                    "%d per detector; see pending_dropped in the detector states)", dropped, MAX_PENDING)
     # a run that changed no alert is routine (every few seconds): DEBUG; a transition is news: INFO
     log.log(logging.INFO if result.transitions else logging.DEBUG, "detect: %d signal(s), %d firing, %d alert transition(s)",
             len(result.signals), firing, len(result.transitions))
