@@ -109,8 +109,8 @@ class DetectConfig(_Section):
     residual_shift_sd: float = 0.25  # mean shift of the residual (evidence - score), in reference sds, the two-sided CUSUM targets
     adwin_delta: float = 0.002  # largest ADWIN confidence tried by tuning (smaller ones until the false-alarm target holds)
     adwin_simulations: int = 100  # simulated streams per ADWIN tuning step
-    drift_method: str = "psi"  # Evidently drift test on score distributions per window
-    drift_threshold: float = 0.2  # drift when PSI (distance methods) >= this, or p-value (test methods) < this
+    drift_method: str = "psi"  # drift test on score distributions per window (psi: threshold tuned per window size)
+    drift_threshold: float = 0.2  # other (Evidently) methods only: drift when distance >= this, or p-value < this
 
 
 class RecalibrationConfig(_Section):

@@ -9,6 +9,11 @@ ones, so a restart is a close approximation, not a bit-for-bit copy. The replay 
 at most :data:`MAX_WINDOW` values (rounded to 6 decimals) are kept, so ADWIN's window is
 effectively capped at that width across runs.
 
+As an alert, ADWIN's detection only starts a shift (``shifted``); the runner keeps it firing while
+the window's mean differs from the reference mean by more than the resampled threshold for the
+window's width (:func:`monitor.detect.label_free.mean_shift_threshold`), and clears it when the
+level returns.
+
 A stored state that holds a pickle payload (the former ``adwin`` key) is refused with
 :class:`UntrustedStateError`; it is never unpickled.
 """
@@ -42,6 +47,7 @@ class AdwinDetector:
         self.n = 0
         self.mean_before: float | None = None
         self.mean_after: float | None = None
+        self.shifted = False  # ADWIN found a change and the level has not returned to the reference since
         self._window: list[float] = []
         self._adwin = ADWIN(delta=self.delta)
         if state and float(state.get("delta", -1)) == self.delta:
@@ -55,6 +61,7 @@ class AdwinDetector:
             self.n = int(state.get("n", 0))
             self.mean_before = state.get("mean_before")
             self.mean_after = state.get("mean_after")
+            self.shifted = bool(state.get("shifted", False))
 
     def update_many(self, values: Iterable[float]) -> list[int]:
         hits = []
@@ -65,6 +72,7 @@ class AdwinDetector:
             self.n += 1
             if self._adwin.drift_detected:
                 self.detections += 1
+                self.shifted = True
                 self.mean_before = before
                 self.mean_after = float(self._adwin.estimation)
                 hits.append(i)
@@ -84,5 +92,5 @@ class AdwinDetector:
         return {
             "delta": self.delta, "detections": self.detections, "n": self.n, "width": self.width,
             "estimation": self.estimation, "mean_before": self.mean_before, "mean_after": self.mean_after,
-            "window": list(self._window),
+            "shifted": self.shifted, "window": list(self._window),
         }

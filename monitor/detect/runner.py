@@ -35,6 +35,7 @@ from monitor.calibration.evidence import HUMAN_SOURCES, SOURCES, EvidenceRow, lo
 from monitor.calibration.history import parse_duration, window_start
 from monitor.calibration.reference import ensure_default_reference
 from monitor.detect.adwin import AdwinDetector, UntrustedStateError
+from monitor.detect.label_free import mean_shift_threshold, width_bucket
 from monitor.detect.labelled import GlrBank
 from monitor.detect.tune import LABELLED, store_tuning, tuning_for
 from storage.models import (
@@ -218,14 +219,29 @@ def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
     hits = det.update_many(values)
     if ids:
         st.cursor = max(ids)
-    st.state = det.to_state()
-    status = "partial" if not values else ("firing" if hits else "clear")
+    stats = (ref.stats or {}) if ref is not None else {}
+    ref_values = (stats.get("unlabelled_scores") if name == "adwin_scores"
+                  else (stats.get("self_consistency") or {}).get("agree_bits")) or []
     what = "probe score" if name == "adwin_scores" else "probe/self-consistency agreement"
-    summary = (f"ADWIN: {what} mean moved {det.mean_before:.3f} -> {det.mean_after:.3f}"
-               if hits and det.mean_before is not None else f"ADWIN on {what}: no change")
+    ref_mean = limit = None
+    if det.n == 0 or len(ref_values) < 30:
+        status = "partial"
+        summary = f"ADWIN on {what}: {'no reference values yet' if det.n else 'nothing consumed yet'}"
+    else:  # firing from ADWIN's detection for as long as the level differs from the reference
+        ref_mean = float(np.mean(ref_values))
+        limit = mean_shift_threshold(ref_values, width_bucket(det.width), target=settings.detect.target_false_alarm_rate,
+                                     horizon=settings.detect.horizon)
+        differs = abs(det.estimation - ref_mean) > limit
+        det.shifted = det.shifted and differs
+        status = "firing" if det.shifted else "clear"
+        summary = (f"ADWIN: {what} mean {det.estimation:.3f} over the last {det.width} vs reference {ref_mean:.3f} "
+                   f"(threshold ±{limit:.3f} for this window); "
+                   + ("shifted" if det.shifted else ("differs, no change detected" if differs else "at the reference level")))
+    st.state = det.to_state()
     return Signal(name, pv.model, pv.version, status,  # type: ignore[arg-type]
                   metrics={"mean_before": det.mean_before, "mean_after": det.mean_after, "window_mean": det.estimation,
-                           "window_width": det.width, "consumed": len(values)},
+                           "window_width": det.width, "consumed": len(values), "reference_mean": ref_mean,
+                           "current_mean": det.estimation, "level_threshold": limit},
                   detector_state={"name": name, "delta": delta, "detections": det.detections, "n": det.n,
                                   "tuned": tun is not None, "tuning_met_target": None if tun is None else tun.params.get("met_target"),
                                   "early_warning": True, "needs_label_confirmation": True},
@@ -254,14 +270,18 @@ def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
                       summary=f"window drift: {len(cur)} scores in the window (partial)")
     from monitor.detect.window_drift import score_drift
 
-    res = score_drift(ref_scores, cur, method=settings.detect.drift_method, threshold=settings.detect.drift_threshold)
+    d = settings.detect
+    res = score_drift(ref_scores, cur, method=d.drift_method, threshold=d.drift_threshold,
+                      target=d.target_false_alarm_rate, horizon=d.horizon)
     st.state = {"last_window": ws.isoformat(), "result": res}
+    cur_mean, ref_mean = float(np.mean(cur)), float(np.mean(ref_scores))
+    how = "tuned for this window size" if res["tuned"] else "configured, untuned"
     return Signal(name, pv.model, pv.version, "firing" if res["drift"] else "clear",
-                  metrics={"drift_score": res["score"], "mean_score": float(np.mean(cur)),
-                           "reference_mean_score": float(np.mean(ref_scores))},
+                  metrics={"drift_score": res["score"], "mean_score": cur_mean, "reference_mean_score": ref_mean},
                   detector_state={"name": name, **res}, window={**win, "n": len(cur)},
                   evidence={"reference": _ref_brief(ref)},
-                  summary=f"score distribution drift ({res['method']} {res['score']:.3f}, threshold {res['threshold']})")
+                  summary=(f"score distribution drift: mean score {cur_mean:.3f} over {len(cur)} scores vs reference "
+                           f"{ref_mean:.3f}; {res['method']} {res['score']:.3f} (threshold {res['threshold']:.3f}, {how})"))
 
 
 def _metric_signal(session, pv) -> Signal:
