@@ -1,4 +1,5 @@
-"""``vlmwatch status [--json]``: row counts per table, pending work, running totals, last job runs."""
+"""``vlmwatch status [--json]``: row counts per table, pending work, running totals, last job runs,
+and which detectors are armed (and what each still needs)."""
 
 from __future__ import annotations
 
@@ -27,19 +28,27 @@ def render_text(report: dict[str, Any]) -> str:
         if r["error"]:
             line += f"  error: {r['error'].splitlines()[0][:200]}"
         lines.append(line)
+    lines.append("detectors:")
+    if not report.get("detectors"):
+        lines.append("  (no active probe version)")
+    for d in report.get("detectors", []):
+        state = "armed" if d["armed"] else f"not armed: needs {d['needs']}"
+        lines.append(f"  {d['model']} {d['probe_version']} {d['detector']:<36}{state}")
     return "\n".join(lines)
 
 
 def _status(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
+    from monitor.detect.tune import readiness
     from storage import db
     from storage.repo_status import status_report
 
-    _, engine = open_database(args)
+    settings, engine = open_database(args)
     try:
         with db.session_factory(engine)() as session:
             report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
             report.update(status_report(session))
+            report["detectors"] = readiness(session, settings)
     finally:
         engine.dispose()
     print(json.dumps(report, indent=2) if args.json else render_text(report))
@@ -47,6 +56,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, last job runs")
+    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, last job runs, detectors armed")
     p.add_argument("--json", action="store_true", help="print the same report as JSON")
     p.set_defaults(func=_status)
