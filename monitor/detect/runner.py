@@ -72,6 +72,8 @@ def _tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Reference | 
     if ref is None:
         return None
     row = tuning_for(session, pv.id, ref.id, name)
+    if row is not None and name.partition(":")[0] in LABELLED and "ref" not in (row.params or {}):
+        row = None  # a tuning of the former CUSUMs (before the GLR bank): tune again
     if row is None:
         row = store_tuning(session, settings, pv, ref, name, np.random.default_rng(ref.id * 7919 + len(name)))
         if row is not None:

@@ -47,3 +47,28 @@ def test_one_budget_for_both_tests(tuned):
     assert p["h"] == tuned.h_residual and p["joint_false_alarm_rate"] == tuned.simulated_false_alarm_rate
     with pytest.raises(ValueError, match="at least 30"):
         tune_labelled([0.5] * 10, [True] * 10)
+
+
+def test_a_tuning_of_the_former_cusum_is_replaced(world, fast_settings):
+    """A database tuned before the GLR bank (CUSUM params p0/p1/h) re-tunes instead of failing."""
+    from sqlalchemy import select
+
+    from monitor.calibration.history import run_calibrate
+    from monitor.detect import run_detect
+    from storage.models import DetectorTuning, utcnow
+
+    settings = fast_settings()
+    st = PROBE.sample(1, 600, np.random.default_rng(9))
+    world.add(st.scores[0], st.correct[0])
+    now = utcnow()
+    run_calibrate(world.factory, settings, now)
+    run_detect(world.factory, settings, now)  # creates the reference and the GLR tunings
+    with world.factory() as s:
+        for row in s.scalars(select(DetectorTuning).where(DetectorTuning.detector.like("cusum_%"))):
+            s.add(DetectorTuning(model=row.model, probe_version_id=row.probe_version_id, reference_id=row.reference_id,
+                                 detector=row.detector, params={"p0": 0.1, "p1": 0.16, "h": 9.0},
+                                 simulated_false_alarm_rate=0.05))
+        s.commit()
+    res = run_detect(world.factory, settings, now)
+    by = {(x.detector, x.window.get("source")): x for x in res.signals}
+    assert by[("cusum_disagreement", "human")].detector_state["test"] == "disagreement"
