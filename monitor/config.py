@@ -137,13 +137,11 @@ class CalibrationConfig(_Section):
 class DetectConfig(_Section):
     target_false_alarm_rate: float = 0.05  # per 20,000 labelled samples, reached by simulation (detect tune)
     horizon: int = 20_000  # labelled samples over which the false-alarm rate is defined
-    simulations: int = 2000  # simulated in-control streams per CUSUM tuning (vectorised: ~1 s each); sets the FAR precision
-    cusum_shift: float = 1.6  # disagreement rate the Bernoulli CUSUM is tuned to detect, as a multiple of the reference rate
-    residual_shift_sd: float = 0.25  # mean shift of the residual (evidence - score), in reference sds, the two-sided CUSUM targets
+    simulations: int = 2000  # simulated in-control streams per labelled-detector tuning (vectorised; tens of seconds at 20,000 labels); sets the FAR precision
     adwin_delta: float = 0.002  # largest ADWIN confidence tried by tuning (smaller ones until the false-alarm target holds)
     adwin_simulations: int = 100  # simulated streams per ADWIN tuning step
-    drift_method: str = "psi"  # Evidently drift test on score distributions per window
-    drift_threshold: float = 0.2  # drift when PSI (distance methods) >= this, or p-value (test methods) < this
+    drift_method: str = "psi"  # drift test on score distributions per window (psi: threshold tuned per window size)
+    drift_threshold: float = 0.2  # other (Evidently) methods only: drift when distance >= this, or p-value < this
 
 
 class InputsConfig(_Section):

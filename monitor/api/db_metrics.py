@@ -78,15 +78,15 @@ _DET_LABELS = ["model", "probe_version", "detector", "source"]
 def detector_reading(name: str, state: dict[str, Any]) -> dict[str, float]:
     """``statistic``, ``threshold``, ``firing``, ``alarms`` of a persisted detector state (what it has).
 
-    CUSUM rows keep the detector under ``state["detector"]`` (BernoulliCusum: ``s``, ``h``;
-    TwoSidedCusum: ``hi``/``lo``, ``h``, firing when either side is above ``h``, so the statistic
-    is the larger side); ADWIN rows count ``detections``; window drift keeps its last ``result``.
+    Labelled rows (``cusum_*`` rule kinds) keep the detector under ``state["detector"]`` (the GLR
+    bank: ``stat``, ``h``, firing while ``stat > h``); ADWIN rows count ``detections``; window drift
+    keeps its last ``result``.
     """
     kind = name.partition(":")[0]
     out: dict[str, float] = {}
     det = state.get("detector")
     if kind.startswith("cusum") and isinstance(det, dict) and "h" in det:
-        stat = det["s"] if "s" in det else max(det.get("hi", 0.0), det.get("lo", 0.0))
+        stat = det.get("stat", 0.0)
         out.update(statistic=float(stat), threshold=float(det["h"]), firing=float(stat > det["h"]),
                    alarms=float(det.get("alarms", 0)))
     elif kind.startswith("adwin") and "detections" in state:

@@ -1,5 +1,6 @@
 """``vlmwatch status [--json]``: row counts per table, pending work, running totals, when label
-detectors arm (per active probe), last job runs."""
+detectors arm (per active probe, with an estimate), which detectors are armed (and what each still
+needs), last job runs."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append("totals:")
     lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["totals"].items()]
     lines.append("label detectors:")
-    if not report["detectors"]:
+    if not report["label_arming"]:
         lines.append("  (no active probe: `vlmwatch probe train --register` or `probe activate`)")
-    for d in report["detectors"]:
+    for d in report["label_arming"]:
         lines.append(f"  {d['model']} probe {d['probe_version']}: {_arming_text(d)}")
     lines.append("last job runs:")
     if not report["jobs"]:
@@ -33,6 +34,12 @@ def render_text(report: dict[str, Any]) -> str:
         if r["error"]:
             line += f"  error: {r['error'].splitlines()[0][:200]}"
         lines.append(line)
+    lines.append("detectors:")
+    if not report.get("detectors"):
+        lines.append("  (no active probe version)")
+    for d in report.get("detectors", []):
+        state = "armed" if d["armed"] else f"not armed: needs {d['needs']}"
+        lines.append(f"  {d['model']} {d['probe_version']} {d['detector']:<36}{state}")
     return "\n".join(lines)
 
 
@@ -52,6 +59,7 @@ def _arming_text(d: dict[str, Any]) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
+    from monitor.detect.tune import readiness
     from storage import db
     from storage.repo_status import status_report
 
@@ -62,7 +70,8 @@ def _status(args: argparse.Namespace) -> int:
         with db.session_factory(engine)() as session:
             report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
             report.update(status_report(session))
-            report["detectors"] = arming_report(session, settings)
+            report["label_arming"] = arming_report(session, settings)
+            report["detectors"] = readiness(session, settings)
     finally:
         engine.dispose()
     print(json.dumps(report, indent=2) if args.json else render_text(report))
@@ -70,6 +79,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, when label detectors arm, last job runs")
+    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, when label detectors arm, detectors armed, last job runs")
     p.add_argument("--json", action="store_true", help="print the same report as JSON")
     p.set_defaults(func=_status)

@@ -3,8 +3,10 @@
 Per active probe version, in one transaction (detector states, alerts and outbox rows commit
 together, so a crash never consumes evidence without its alert, or alerts twice):
 
-* ``cusum_disagreement:<source>`` — Bernoulli CUSUM on probe verdict != evidence;
-* ``cusum_residual:<source>`` — two-sided CUSUM on evidence − score;
+* ``cusum_disagreement:<source>`` — windowed GLR test of the probe–evidence disagreement rate
+  against the reference (:mod:`monitor.detect.labelled`; the rule kind keeps its older name);
+* ``cusum_residual:<source>`` — the same bank's two-sided test of the calibration residual
+  (evidence − score); both tuned together under one false-alarm budget;
 * ``adwin_scores`` — ADWIN on the unlabelled probe-score stream (early warning, needs labels to confirm);
 * ``adwin_spotcheck`` — ADWIN on probe/self-consistency agreement;
 * ``window_drift`` — Evidently drift test of the last complete time window's scores vs the reference;
@@ -31,11 +33,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from alerts.lifecycle import Signal, Transition, evaluate
 from monitor.calibration.evidence import HUMAN_SOURCES, SOURCES, EvidenceRow, load_evidence
 from monitor.calibration.history import parse_duration, window_start
-from monitor.calibration.metrics import wilson_interval
 from monitor.calibration.reference import ensure_default_reference
-from monitor.detect.adwin import AdwinDetector
-from monitor.detect.cusum import BernoulliCusum, TwoSidedCusum
-from monitor.detect.tune import store_tuning, tuning_for
+from monitor.detect.adwin import AdwinDetector, UntrustedStateError
+from monitor.detect.label_free import mean_shift_threshold, width_bucket
+from monitor.detect.labelled import GlrBank
+from monitor.detect.tune import LABELLED, store_tuning, tuning_for
 from storage.models import (
     CalibrationWindow, DetectorState, Label, ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow,
 )
@@ -70,6 +72,8 @@ def _tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Reference | 
     if ref is None:
         return None
     row = tuning_for(session, pv.id, ref.id, name)
+    if row is not None and name.partition(":")[0] in LABELLED and "ref" not in (row.params or {}):
+        row = None  # a tuning of the former CUSUMs (before the GLR bank): tune again
     if row is None:
         row = store_tuning(session, settings, pv, ref, name, np.random.default_rng(ref.id * 7919 + len(name)))
         if row is not None:
@@ -108,11 +112,10 @@ def _new_evidence(session: Session, pv: ProbeVersion, source: str, st: DetectorS
     rows = [r for r in load_evidence(session, pv.model, pv.id, source, after_id=st.cursor, ids=sorted(pending),
                                      first_only=(source == "human")) if r.row_id <= top or r.row_id in pending]
     waiting = _waiting(session, pv, source, candidates - {r.row_id for r in rows})
-    dropped = max(0, len(waiting) - MAX_PENDING)
-    if dropped:
-        log.warning("%s %s: dropping %d oldest evidence id(s) still waiting for scores", pv.model, source, dropped)
+    dropped = max(0, len(waiting) - MAX_PENDING)  # counted here, logged once per run by run_detect
     st.cursor = top
-    st.state = {**st.state, "pending": sorted(waiting)[dropped:]}
+    st.state = {**st.state, "pending": sorted(waiting)[dropped:], "pending_dropped_now": dropped,
+                "pending_dropped": int(st.state.get("pending_dropped", 0)) + dropped}
     return [r for r in rows if r.ts > _reference_end(ref, source)]
 
 
@@ -147,10 +150,12 @@ def _latest_window(session: Session, pv: ProbeVersion, source: str) -> dict[str,
             "partial": row.partial, **{k: m.get(k) for k in _CAL_KEYS}}
 
 
-def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
+def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
+    """The labelled detectors of ``source`` (GLR bank tests; rule kinds ``cusum_disagreement`` /
+    ``cusum_residual``), fed the same way through the :class:`~monitor.detect.protocol.Detector` interface."""
     out = []
     calibration = _latest_window(session, pv, source)
-    for kind in ("cusum_disagreement", "cusum_residual"):
+    for kind, test in LABELLED.items():
         name = f"{kind}:{source}"
         st = _state(session, pv, name)
         tun = _tuning(session, settings, pv, ref, name)
@@ -161,23 +166,18 @@ def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
             continue
         state = dict(st.state or {})
         det_state = state.get("detector")
-        if state.get("tuning_id") != tun.id or det_state is None:  # new reference or tuning: restart
-            p = tun.params
-            det = (BernoulliCusum(p0=p["p0"], p1=p["p1"], h=p["h"]) if kind == "cusum_disagreement"
-                   else TwoSidedCusum(mean=p["mean"], sd=p["sd"], k=p["k"], h=p["h"]))
-            state = {"pending": state.get("pending", [])}
+        if state.get("tuning_id") != tun.id or not isinstance(det_state, dict) or det_state.get("test") != test:
+            p = tun.params  # new reference or tuning (or a detector of an older kind): restart
+            det = GlrBank(test=test, ref=dict(p["ref"]), h=float(p["h"]), step=int(p["step"]), windows=list(p["windows"]))
+            state = {"pending": state.get("pending", []), "pending_dropped": state.get("pending_dropped", 0)}
         else:
-            det = (BernoulliCusum.from_state(det_state) if kind == "cusum_disagreement"
-                   else TwoSidedCusum.from_state(det_state))
+            det = GlrBank.from_state(det_state)
         st.state = state
         rows = _new_evidence(session, pv, source, st, ref)
         recent = list(state.get("recent_disagreeing", []))
         for r in rows:
             disagree = (r.score >= pv.threshold) != r.correct
-            if kind == "cusum_disagreement":
-                det.update(disagree)
-            else:
-                det.update(float(r.correct) - r.score)
+            det.update(disagree, float(r.correct) - r.score)
             if disagree:
                 recent = (recent + [r.sample_id])[-20:]
         st.state = {**st.state, "detector": det.to_state(), "tuning_id": tun.id, "recent_disagreeing": recent}
@@ -185,25 +185,16 @@ def _cusum_signals(session, settings, pv, ref, source) -> list[Signal]:
             win.update(from_id=rows[0].row_id, to_id=rows[-1].row_id, consumed=len(rows),
                        last_ts=rows[-1].ts.isoformat())
         status = "partial" if not rows else ("firing" if det.firing else "clear")
-        metrics: dict[str, Any] = {"n_consumed": det.n, "calibration_window": calibration}
-        if isinstance(det, BernoulliCusum):
-            k, n = det.ones_since_zero, det.n_since_zero
-            rate = k / n if n else None
-            metrics.update(disagreement_since_change=rate, disagreement_since_change_ci=list(wilson_interval(k, n)) if n else None,
-                           samples_since_change=n, reference_disagreement=det.p0, statistic=det.s, threshold=det.h)
-            summary = (f"probe-evidence disagreement ({source}) {rate:.3f} over the last {n} samples vs reference "
-                       f"{det.p0:.3f}; CUSUM {det.s:.1f} (threshold {det.h:.1f})" if rate is not None
-                       else f"CUSUM {det.s:.1f} (threshold {det.h:.1f})")
-        else:
-            vals = np.asarray(det.recent, dtype=float)
-            metrics.update(residual_recent_mean=float(vals.mean()) if vals.size else None, reference_mean=det.mean,
-                           reference_sd=det.sd, statistic_up=det.hi, statistic_down=det.lo, threshold=det.h)
-            summary = (f"calibration residual ({source}) recent mean {metrics['residual_recent_mean']} vs reference "
-                       f"{det.mean:.3f}; CUSUM up {det.hi:.1f} / down {det.lo:.1f} (threshold {det.h:.1f})")
-        out.append(Signal(kind, pv.model, pv.version, status, metrics=metrics,  # type: ignore[arg-type]
-                          detector_state={"name": name, **{k: v for k, v in det.to_state().items() if k != "recent"},
-                                          "tuning_id": tun.id, "simulated_false_alarm_rate": tun.simulated_false_alarm_rate},
-                          window=win, evidence={"reference": _ref_brief(ref), "sample_ids": recent}, summary=summary))
+        brief = {k: v for k, v in det.to_state().items() if k not in ("checkpoints", "partial")}
+        out.append(Signal(kind, pv.model, pv.version, status,  # type: ignore[arg-type]
+                          metrics={**det.metrics(), "calibration_window": calibration},
+                          detector_state={"name": name, **brief, "tuning_id": tun.id,
+                                          "pending_dropped_now": st.state.get("pending_dropped_now", 0),
+                                          "pending_dropped": st.state.get("pending_dropped", 0),
+                                          "simulated_false_alarm_rate": tun.simulated_false_alarm_rate,
+                                          "joint_false_alarm_rate": tun.params.get("joint_false_alarm_rate")},
+                          window=win, evidence={"reference": _ref_brief(ref), "sample_ids": recent},
+                          summary=det.summary(source)))
     return out
 
 
@@ -211,7 +202,11 @@ def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
     st = _state(session, pv, name)
     tun = _tuning(session, settings, pv, ref, name)
     delta = float(tun.params["delta"]) if tun is not None else float(settings.detect.adwin_delta)
-    det = AdwinDetector(delta, st.state)
+    try:
+        det = AdwinDetector(delta, st.state)
+    except UntrustedStateError as e:  # never unpickled: restart from an empty window
+        log.error("%s %s %s: %s", pv.model, pv.version, name, e)
+        det = AdwinDetector(delta)
     if name == "adwin_scores":  # the unlabelled score stream, in score id order
         rows = session.execute(select(Score.id, Score.p_correct, Score.sample_id).where(
             Score.probe_version_id == pv.id, Score.id > st.cursor).order_by(Score.id).limit(MAX_BATCH)).all()
@@ -226,16 +221,32 @@ def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
     hits = det.update_many(values)
     if ids:
         st.cursor = max(ids)
-    st.state = det.to_state()
-    status = "partial" if not values else ("firing" if hits else "clear")
+    stats = (ref.stats or {}) if ref is not None else {}
+    ref_values = (stats.get("unlabelled_scores") if name == "adwin_scores"
+                  else (stats.get("self_consistency") or {}).get("agree_bits")) or []
     what = "probe score" if name == "adwin_scores" else "probe/self-consistency agreement"
-    summary = (f"ADWIN: {what} mean moved {det.mean_before:.3f} -> {det.mean_after:.3f}"
-               if hits and det.mean_before is not None else f"ADWIN on {what}: no change")
+    ref_mean = limit = None
+    if det.n == 0 or len(ref_values) < 30:
+        status = "partial"
+        summary = f"ADWIN on {what}: {'no reference values yet' if det.n else 'nothing consumed yet'}"
+    else:  # firing from ADWIN's detection for as long as the level differs from the reference
+        ref_mean = float(np.mean(ref_values))
+        limit = mean_shift_threshold(ref_values, width_bucket(det.width), target=settings.detect.target_false_alarm_rate,
+                                     horizon=settings.detect.horizon)
+        differs = abs(det.estimation - ref_mean) > limit
+        det.shifted = det.shifted and differs
+        status = "firing" if det.shifted else "clear"
+        summary = (f"ADWIN: {what} mean {det.estimation:.3f} over the last {det.width} vs reference {ref_mean:.3f} "
+                   f"(threshold ±{limit:.3f} for this window); "
+                   + ("shifted" if det.shifted else ("differs, no change detected" if differs else "at the reference level")))
+    st.state = det.to_state()
     return Signal(name, pv.model, pv.version, status,  # type: ignore[arg-type]
                   metrics={"mean_before": det.mean_before, "mean_after": det.mean_after, "window_mean": det.estimation,
-                           "window_width": det.width, "consumed": len(values)},
+                           "window_width": det.width, "consumed": len(values), "reference_mean": ref_mean,
+                           "current_mean": det.estimation, "level_threshold": limit},
                   detector_state={"name": name, "delta": delta, "detections": det.detections, "n": det.n,
-                                  "tuned": tun is not None, "early_warning": True, "needs_label_confirmation": True},
+                                  "tuned": tun is not None, "tuning_met_target": None if tun is None else tun.params.get("met_target"),
+                                  "early_warning": True, "needs_label_confirmation": True},
                   window={"kind": "stream", "from_id": ids[0] if ids else None, "to_id": ids[-1] if ids else None},
                   evidence={"reference": _ref_brief(ref), "sample_ids": [sample_ids[i] for i in hits][-20:]},
                   summary=summary)
@@ -261,14 +272,18 @@ def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
                       summary=f"window drift: {len(cur)} scores in the window (partial)")
     from monitor.detect.window_drift import score_drift
 
-    res = score_drift(ref_scores, cur, method=settings.detect.drift_method, threshold=settings.detect.drift_threshold)
+    d = settings.detect
+    res = score_drift(ref_scores, cur, method=d.drift_method, threshold=d.drift_threshold,
+                      target=d.target_false_alarm_rate, horizon=d.horizon)
     st.state = {"last_window": ws.isoformat(), "result": res}
+    cur_mean, ref_mean = float(np.mean(cur)), float(np.mean(ref_scores))
+    how = "tuned for this window size" if res["tuned"] else "configured, untuned"
     return Signal(name, pv.model, pv.version, "firing" if res["drift"] else "clear",
-                  metrics={"drift_score": res["score"], "mean_score": float(np.mean(cur)),
-                           "reference_mean_score": float(np.mean(ref_scores))},
+                  metrics={"drift_score": res["score"], "mean_score": cur_mean, "reference_mean_score": ref_mean},
                   detector_state={"name": name, **res}, window={**win, "n": len(cur)},
                   evidence={"reference": _ref_brief(ref)},
-                  summary=f"score distribution drift ({res['method']} {res['score']:.3f}, threshold {res['threshold']})")
+                  summary=(f"score distribution drift: mean score {cur_mean:.3f} over {len(cur)} scores vs reference "
+                           f"{ref_mean:.3f}; {res['method']} {res['score']:.3f} (threshold {res['threshold']:.3f}, {how})"))
 
 
 def _metric_signal(session, pv) -> Signal:
@@ -308,7 +323,7 @@ def detect_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetim
     ref = ensure_default_reference(session, settings, pv)
     signals: list[Signal] = []
     for source in SOURCES:
-        signals += _cusum_signals(session, settings, pv, ref, source)
+        signals += _labelled_signals(session, settings, pv, ref, source)
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_scores"))
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_spotcheck"))
     signals.append(_window_drift_signal(session, settings, pv, ref, now))
@@ -334,6 +349,10 @@ def run_detect(session_factory: sessionmaker[Session], settings: Any, now: datet
             s.commit()
             result.signals += signals
     firing = sum(1 for sig in result.signals if sig.status == "firing")
+    dropped = sum(int(sig.detector_state.get("pending_dropped_now", 0)) for sig in result.signals)
+    if dropped:  # once per run, however many detectors dropped: the count is also in each detector's state
+        log.warning("detect: dropped %d evidence id(s) waiting for their sample's score (pending lists hold at most "
+                    "%d per detector; see pending_dropped in the detector states)", dropped, MAX_PENDING)
     # a run that changed no alert is routine (every few seconds): DEBUG; a transition is news: INFO
     log.log(logging.INFO if result.transitions else logging.DEBUG, "detect: %d signal(s), %d firing, %d alert transition(s)",
             len(result.signals), firing, len(result.transitions))

@@ -2,6 +2,9 @@
 
 One ``DetectorTuning`` row per detector and reference. The runner uses the newest row whose
 ``reference_id`` is the active reference; when there is none it tunes on the spot (the same code).
+The two labelled detectors of a source (``cusum_disagreement:<source>``, ``cusum_residual:<source>``,
+names kept for the alert rules; both are tests of the GLR bank in :mod:`monitor.detect.labelled`)
+share one false-alarm budget, so they are tuned together and stored as a pair.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.calibration.evidence import SOURCES
 from monitor.calibration.reference import active_reference, ensure_default_reference
-from monitor.detect.tuning import tune_adwin, tune_bernoulli_cusum, tune_residual_cusum
+from monitor.detect.labelled import tune_labelled
+from monitor.detect.tuning import tune_adwin
 from storage.models import DetectorTuning, ProbeVersion, Reference
 
-__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for"]
+__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for", "needs", "readiness"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,7 @@ DETECTORS = tuple(
     [f"cusum_disagreement:{s}" for s in SOURCES] + [f"cusum_residual:{s}" for s in SOURCES]
     + ["adwin_scores", "adwin_spotcheck"]
 )
+LABELLED = {"cusum_disagreement": "disagreement", "cusum_residual": "residual"}  # rule kind -> GLR bank test
 
 
 def _complete(ref: Reference, source: str, min_n: int) -> dict[str, Any] | None:
@@ -35,37 +40,74 @@ def _complete(ref: Reference, source: str, min_n: int) -> dict[str, Any] | None:
     return st
 
 
-def tune_detector(ref: Reference, detector: str, settings: Any, rng: np.random.Generator) -> tuple[dict[str, Any], float] | None:
-    """Tune one detector on ``ref``; None when the reference lacks what it needs."""
+def needs(ref: Reference | None, detector: str, settings: Any) -> str | None:
+    """What ``detector`` still needs from the reference before it can be tuned and armed; None: armed."""
+    min_n = int(settings.calibration.min_labels)
+    target = int(settings.calibration.reference_n)
+    kind, _, source = detector.partition(":")
+    if ref is None:
+        return "a reference (none yet)"
+    stats = ref.stats or {}
+    if kind == "adwin_scores":
+        have = len(stats.get("unlabelled_scores") or [])
+        return None if have >= max(30, min_n) else f"{max(30, min_n) - have} more scored samples in the reference ({have} so far)"
+    src = "self_consistency" if kind == "adwin_spotcheck" else source
+    st = stats.get(src) if isinstance(stats.get(src), dict) else {}
+    have = int(st.get("n", 0))
+    what = "spot checks" if src == "self_consistency" else f"{src} labels"
+    if not st.get("complete") or have < min_n:
+        return f"{max(min_n, target if not ref.pinned else min_n) - have} more {what} in the reference ({have} of {target if not ref.pinned else min_n})"
+    return None
+
+
+def readiness(session: Session, settings: Any) -> list[dict[str, Any]]:
+    """Per active probe version and detector: armed, or what it still needs (for ``vlmwatch status``)."""
+    out = []
+    for pv in session.scalars(select(ProbeVersion).where(ProbeVersion.active.is_(True)).order_by(ProbeVersion.id)):
+        ref = active_reference(session, pv.id)
+        for det in DETECTORS:
+            need = needs(ref, det, settings)
+            out.append({"model": pv.model, "probe_version": pv.version, "detector": det, "armed": need is None,
+                        "needs": need})
+    return out
+
+
+def _pairs(st: dict[str, Any]) -> tuple[list[float], list[bool]]:
+    """The reference's kept (score, evidence) pairs: evidence = score + residual (0 or 1)."""
+    scores = [float(v) for v in st.get("scores", [])]
+    correct = [round(p + r) >= 1 for p, r in zip(scores, st.get("residuals", []))]
+    return scores[:len(correct)], correct
+
+
+def tune_detector(ref: Reference, detector: str, settings: Any, rng: np.random.Generator,
+                  threshold: float = 0.5) -> dict[str, tuple[dict[str, Any], float]] | None:
+    """Tune ``detector`` on ``ref``: {detector name: (params, simulated false-alarm rate)}, one entry,
+    or both labelled detectors of the source; None when the reference lacks what it needs."""
     d = settings.detect
     min_n = int(settings.calibration.min_labels)
     common = dict(target=d.target_false_alarm_rate, horizon=d.horizon, rng=rng)
     kind, _, source = detector.partition(":")
-    if kind == "cusum_disagreement":
+    if kind in LABELLED:
         st = _complete(ref, source, min_n)
         if st is None:
             return None
-        t = tune_bernoulli_cusum(int(st["disagreements"]), int(st["n"]), shift=d.cusum_shift,
-                                 simulations=d.simulations, **common)
-        return t.params(), t.simulated_false_alarm_rate
-    if kind == "cusum_residual":
-        st = _complete(ref, source, min_n)
-        if st is None or len(st.get("residuals", [])) < 30:
+        scores, correct = _pairs(st)
+        if len(scores) < 30:
             return None
-        t = tune_residual_cusum(st["residuals"], shift_sd=d.residual_shift_sd, simulations=d.simulations, **common)
-        return t.params(), t.simulated_false_alarm_rate
+        t = tune_labelled(scores, correct, threshold=threshold, simulations=d.simulations, **common)
+        return {f"{k}:{source}": (t.params(test), t.simulated_false_alarm_rate) for k, test in LABELLED.items()}
     if kind == "adwin_scores":
         values = (ref.stats or {}).get("unlabelled_scores") or []
         if len(values) < max(30, min_n):
             return None
         a = tune_adwin(values, start_delta=d.adwin_delta, simulations=d.adwin_simulations, **common)
-        return a.params(), a.simulated_false_alarm_rate
+        return {detector: (a.params(), a.simulated_false_alarm_rate)}
     if kind == "adwin_spotcheck":
         st = _complete(ref, "self_consistency", min_n)
         if st is None or len(st.get("agree_bits", [])) < 30:
             return None
         a = tune_adwin(st["agree_bits"], start_delta=d.adwin_delta, simulations=d.adwin_simulations, **common)
-        return a.params(), a.simulated_false_alarm_rate
+        return {detector: (a.params(), a.simulated_false_alarm_rate)}
     raise ValueError(f"unknown detector {detector!r}; known: {DETECTORS}")
 
 
@@ -78,16 +120,18 @@ def tuning_for(session: Session, pv_id: int, ref_id: int, detector: str) -> Dete
 
 def store_tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Reference, detector: str,
                  rng: np.random.Generator) -> DetectorTuning | None:
-    res = tune_detector(ref, detector, settings, rng)
+    """Tune and store ``detector`` (and its labelled pair); returns the row of ``detector``."""
+    res = tune_detector(ref, detector, settings, rng, threshold=float(pv.threshold))
     if res is None:
         return None
-    params, far = res
-    row = DetectorTuning(model=pv.model, probe_version_id=pv.id, reference_id=ref.id, detector=detector,
-                         params={**params, "target_false_alarm_rate": settings.detect.target_false_alarm_rate},
-                         simulated_false_alarm_rate=far)
-    session.add(row)
+    rows = {}
+    for name, (params, far) in res.items():
+        rows[name] = DetectorTuning(model=pv.model, probe_version_id=pv.id, reference_id=ref.id, detector=name,
+                                    params={**params, "target_false_alarm_rate": settings.detect.target_false_alarm_rate},
+                                    simulated_false_alarm_rate=far)
+        session.add(rows[name])
     session.flush()
-    return row
+    return rows[detector]
 
 
 def tune_detectors(session_factory: sessionmaker[Session], settings: Any, model: str | None = None,
@@ -108,10 +152,14 @@ def tune_detectors(session_factory: sessionmaker[Session], settings: Any, model:
                 log.warning("no reference for %s probe %s yet: nothing to tune", pv.model, pv.version)
                 continue
             for det in DETECTORS:
+                if any(r.detector == det and r.probe_version_id == pv.id for r in out):
+                    continue  # tuned with its labelled pair
                 row = store_tuning(s, settings, pv, ref, det, rng)
                 if row is None:
                     log.info("%s %s: reference has too little evidence for %s", pv.model, pv.version, det)
                 else:
-                    out.append(row)
+                    kind, _, source = det.partition(":")
+                    pair = [tuning_for(s, pv.id, ref.id, f"{k}:{source}") for k in LABELLED if k != kind and kind in LABELLED]
+                    out += [row, *[r for r in pair if r is not None]]
         s.commit()
     return out

@@ -76,9 +76,10 @@ class AdwinTuning:
     simulated_false_alarm_rate: float
     horizon: int
     simulations: int
+    met_target: bool = True  # False: even the smallest δ tried alarms more often than the target
 
     def params(self) -> dict[str, Any]:
-        return {"delta": self.delta, "horizon": self.horizon}
+        return {"delta": self.delta, "horizon": self.horizon, "met_target": self.met_target}
 
 
 def _check(target: float, horizon: int, simulations: int) -> None:
@@ -214,7 +215,9 @@ def tune_adwin(
     rng: np.random.Generator | None = None,
 ) -> AdwinTuning:
     """Largest δ in start_delta × 10^-i (i = 0..4) whose simulated false-alarm rate meets ``target``
-    on bootstrap streams of the reference values (probe scores or spot-check agreement bits)."""
+    on bootstrap streams of the reference values (probe scores or spot-check agreement bits).
+
+    When none does, the smallest δ is kept with ``met_target=False`` and a warning is logged."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size < 30:
         raise ValueError(f"need at least 30 reference values for ADWIN tuning, got {v.size}")
@@ -226,5 +229,10 @@ def tune_adwin(
         far = _adwin_alarm_rate(v, delta, horizon, simulations, rng)
         if far <= target:
             break
-    log.info("adwin tuned: delta=%.2g simulated false alarms %.3f", delta, far)
-    return AdwinTuning(delta, far, horizon, simulations)
+    met = far <= target
+    if met:
+        log.info("adwin tuned: delta=%.2g simulated false alarms %.3f", delta, far)
+    else:
+        log.warning("adwin tuning MISSED its target: smallest delta tried %.2g still alarms on %.1f%% of simulated "
+                    "in-control streams (target %.1f%%); kept it, recorded met_target=false", delta, 100 * far, 100 * target)
+    return AdwinTuning(delta, far, horizon, simulations, met)

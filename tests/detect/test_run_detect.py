@@ -61,11 +61,12 @@ def test_drift_fires_once_and_resolves(world, fast_settings, make_hook, monkeypa
     headers, body = next((h, b) for h, b in got if json.loads(b)["rule"] == "probe_disagreement_drift")
     assert verify_signature(body, headers["X-Vlmwatch-Signature"], "k")
     alert = json.loads(body)
-    assert alert["metrics"]["disagreement_since_change"] > 0.15
-    assert alert["detector"]["name"] == "cusum_disagreement:human"
-    assert alert["detector"]["s"] > alert["detector"]["h"] > 0 and alert["detector"]["tuning_id"]
-    assert alert["metrics"]["statistic"] == alert["detector"]["s"]
-    assert alert["metrics"]["disagreement_since_change_ci"][0] < alert["metrics"]["disagreement_since_change"]
+    assert alert["metrics"]["disagreement_window"] > 0.15
+    assert alert["detector"]["name"] == "cusum_disagreement:human" and alert["detector"]["test"] == "disagreement"
+    assert alert["detector"]["stat"] > alert["detector"]["h"] > 0 and alert["detector"]["tuning_id"]
+    assert alert["metrics"]["statistic"] == alert["detector"]["stat"]
+    assert alert["metrics"]["disagreement_window_ci"][0] < alert["metrics"]["disagreement_window"]
+    assert alert["metrics"]["reference_disagreement"] < 0.15 and alert["metrics"]["window_labels"] >= 25
     cal = alert["metrics"]["calibration_window"]  # context: the rolling window's metrics with CIs
     assert cal["n"] == 300 and cal["auroc_ci"][0] <= cal["auroc"] <= cal["auroc_ci"][1]
     assert alert["evidence"]["reference"]["id"] == ref.id and alert["evidence"]["sample_ids"]
