@@ -77,9 +77,9 @@ def _labelled(i: int, seed: int) -> bool:
 
 def _records(adapter: Any, n: int, seed: int, change_at: int | None, shift: Any) -> list[Any]:
     """SynPOPE requests with the fixture model's greedy answers; after ``change_at`` drawn with ``shift``."""
-    from monitor.demo.traffic import answer_matches
     from monitor.probe.greedy import greedy_answers
     from monitor.synpope.generate import iter_examples
+    from monitor.synpope.judges import judge
     from storage.records import SampleRecord
 
     base = list(iter_examples(SPLIT, n, seed))
@@ -93,7 +93,7 @@ def _records(adapter: Any, n: int, seed: int, change_at: int | None, shift: Any)
         ex.image.save(buf, format="PNG")
         out.append(SampleRecord(id=f"q{seed}-{i:05d}", model=MODEL, prompt=ex.prompt, answer=ans.strip(),
                                 ts=T0 + timedelta(seconds=i), image=buf.getvalue(), response_id=f"r{seed}-{i:05d}",
-                                label=answer_matches(ans, ex.truth) if _labelled(i, seed) else None))
+                                label=judge(ex.meta["task"], ans, ex.truth).correct if _labelled(i, seed) else None))
     return out
 
 
