@@ -221,7 +221,7 @@ def _train_probe(adapter: Any, model_dir: Path, work: Path, n: int) -> Any:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short streams (smoke run; not the recorded figures)")
-    ap.add_argument("--horizons", type=int, default=15, help="simulated stationary horizons per stationary seed")
+    ap.add_argument("--horizons", type=int, default=40, help="simulated stationary horizons per stationary seed")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "input_drift.json"))
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
