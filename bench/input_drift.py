@@ -280,8 +280,7 @@ def main() -> int:
                        "false_alarm_budget_per_horizon": defaults.detect.target_false_alarm_rate,
                        "false_alarm_rate": fa["false_alarm_rate"], "false_alarm_rate_ci": fa["false_alarm_rate_ci"],
                        "horizons_simulated": fa["horizons"], "false_alarm_rate_target": fa["target"],
-                       "within_target": fa["false_alarm_rate_ci"][1] <= fa["target"]
-                       or fa["false_alarm_rate_from_window_rate_ci"][1] <= fa["target"],
+                       "within_target": fa["false_alarm_rate_ci"][1] <= fa["target"],  # the CI's upper end
                        "horizon_simulation": fa,
                        "note": "alerts/windows: the observed stationary runs. false_alarm_rate: share of simulated "
                                "stationary horizons (detect.horizon requests = windows_per_horizon tumbling windows, "
