@@ -38,7 +38,7 @@ from monitor.inputs.drift import FeatureTable, fit_reference, test_window
 from monitor.inputs.features import unpack_embedding
 from storage.models import Alert, InputFeature, InputReference, ProbeVersion, Sample, utcnow
 
-__all__ = ["InputDriftRun", "run_input_drift", "pin_reference", "active_reference", "RULE", "DETECTOR"]
+__all__ = ["InputDriftRun", "run_input_drift", "pin_reference", "active_reference", "reference_tables", "RULE", "DETECTOR"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,14 @@ def _rows(session: Session, model: str, *, after: tuple[datetime, str] | None = 
 
 def _table(rows: list[InputFeature]) -> FeatureTable:
     return FeatureTable.from_rows([(r.features or {}, unpack_embedding(r.embedding) if r.embedding else None) for r in rows])
+
+
+def reference_tables(session: Session, ref: InputReference) -> tuple[FeatureTable, FeatureTable]:
+    """The reference's feature table (what windows are tested against) and that of every sample of its
+    model recorded after it (held out from the fit: the stationary pool of a false-alarm simulation)."""
+    ref_rows = _rows(session, ref.model, start=ref.window_start, end=ref.window_end, limit=ref.n)
+    last = ref_rows[-1]
+    return _table(ref_rows), _table(_rows(session, ref.model, after=(last.ts, last.sample_id)))
 
 
 def _fit(rows: list[InputFeature], settings: Settings) -> dict[str, Any]:
@@ -214,8 +222,7 @@ def _test_windows(session: Session, settings: Settings, model: str, ref: InputRe
     rows = _rows(session, model, after=after, before=_closed_before(session, model), limit=w * _MAX_WINDOWS_PER_RUN)
     if len(rows) < w:
         return
-    ref_rows = _rows(session, model, start=ref.window_start, end=ref.window_end, limit=ref.n)
-    ref_table = _table(ref_rows)
+    ref_table = _table(_rows(session, model, start=ref.window_start, end=ref.window_end, limit=ref.n))
     windows = list(state.get("windows") or [])
     for i in range(len(rows) // w):
         chunk = rows[i * w:(i + 1) * w]
