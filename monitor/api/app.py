@@ -104,8 +104,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
     register_otlp(app, settings)
 
     @app.get("/v1/samples", response_model=SampleLookup, summary="Was the response with this id sampled?")
-    def get_samples(s: DB, response_id: str = Query(..., min_length=1, max_length=128,
-                                                    description="the `id` of the chat completion")) -> SampleLookup:
+    def get_samples(s: DB, response_id: Annotated[QueryText, Query(min_length=1, max_length=128,
+                                                                   description="the `id` of the chat completion")]
+                    ) -> SampleLookup:
         """Labels count only for sampled requests: a labeller asks here first (no prompt or answer is shown).
         A response the proxy sampled is stored once its spool is shipped (``spool.ship_interval_seconds``)."""
         rows = list(s.scalars(select(Sample).where(Sample.response_id == response_id).order_by(Sample.ts)))

@@ -185,6 +185,9 @@ def test_a_labeller_can_ask_whether_a_response_was_sampled(api: httpx.Client) ->
     ("/v1/calibration", {"probe_version_id": str(-2**70)}, "probe_version_id"),
     ("/v1/calibration", {"model": "a\u0000b"}, "model"),  # PostgreSQL: text cannot hold NUL
     ("/v1/alerts", {"rule": "a\u0000b"}, "rule"),
+    ("/v1/samples", {"response_id": "chatcmpl-\u0000"}, "response_id"),  # PostgreSQL: text cannot hold NUL
+    ("/v1/calibration", {"source": "a\u0000b"}, "source"),  # a Query() default must not drop the NUL check
+    ("/v1/alerts", {"state": "a\u0000b"}, "state"),
     ("/v1/calibration", {"since": "9999-12-31T23:59:59-14:00"}, "since"),  # past year 9999 in UTC
     ("/v1/alerts", {"since": "0001-01-01T00:00:00+14:00"}, "since"),  # before year 1 in UTC
 ])
