@@ -156,6 +156,23 @@ class GlrBank(AlarmBookkeeping):
         self._test()
         return self._record(was)
 
+    def retract(self, old: tuple[bool, float], new: tuple[bool, float]) -> bool:
+        """Replace a consumed observation ``old`` (disagree, residual) by its correction ``new``.
+
+        The stream keeps no per-label positions, so the difference enters the newest checkpoint
+        (the correction is recent evidence: it counts in every window that ends now, and in the
+        cumulative sums from here on); ``n`` is unchanged. The bank is tested again at once;
+        True when the statistic crosses ``h`` upwards on the correction.
+        """
+        (d_old, r_old), (d_new, r_new) = old, new
+        delta = (float(bool(d_new)) - float(bool(d_old)), float(r_new) - float(r_old),
+                 float(r_new) ** 2 - float(r_old) ** 2)
+        self.ones += int(bool(d_new)) - int(bool(d_old))
+        self.checkpoints[-1] = [self.checkpoints[-1][i] + delta[i] for i in range(3)]
+        was = self.firing
+        self._test()
+        return self._record(was)
+
     def _test(self) -> None:
         ref = self.ref
         cur = self.checkpoints[-1]
