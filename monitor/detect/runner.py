@@ -10,7 +10,8 @@ together, so a crash never consumes evidence without its alert, or alerts twice)
 * ``adwin_scores`` — ADWIN on the unlabelled probe-score stream (early warning, needs labels to confirm);
 * ``adwin_spotcheck`` — ADWIN on probe/self-consistency agreement;
 * ``window_drift`` — Evidently drift test of the last complete time window's scores vs the reference;
-* ``metric`` — the latest complete rolling window's metrics, for ``detector: metric`` rules;
+* ``metric`` — the latest rolling window's metrics of each source, for ``detector: metric`` rules
+  (a rule reads the window of the ``source`` it names);
 * ``no_data`` — no evidence for ``alerts.no_data_minutes``.
 
 Label delay: each detector keeps a cursor (highest evidence id consumed) and a bounded list of
@@ -324,12 +325,17 @@ def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
                            f"{ref_mean:.3f}; {res['method']} {res['score']:.3f} (threshold {res['threshold']:.3f}, {how})"))
 
 
-def _metric_signal(session, pv) -> Signal:
+METRIC_SOURCES = (*SOURCES, "combined")  # the rolling-window sources a ``detector: metric`` rule may name
+
+
+def _metric_signal(session, pv, source: str) -> Signal:
+    """The newest rolling window of ``source``; ``detector: metric`` rules read the one their ``source`` names."""
     row = session.scalars(select(CalibrationWindow).where(
         CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
-        CalibrationWindow.source == "combined").order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
+        CalibrationWindow.source == source).order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
     if row is None:
-        return Signal("metric", pv.model, pv.version, "partial", summary="no calibration window yet")
+        return Signal("metric", pv.model, pv.version, "partial", window={"source": source},
+                      summary=f"no {source} calibration window yet")
     m = dict(row.metrics or {})
     m.setdefault("ece", m.get("ece_mass"))
     m.setdefault("ece_ci", m.get("ece_mass_ci"))
@@ -337,7 +343,7 @@ def _metric_signal(session, pv) -> Signal:
                   window={"kind": row.kind, "source": row.source, "start": row.window_start.isoformat(),
                           "end": row.window_end.isoformat(), "n": row.n, "partial": row.partial},
                   evidence={"sample_ids": m.get("sample_ids_tail", [])},
-                  summary=f"rolling window of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
+                  summary=f"rolling {source} window of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
 
 
 def _no_data_signal(session, settings, pv, now: datetime) -> Signal:
@@ -365,7 +371,7 @@ def detect_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetim
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_scores"))
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_spotcheck"))
     signals.append(_window_drift_signal(session, settings, pv, ref, now))
-    signals.append(_metric_signal(session, pv))
+    signals += [_metric_signal(session, pv, source) for source in METRIC_SOURCES]
     if float(settings.alerts.no_data_minutes) > 0:
         signals.append(_no_data_signal(session, settings, pv, now))
     return signals
