@@ -20,6 +20,18 @@ one quantile level, chosen so that the share of ``horizon``-label streams on whi
 alarms is the target. In-control labels are exchangeable, so the order they arrive in (label
 delay) does not change the false-alarm rate; the benchmark adds label delay to drifted streams.
 
+Spot-check weights (not yet applied here): the self-consistency bank consumes spot checks
+unweighted and compares them with the reference's unweighted rate (``disagreement``, not
+``disagreement_weighted``). Both sides are draws under the same selection design, so this tests
+"did the rate of the *checked* stream change", and stays valid while the design is fixed; it is
+not an estimate of the population rate (the alert's calibration window, which is weighted, is).
+It breaks when the design moves (budget or policy change alters the share of uncertain scores
+checked): the unweighted rate then moves with no model change. Weighting by 1 / inclusion
+probability needs Σw per window as the binomial/Gaussian denominators (a fourth checkpoint
+column), the reference sums weighted the same way, and the tuning simulation bootstrapping
+(disagree, residual, weight) triples so the thresholds carry the weights' extra variance; until
+then the budget/policy should be changed only with a new reference.
+
 State is plain JSON: the reference sums and the cumulative sums at the last checkpoints.
 """
 
