@@ -93,6 +93,11 @@ def _rule_status(rule: Any, sig: Signal) -> Status:
     return _metric_status(rule, sig) if rule.detector == "metric" else sig.status
 
 
+def _reads(rule: Any, sig: Signal) -> bool:
+    """A ``detector: metric`` rule reads only the window of the ``source`` it names."""
+    return rule.detector != "metric" or sig.window.get("source") == getattr(rule, "source", None)
+
+
 def _merge(sigs: list[tuple[Status, Signal]]) -> tuple[Status, Signal]:
     """Several signals for one fingerprint (e.g. per evidence source): the strongest wins."""
     status, sig = max(sigs, key=lambda p: _RANK[p[0]])
@@ -117,7 +122,7 @@ def evaluate(session: Session, config: Any, signals: Iterable[Signal], now: date
     grouped: dict[tuple[str, str, str | None], list[tuple[Status, Signal]]] = {}
     for sig in signals:
         for rule in rules:
-            if rule.detector == sig.detector:
+            if rule.detector == sig.detector and _reads(rule, sig):
                 grouped.setdefault((rule.name, sig.model, sig.probe_version), []).append((_rule_status(rule, sig), sig))
     by_name = {r.name: r for r in rules}
     out: list[Transition] = []

@@ -20,6 +20,18 @@ one quantile level, chosen so that the share of ``horizon``-label streams on whi
 alarms is the target. In-control labels are exchangeable, so the order they arrive in (label
 delay) does not change the false-alarm rate; the benchmark adds label delay to drifted streams.
 
+Spot-check weights (not yet applied here): the self-consistency bank consumes spot checks
+unweighted and compares them with the reference's unweighted rate (``disagreement``, not
+``disagreement_weighted``). Both sides are draws under the same selection design, so this tests
+"did the rate of the *checked* stream change", and stays valid while the design is fixed; it is
+not an estimate of the population rate (the alert's calibration window, which is weighted, is).
+It breaks when the design moves (budget or policy change alters the share of uncertain scores
+checked): the unweighted rate then moves with no model change. Weighting by 1 / inclusion
+probability needs Σw per window as the binomial/Gaussian denominators (a fourth checkpoint
+column), the reference sums weighted the same way, and the tuning simulation bootstrapping
+(disagree, residual, weight) triples so the thresholds carry the weights' extra variance; until
+then the budget/policy should be changed only with a new reference.
+
 State is plain JSON: the reference sums and the cumulative sums at the last checkpoints.
 """
 
@@ -152,6 +164,23 @@ class GlrBank(AlarmBookkeeping):
             -(max(self.windows) // self.step + 1):]
         self.partial = [0.0, 0.0, 0.0]
         self.checkpoints_seen += 1
+        was = self.firing
+        self._test()
+        return self._record(was)
+
+    def retract(self, old: tuple[bool, float], new: tuple[bool, float]) -> bool:
+        """Replace a consumed observation ``old`` (disagree, residual) by its correction ``new``.
+
+        The stream keeps no per-label positions, so the difference enters the newest checkpoint
+        (the correction is recent evidence: it counts in every window that ends now, and in the
+        cumulative sums from here on); ``n`` is unchanged. The bank is tested again at once;
+        True when the statistic crosses ``h`` upwards on the correction.
+        """
+        (d_old, r_old), (d_new, r_new) = old, new
+        delta = (float(bool(d_new)) - float(bool(d_old)), float(r_new) - float(r_old),
+                 float(r_new) ** 2 - float(r_old) ** 2)
+        self.ones += int(bool(d_new)) - int(bool(d_old))
+        self.checkpoints[-1] = [self.checkpoints[-1][i] + delta[i] for i in range(3)]
         was = self.firing
         self._test()
         return self._record(was)

@@ -10,13 +10,19 @@ together, so a crash never consumes evidence without its alert, or alerts twice)
 * ``adwin_scores`` — ADWIN on the unlabelled probe-score stream (early warning, needs labels to confirm);
 * ``adwin_spotcheck`` — ADWIN on probe/self-consistency agreement;
 * ``window_drift`` — Evidently drift test of the last complete time window's scores vs the reference;
-* ``metric`` — the latest complete rolling window's metrics, for ``detector: metric`` rules;
+* ``metric`` — the latest rolling window's metrics of each source, for ``detector: metric`` rules
+  (a rule reads the window of the ``source`` it names);
 * ``no_data`` — no evidence for ``alerts.no_data_minutes``.
 
 Label delay: each detector keeps a cursor (highest evidence id consumed) and a bounded list of
 *pending* ids — evidence past the cursor whose sample is not scored yet. Every run consumes, in id
 order, the pending ids that became scorable and the new ids past the cursor; a consumed id is never
 consumed again. Evidence for samples from the reference period is skipped (it is the reference).
+
+Corrections: a human label whose verdict changes keeps its id, so each labelled detector also keeps
+a ``revision_cursor`` over ``label_revisions`` and, for every revision of a label it consumed,
+retracts the old observation and adds the corrected one (:meth:`GlrBank.retract`); a flip back is
+a second revision and undoes the first.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from alerts.lifecycle import Signal, Transition, evaluate
 from monitor.calibration.evidence import HUMAN_SOURCES, SOURCES, EvidenceRow, load_evidence
 from monitor.calibration.history import parse_duration, window_start
 from monitor.calibration.reference import ensure_default_reference
+from monitor.calibration.revisions import load_revisions
 from monitor.detect.adwin import AdwinDetector, UntrustedStateError
 from monitor.detect.label_free import mean_shift_threshold, width_bucket
 from monitor.detect.labelled import GlrBank
@@ -150,6 +157,34 @@ def _latest_window(session: Session, pv: ProbeVersion, source: str) -> dict[str,
             "partial": row.partial, **{k: m.get(k) for k in _CAL_KEYS}}
 
 
+def _observation(r: EvidenceRow, pv: ProbeVersion) -> tuple[bool, float]:
+    """What the labelled detectors consume of one evidence row: (disagrees with the probe, residual)."""
+    return (r.score >= pv.threshold) != r.correct, float(r.correct) - r.score
+
+
+def _apply_revisions(session, pv, source, st: DetectorState, ref: Reference, det: GlrBank) -> int:
+    """Feed ``det`` the label revisions after its ``revision_cursor`` whose label it consumed
+    (id in (consumed_after, cursor], not pending, the sample's first human label, after the
+    reference) as retraction + correction; moves the revision cursor. Returns how many applied.
+
+    Only human / ground-truth labels are revised (a spot check is never rewritten in place).
+    """
+    if source != "human":
+        return 0
+    pending = set(st.state.get("pending", []))
+    after, end = int(st.state.get("consumed_after", 0)), _reference_end(ref, source)
+    events = load_revisions(session, pv.model, pv.id, after_id=int(st.state.get("revision_cursor", 0)))
+    applied = 0
+    for ev in events:
+        if ev.first_for_sample and after < ev.add.row_id <= st.cursor and ev.add.row_id not in pending \
+                and ev.add.ts > end:
+            det.retract(_observation(ev.retract, pv), _observation(ev.add, pv))
+            applied += 1
+    if events:
+        st.state = {**st.state, "revision_cursor": events[-1].revision_id}
+    return applied
+
+
 def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
     """The labelled detectors of ``source`` (GLR bank tests; rule kinds ``cusum_disagreement`` /
     ``cusum_residual``), fed the same way through the :class:`~monitor.detect.protocol.Detector` interface."""
@@ -169,22 +204,26 @@ def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
         if state.get("tuning_id") != tun.id or not isinstance(det_state, dict) or det_state.get("test") != test:
             p = tun.params  # new reference or tuning (or a detector of an older kind): restart
             det = GlrBank(test=test, ref=dict(p["ref"]), h=float(p["h"]), step=int(p["step"]), windows=list(p["windows"]))
-            state = {"pending": state.get("pending", []), "pending_dropped": state.get("pending_dropped", 0)}
+            state = {"pending": state.get("pending", []), "pending_dropped": state.get("pending_dropped", 0),
+                     "consumed_after": st.cursor, "revision_cursor": state.get("revision_cursor", 0)}
         else:
             det = GlrBank.from_state(det_state)
         st.state = state
+        revised = _apply_revisions(session, pv, source, st, ref, det)  # before the cursor moves past new labels
         rows = _new_evidence(session, pv, source, st, ref)
         recent = list(state.get("recent_disagreeing", []))
         for r in rows:
-            disagree = (r.score >= pv.threshold) != r.correct
-            det.update(disagree, float(r.correct) - r.score)
+            disagree, residual = _observation(r, pv)
+            det.update(disagree, residual)
             if disagree:
                 recent = (recent + [r.sample_id])[-20:]
         st.state = {**st.state, "detector": det.to_state(), "tuning_id": tun.id, "recent_disagreeing": recent}
         if rows:
             win.update(from_id=rows[0].row_id, to_id=rows[-1].row_id, consumed=len(rows),
                        last_ts=rows[-1].ts.isoformat())
-        status = "partial" if not rows else ("firing" if det.firing else "clear")
+        if revised:
+            win.update(revisions_applied=revised)
+        status = "partial" if not (rows or revised) else ("firing" if det.firing else "clear")
         brief = {k: v for k, v in det.to_state().items() if k not in ("checkpoints", "partial")}
         out.append(Signal(kind, pv.model, pv.version, status,  # type: ignore[arg-type]
                           metrics={**det.metrics(), "calibration_window": calibration},
@@ -286,12 +325,17 @@ def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
                            f"{ref_mean:.3f}; {res['method']} {res['score']:.3f} (threshold {res['threshold']:.3f}, {how})"))
 
 
-def _metric_signal(session, pv) -> Signal:
+METRIC_SOURCES = (*SOURCES, "combined")  # the rolling-window sources a ``detector: metric`` rule may name
+
+
+def _metric_signal(session, pv, source: str) -> Signal:
+    """The newest rolling window of ``source``; ``detector: metric`` rules read the one their ``source`` names."""
     row = session.scalars(select(CalibrationWindow).where(
         CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
-        CalibrationWindow.source == "combined").order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
+        CalibrationWindow.source == source).order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
     if row is None:
-        return Signal("metric", pv.model, pv.version, "partial", summary="no calibration window yet")
+        return Signal("metric", pv.model, pv.version, "partial", window={"source": source},
+                      summary=f"no {source} calibration window yet")
     m = dict(row.metrics or {})
     m.setdefault("ece", m.get("ece_mass"))
     m.setdefault("ece_ci", m.get("ece_mass_ci"))
@@ -299,7 +343,7 @@ def _metric_signal(session, pv) -> Signal:
                   window={"kind": row.kind, "source": row.source, "start": row.window_start.isoformat(),
                           "end": row.window_end.isoformat(), "n": row.n, "partial": row.partial},
                   evidence={"sample_ids": m.get("sample_ids_tail", [])},
-                  summary=f"rolling window of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
+                  summary=f"rolling {source} window of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
 
 
 def _no_data_signal(session, settings, pv, now: datetime) -> Signal:
@@ -327,7 +371,7 @@ def detect_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetim
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_scores"))
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_spotcheck"))
     signals.append(_window_drift_signal(session, settings, pv, ref, now))
-    signals.append(_metric_signal(session, pv))
+    signals += [_metric_signal(session, pv, source) for source in METRIC_SOURCES]
     if float(settings.alerts.no_data_minutes) > 0:
         signals.append(_no_data_signal(session, settings, pv, now))
     return signals

@@ -84,7 +84,7 @@ def test_renotify_and_other_fingerprints(engine, receiver, make_config, make_sig
 
 
 def test_metric_rule_fires_only_when_ci_clears_threshold(engine, receiver, make_config, make_signal):
-    rule = {"name": "auroc_low", "detector": "metric", "source": "combined", "metric": "auroc", "op": "<", "threshold": 0.8,
+    rule = {"name": "auroc_low", "detector": "metric", "source": "human", "metric": "auroc", "op": "<", "threshold": 0.8,
             "severity": "warning", "resolve_after": 1}
     cfg = make_config([{"name": "hook", "kind": "webhook", "url": receiver.url}], rules=[rule])
     factory = session_factory(engine)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.calibration.arming import arming_report
 from monitor.commands.status import render_text
 from monitor.detect import run_detect
 from monitor.detect.synthetic import BinormalProbe
@@ -18,11 +19,12 @@ def test_readiness_names_what_each_detector_needs(world, fast_settings):
     run_detect(world.factory, settings, utcnow())
     with world.factory() as s:
         rows = {r["detector"]: r for r in readiness(s, settings)}
+        arming = arming_report(s, settings)
     assert rows["cusum_disagreement:human"]["armed"] and rows["cusum_residual:human"]["armed"]
     assert rows["adwin_scores"]["armed"]
     sc = rows["cusum_disagreement:self_consistency"]
     assert not sc["armed"] and sc["needs"] == "600 more spot checks in the reference (0 of 600)"
     assert rows["adwin_spotcheck"]["needs"] == sc["needs"]
     text = render_text({"database": "x", "revision": "r", "tables": {"samples": 600}, "pending": {}, "totals": {},
-                        "jobs": {}, "detectors": list(rows.values())})
+                        "jobs": {}, "label_arming": arming, "detectors": list(rows.values())})
     assert "cusum_disagreement:human" in text and "not armed: needs 600 more spot checks" in text

@@ -46,3 +46,24 @@ def test_self_consistency_detectors_and_metric_rule(world, fast_settings):
     auroc = firing["auroc_low"].metrics
     assert auroc["auroc"] < 0.75 and auroc["auroc_ci"][1] < 0.75  # the whole CI below the threshold
     assert firing["auroc_low"].window["kind"] == "rolling" and firing["auroc_low"].window["n"] == 300
+
+
+def test_metric_rules_read_their_own_source(world, fast_settings):
+    """Two AUROC rules on different sources: only the one whose source lost its signal fires."""
+    rules = [{"name": f"auroc_low_{src}", "detector": "metric", "source": src, "metric": "auroc", "op": "<",
+              "threshold": 0.75, "resolve_after": 1} for src in ("human", "self_consistency")]
+    settings = fast_settings(rules=rules)
+    rng = np.random.default_rng(21)
+    st = BinormalProbe().sample(1, 900, rng)
+    # human labels follow the probe; the spot checks are noise unrelated to correctness
+    world.add(st.scores[0], st.correct[0], spot_agreement=rng.uniform(0.0, 1.0, 900), seconds_apart=30)
+    now = utcnow()
+    run_calibrate(world.factory, settings, now)
+    res = run_detect(world.factory, settings, now)
+    by = {s.window.get("source"): s for s in res.signals if s.detector == "metric"}
+    assert set(by) == {"human", "self_consistency", "combined"}
+    assert by["human"].metrics["auroc_ci"][0] > 0.75 and by["self_consistency"].metrics["auroc_ci"][1] < 0.75
+    with world.factory() as s:
+        firing = {a.rule: a for a in s.scalars(select(Alert).where(Alert.state == "firing"))}
+    assert set(firing) == {"auroc_low_self_consistency"}
+    assert firing["auroc_low_self_consistency"].window["source"] == "self_consistency"
