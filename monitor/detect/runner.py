@@ -203,7 +203,7 @@ def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
         det_state = state.get("detector")
         if state.get("tuning_id") != tun.id or not isinstance(det_state, dict) or det_state.get("test") != test:
             p = tun.params  # new reference or tuning (or a detector of an older kind): restart
-            det = GlrBank(test=test, ref=dict(p["ref"]), h=float(p["h"]), step=int(p["step"]), windows=list(p["windows"]))
+            det = GlrBank.from_params(p)
             state = {"pending": state.get("pending", []), "pending_dropped": state.get("pending_dropped", 0),
                      "consumed_after": st.cursor, "revision_cursor": state.get("revision_cursor", 0)}
         else:
