@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 __all__ = ["register"]
 
 
 def _test(args: argparse.Namespace) -> int:
     from alerts.smoke import TEST_RULE, send_test_alert
-    from monitor.commands import settings_from
+    from monitor.commands import CommandError, settings_from
 
     settings = settings_from(args)
     channels = settings.alerts.channels
     if args.channel and args.channel not in {c.name for c in channels}:
-        print(f"vlmwatch alerts test: no channel named {args.channel!r} in alerts.channels "
-              f"(configured: {', '.join(c.name for c in channels) or 'none'})", file=sys.stderr)
-        return 2
+        raise CommandError(f"no channel named {args.channel!r} in alerts.channels "
+                           f"(configured: {', '.join(c.name for c in channels) or 'none'})", command="alerts test")
     if not channels:
-        print("vlmwatch alerts test: no alert channels configured (alerts.channels is empty); "
-              "see config.example.yaml", file=sys.stderr)
-        return 2
+        raise CommandError("no alert channels configured (alerts.channels is empty); see config.example.yaml",
+                           command="alerts test")
     results = send_test_alert(settings.alerts, model=args.model, channel=args.channel)
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2))

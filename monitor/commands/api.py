@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["register"]
 
@@ -23,20 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from monitor.api.server import make_server
-    from monitor.config import load_config
-    from storage.db import SchemaError, engine_for, require_schema
+    from monitor.commands import CommandError
+    from monitor.commands._storage import open_database
 
-    settings = load_config(args.config)
-    engine = engine_for(settings.storage)
-    try:
-        require_schema(engine)
-    except SchemaError as e:
-        print(f"vlmwatch api: {e}", file=sys.stderr)
-        return 2
-    try:
-        server = make_server(settings, engine=engine, listen=args.listen)
-    except ValueError as e:
-        print(f"vlmwatch api: {e}", file=sys.stderr)
-        return 2
-    server.run()
+    with open_database(args, command="api") as database:
+        try:
+            server = make_server(database.settings, engine=database.engine, listen=args.listen)
+        except ValueError as e:
+            raise CommandError(str(e), command="api") from None
+        server.run()
     return 0

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["register"]
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
+    from monitor.commands import CommandError, settings_from
+    from monitor.commands._storage import connect
     from storage import db
 
-    settings = load_config(args.config)
+    settings = settings_from(args)
     where = db.safe_url(settings.storage.url)
     try:
-        engine = db.engine_for(settings.storage)
-        try:
+        with connect(settings) as engine:
             before = db.current_revision(engine)
-        finally:
-            engine.dispose()
         after = db.upgrade(settings.storage.url, settings.storage.password_env)
     except Exception as e:
-        print(f"vlmwatch: cannot migrate database at {where}: {e}", file=sys.stderr)
-        return 1
+        raise CommandError(f"cannot migrate database at {where}: {e}", code=1) from None
     if before == after:
         print(f"database at {where} is up to date (revision {after})")
     else:
@@ -32,18 +28,14 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _current(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
+    from monitor.commands._storage import open_database
     from storage import db
 
-    settings = load_config(args.config)
-    engine = db.engine_for(settings.storage)
-    try:
-        rev = db.current_revision(engine)
-    finally:
-        engine.dispose()
+    with open_database(args, require_schema=False) as database:
+        rev = db.current_revision(database.engine)
     head = db.head_revision()
     state = "up to date" if rev == head else "needs `vlmwatch db upgrade`"
-    print(f"database at {db.safe_url(settings.storage.url)}: revision {rev or 'none'} (head {head}, {state})")
+    print(f"database at {db.safe_url(database.settings.storage.url)}: revision {rev or 'none'} (head {head}, {state})")
     return 0 if rev == head else 1
 
 

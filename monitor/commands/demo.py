@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["register"]
 
@@ -33,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from monitor.commands import CommandError
     from monitor.demo import DemoPlan, parse_duration, run_demo
 
     import signal
@@ -50,12 +50,10 @@ def run(args: argparse.Namespace) -> int:
         if args.duration:
             plan = plan.with_duration(parse_duration(args.duration))
     except ValueError as e:
-        print(f"vlmwatch demo: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="demo") from None
     if args.rate is not None:
         if args.rate <= 0:
-            print("vlmwatch demo: --rate must be > 0", file=sys.stderr)
-            return 2
+            raise CommandError("--rate must be > 0", command="demo")
         plan = replace(plan, rate=args.rate)
     if args.model:
         plan = replace(plan, model=args.model)
@@ -66,6 +64,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(plan, workdir=args.dir, summary_json=args.summary_json)
     except RuntimeError as e:  # a service did not start, or the traffic could not get through
-        print(f"vlmwatch demo: {e}", file=sys.stderr)
-        return 1
+        raise CommandError(str(e), command="demo", code=1) from None
     return 0 if summary["verdict"]["ok"] else 1

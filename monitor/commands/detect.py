@@ -14,29 +14,25 @@ __all__ = ["register"]
 def _tune(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from monitor.commands import CommandError
     from monitor.commands._storage import open_database
     from monitor.detect.tune import tune_detectors
     from monitor.progress import track
-    from storage.db import session_factory
     from storage.models import ProbeVersion
 
-    settings, engine = open_database(args)
-    try:
-        factory = session_factory(engine)
-        with factory() as s:  # one model at a time, so that progress can be shown per model
+    with open_database(args) as database:
+        settings = database.settings
+        with database.sessions() as s:  # one model at a time, so that progress can be shown per model
             q = select(ProbeVersion.model).where(ProbeVersion.active.is_(True)).distinct()
             models = sorted(s.scalars(q.where(ProbeVersion.model == args.model) if args.model else q)) or [args.model]
         try:
             rows = [r for m in track(models, desc="detect tune", unit="model", enabled=wanted(args))
-                    for r in tune_detectors(factory, settings, model=m, seed=args.seed)]
+                    for r in tune_detectors(database.sessions, settings, model=m, seed=args.seed)]
         except ValueError as e:
-            print(f"vlmwatch: {e}", file=sys.stderr)
-            return 2
-        out = [{"model": r.model, "probe_version_id": r.probe_version_id, "reference_id": r.reference_id,
-                "detector": r.detector, "params": r.params, "simulated_false_alarm_rate": r.simulated_false_alarm_rate}
-               for r in rows]
-    finally:
-        engine.dispose()
+            raise CommandError(str(e)) from None
+    out = [{"model": r.model, "probe_version_id": r.probe_version_id, "reference_id": r.reference_id,
+            "detector": r.detector, "params": r.params, "simulated_false_alarm_rate": r.simulated_false_alarm_rate}
+           for r in rows]
     print(json.dumps(out, indent=2))
     if not out:
         print("nothing tuned: no active probe has a complete reference yet "
@@ -49,19 +45,14 @@ def _run(args: argparse.Namespace) -> int:
     from monitor.calibration.history import run_calibrate
     from monitor.commands._storage import open_database
     from monitor.detect import run_detect
-    from storage.db import session_factory
 
-    settings, engine = open_database(args)
-    try:
-        factory = session_factory(engine)
-        run_calibrate(factory, settings)
-        res = run_detect(factory, settings)
+    with open_database(args) as database:
+        run_calibrate(database.sessions, database.settings)
+        res = run_detect(database.sessions, database.settings)
         if args.deliver:
             from alerts.outbox import deliver_due
 
-            deliver_due(factory, settings.alerts)
-    finally:
-        engine.dispose()
+            deliver_due(database.sessions, database.settings.alerts)
     out = {"signals": [{"detector": s.detector, "model": s.model, "probe_version": s.probe_version,
                         "status": s.status, "summary": s.summary} for s in res.signals],
            "transitions": [t.__dict__ for t in res.transitions]}

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from monitor.commands import CommandError
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
@@ -70,8 +71,8 @@ def _resolve(name_or_dir: str) -> tuple[str, Path]:
     path = Path(name_or_dir)
     if (path / "config.json").is_file():
         return path.name, path
-    raise SystemExit(f"vlmwatch fixture: {name_or_dir!r} is neither a fixture name ({', '.join(FIXTURES)}) "
-                     "nor a model folder with config.json")
+    raise CommandError(f"{name_or_dir!r} is neither a fixture name ({', '.join(FIXTURES)}) "
+                       "nor a model folder with config.json", command="fixture", code=1)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -122,19 +123,16 @@ def _eval(args: argparse.Namespace) -> int:
 
     for flag, value in (("--n", args.n), ("--task-n", args.task_n)):
         if value <= 0:
-            print(f"vlmwatch fixture eval: {flag} must be > 0, got {value}", file=sys.stderr)
-            return 2
+            raise CommandError(f"{flag} must be > 0, got {value}", command="fixture eval")
     targets = [_resolve(x) for x in args.fixture] if args.fixture else list(built_fixtures().items())
     if not targets:
-        print("vlmwatch fixture eval: no fixtures built; run `vlmwatch fixture build`", file=sys.stderr)
-        return 1
+        raise CommandError("no fixtures built; run `vlmwatch fixture build`", command="fixture eval", code=1)
     seed = EVAL_SEED if args.seed is None else args.seed
     tasks = tuple(t for t in args.tasks.split(",") if t) if args.tasks else ()
     unknown = sorted(set(tasks) - set(FREEFORM_TASKS))
     if unknown:
-        print(f"vlmwatch fixture eval: unknown task(s) {', '.join(unknown)}; expected {', '.join(FREEFORM_TASKS)}",
-              file=sys.stderr)
-        return 2
+        raise CommandError(f"unknown task(s) {', '.join(unknown)}; expected {', '.join(FREEFORM_TASKS)}",
+                           command="fixture eval")
     result = {name: evaluate_dir(path, n=args.n, seed=seed, tasks=tasks, task_n=args.task_n, progress=wanted(args))
               for name, path in targets}
     if args.json:

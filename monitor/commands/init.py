@@ -38,26 +38,23 @@ def _ask(args: argparse.Namespace) -> str | None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from monitor.commands import CommandError
     from monitor.config import ConfigError, load_config
     from monitor.init_config import Traffic, next_steps, render_config
 
     out = Path(args.out)
     if out.exists() and not args.force:
-        print(f"vlmwatch init: {out} exists; --force overwrites it", file=sys.stderr)
-        return 2
+        raise CommandError(f"{out} exists; --force overwrites it", command="init")
     missing = _ask(args)
     if missing:
-        print(f"vlmwatch init: {missing} is needed (or run init on a terminal to be asked)", file=sys.stderr)
-        return 2
+        raise CommandError(f"{missing} is needed (or run init on a terminal to be asked)", command="init")
     if not (Path(args.model_dir) / "config.json").is_file():
-        print(f"vlmwatch init: --model-dir {args.model_dir} has no config.json: not a save_pretrained model folder",
-              file=sys.stderr)
-        return 2
+        raise CommandError(f"--model-dir {args.model_dir} has no config.json: not a save_pretrained model folder",
+                           command="init")
     try:
         traffic = Traffic(args.requests_per_minute, args.sample_rate, args.label_share, args.trial_hours)
     except ValueError as e:
-        print(f"vlmwatch init: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="init") from None
     text = render_config(upstream=args.upstream.rstrip("/"), model_name=args.served_name,
                          model_dir=str(Path(args.model_dir).resolve()), traffic=traffic, database=args.database,
                          proxy_listen=args.proxy_listen, api_listen=args.api_listen, webhook=args.webhook)
@@ -65,9 +62,8 @@ def _init(args: argparse.Namespace) -> int:
     try:
         load_config(out)
     except ConfigError as e:  # a value given that the config refuses (e.g. a malformed listen address)
-        print(f"vlmwatch init: {e}", file=sys.stderr)
         out.unlink()
-        return 2
+        raise CommandError(str(e), command="init") from None
     print(f"wrote {out} for {args.served_name} behind {args.upstream} "
           f"({traffic.labels_per_minute:.2f} labels/min expected). Next, in this order:")
     for i, (what, cmd) in enumerate(next_steps(str(out), args.served_name, args.model_dir, args.api_listen), 1):

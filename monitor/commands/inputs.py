@@ -12,24 +12,19 @@ __all__ = ["register"]
 
 
 def _pin(args: argparse.Namespace) -> int:
+    from monitor.commands import CommandError
     from monitor.commands._storage import open_database
     from monitor.inputs import pin_reference
-    from storage.db import session_factory
 
-    settings, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
-            try:
-                ref = pin_reference(s, settings, args.model, *args.window)
-            except ValueError as e:
-                print(f"vlmwatch: {e}", file=sys.stderr)
-                return 2
-            out = {"input_reference_id": ref.id, "model": ref.model, "n": ref.n,
-                   "window_start": ref.window_start.isoformat(), "window_end": ref.window_end.isoformat(),
-                   "p_threshold": ref.stats["p_threshold"], "effective_tests": ref.stats["effective_tests"],
-                   "embedding": ref.stats["embedding"] is not None}
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as s:
+        try:
+            ref = pin_reference(s, database.settings, args.model, *args.window)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        out = {"input_reference_id": ref.id, "model": ref.model, "n": ref.n,
+               "window_start": ref.window_start.isoformat(), "window_end": ref.window_end.isoformat(),
+               "p_threshold": ref.stats["p_threshold"], "effective_tests": ref.stats["effective_tests"],
+               "embedding": ref.stats["embedding"] is not None}
     print(json.dumps(out, indent=2))
     print("an open input_drift alert of this model was resolved; windows after the new reference are tested next",
           file=sys.stderr)
@@ -39,14 +34,9 @@ def _pin(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
     from monitor.inputs.summary import input_drift_summary
-    from storage.db import session_factory
 
-    _, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
-            summary = input_drift_summary(s, args.model)
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as s:
+        summary = input_drift_summary(s, args.model)
     for v in summary.values():
         v.pop("embedding_over_time", None)
     print(json.dumps(summary, indent=2, default=str))

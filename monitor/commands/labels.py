@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 __all__ = ["register"]
 
 
 def _import(args: argparse.Namespace) -> int:
+    from monitor.commands import existing_file
     from monitor.commands._storage import open_database
-    from storage.db import session_factory
     from storage.jsonl import LineError, iter_lines, parse_label_line
     from storage.repo_labels import add_labels
 
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"vlmwatch: labels file not found: {path}", file=sys.stderr)
-        return 2
-    _, engine = open_database(args)
-    factory = session_factory(engine)
+    path = existing_file(args.file, "labels file")
     totals = {"inserted": 0, "updated": 0, "unchanged": 0, "waiting": 0}
     bad = lines = 0
     batch: list = []
@@ -35,7 +29,7 @@ def _import(args: argparse.Namespace) -> int:
         nonlocal bad
         if not batch:
             return
-        with factory.begin() as session:
+        with database.sessions.begin() as session:
             res = add_labels(session, batch)
         for rej in res.rejected:
             bad += 1
@@ -45,7 +39,7 @@ def _import(args: argparse.Namespace) -> int:
         batch.clear()
         numbers.clear()
 
-    try:
+    with open_database(args) as database:
         for n, text in iter_lines(path):
             lines += 1
             try:
@@ -57,8 +51,6 @@ def _import(args: argparse.Namespace) -> int:
             if len(batch) >= args.batch_size:
                 flush()
         flush()
-    finally:
-        engine.dispose()
     print(
         f"labels {path}: {lines} lines, {totals['inserted']} labels stored ({totals['waiting']} waiting for their "
         f"sample), {totals['updated']} updated, {totals['unchanged']} unchanged, {bad} bad lines skipped"

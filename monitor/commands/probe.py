@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from monitor.commands import CommandError
+
 __all__ = ["register"]
 
 
@@ -18,11 +20,10 @@ def _threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _register(args: argparse.Namespace, artifact, engine) -> int:  # noqa: ANN001
+def _register(args: argparse.Namespace, artifact, database) -> int:  # noqa: ANN001
     from monitor.probe.registry import register_probe
-    from storage.db import session_factory
 
-    with session_factory(engine)() as s:
+    with database.sessions() as s:
         row = register_probe(s, args.served_name, artifact, activate=True)
         s.commit()
         print(f"registered and activated probe {row.version} for model {args.served_name} (id {row.id})")
@@ -30,22 +31,18 @@ def _register(args: argparse.Namespace, artifact, engine) -> int:  # noqa: ANN00
 
 
 def _train(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from monitor.commands._storage import open_database
+
     if args.register and not args.served_name:
-        print("vlmwatch: --register needs --served-name NAME (the model name clients send)", file=sys.stderr)
-        return 2
-    engine = None
-    if args.register:  # refuse an unmigrated database before minutes of training, not after
-        from monitor.commands._storage import open_database
-
-        _, engine = open_database(args)
-    try:
-        return _train_and_register(args, engine)
-    finally:
-        if engine is not None:
-            engine.dispose()
+        raise CommandError("--register needs --served-name NAME (the model name clients send)")
+    # with --register, refuse an unmigrated database before minutes of training, not after
+    with open_database(args) if args.register else nullcontext() as database:
+        return _train_and_register(args, database)
 
 
-def _train_and_register(args: argparse.Namespace, engine) -> int:  # noqa: ANN001
+def _train_and_register(args: argparse.Namespace, database) -> int:  # noqa: ANN001
     from monitor.probe.head import POOLINGS
     from monitor.probe.train import MIN_TRAIN_SAMPLES, TrainOptions, train_probe
 
@@ -56,8 +53,7 @@ def _train_and_register(args: argparse.Namespace, engine) -> int:  # noqa: ANN00
     try:
         art = train_probe(args.model, args.data, args.out, opts, device=args.device, dtype=args.dtype)
     except (ValueError, FileNotFoundError) as e:
-        print(f"vlmwatch: probe train: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(f"probe train: {e}") from None
     m = art.meta
     calib = m.metrics["calib"]
     print(
@@ -72,7 +68,7 @@ def _train_and_register(args: argparse.Namespace, engine) -> int:  # noqa: ANN00
               f"AUROC {calib['auroc']:.3f} rests on {calib['n']} samples, 95% CI [{lo:.3f}, {hi:.3f}] "
               f"(width {hi - lo:.2f}); train on more before relying on it", file=sys.stderr)
     if args.register:
-        return _register(args, art, engine)
+        return _register(args, art, database)
     return 0
 
 
@@ -80,25 +76,19 @@ def _activate(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
     from monitor.probe.artifact import load_artifact
     from monitor.probe.registry import ProbeNotFoundError, activate_probe, register_probe
-    from storage.db import session_factory
 
     if bool(args.version) == bool(args.probe):
-        print("vlmwatch: probe activate needs exactly one of --version V or --probe DIR", file=sys.stderr)
-        return 2
-    _, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
+        raise CommandError("probe activate needs exactly one of --version V or --probe DIR")
+    with open_database(args) as database, database.sessions() as s:
+        try:
             if args.probe:
                 row = register_probe(s, args.served_name, load_artifact(args.probe), activate=True)
             else:
                 row = activate_probe(s, args.served_name, args.version)
-            s.commit()
-            print(f"active probe for model {args.served_name}: {row.version} (layer {row.layer}, {row.pooling})")
-    except (ProbeNotFoundError, FileNotFoundError, ValueError) as e:
-        print(f"vlmwatch: {e}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
+        except (ProbeNotFoundError, FileNotFoundError, ValueError) as e:
+            raise CommandError(str(e)) from None
+        s.commit()
+        print(f"active probe for model {args.served_name}: {row.version} (layer {row.layer}, {row.pooling})")
     return 0
 
 
@@ -106,20 +96,15 @@ def _list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from monitor.commands._storage import open_database
-    from storage.db import session_factory
     from storage.models import ProbeVersion
 
-    _, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
-            q = select(ProbeVersion).order_by(ProbeVersion.model, ProbeVersion.created_at)
-            if args.served_name:
-                q = q.where(ProbeVersion.model == args.served_name)
-            for r in s.scalars(q):
-                mark = "*" if r.active else " "
-                print(f"{mark} {r.model}\t{r.version}\tlayer {r.layer}\t{r.pooling}\t{r.path}")
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as s:
+        q = select(ProbeVersion).order_by(ProbeVersion.model, ProbeVersion.created_at)
+        if args.served_name:
+            q = q.where(ProbeVersion.model == args.served_name)
+        for r in s.scalars(q):
+            mark = "*" if r.active else " "
+            print(f"{mark} {r.model}\t{r.version}\tlayer {r.layer}\t{r.pooling}\t{r.path}")
     return 0
 
 
@@ -139,11 +124,9 @@ def _compare(args: argparse.Namespace) -> int:
         doc = compare_signals(adapter, artifact, samples, batch_size=args.batch_size, n_boot=args.bootstrap,
                               self_consistency_k=args.self_consistency_k, progress=not args.quiet)
     except ProbeStaleError as e:
-        print(f"vlmwatch: {e}", file=sys.stderr)
-        return 3
+        raise CommandError(str(e), code=3) from None
     except (ValueError, FileNotFoundError) as e:
-        print(f"vlmwatch: probe compare: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(f"probe compare: {e}") from None
     if args.out:
         write_report(doc, args.out)
     public = {k: v for k, v in doc.items() if not k.startswith("_")}
@@ -169,23 +152,17 @@ def _since(text: str) -> datetime:
 def _recalibrate(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
     from monitor.probe.recalibrate import RecalibrationError, RecalibrationRequest, recalibrate_probe
-    from storage.db import session_factory
 
-    settings, engine = open_database(args)
     request = RecalibrationRequest(model=args.model, since=args.since, max_labels=args.max_labels, method=args.method,
                                    activate=args.activate, force=args.force, out=args.out)
-    try:
-        with session_factory(engine)() as s:
-            try:
-                res = recalibrate_probe(s, settings, request)
-            except RecalibrationError as e:
-                if args.json:
-                    print(json.dumps(e.as_dict(), indent=2))
-                print(f"vlmwatch: probe recalibrate: {e}", file=sys.stderr)
-                return 2
-            s.commit()
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as s:
+        try:
+            res = recalibrate_probe(s, database.settings, request)
+        except RecalibrationError as e:
+            if args.json:
+                print(json.dumps(e.as_dict(), indent=2))
+            raise CommandError(f"probe recalibrate: {e}") from None
+        s.commit()
     print(json.dumps({"status": res.status, **res.report}, indent=2) if args.json else _recal_text(res.status, res.report))
     return 3 if res.status == "retrain" else 0
 

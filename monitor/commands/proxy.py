@@ -9,13 +9,13 @@ ships the spool to storage from a child process unless ``spool.collector_ships``
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
     from collectors.service import run_proxy
+    from monitor.commands import CommandError
     from monitor.commands._collector import collector_options
 
     s, opts = collector_options(args, proxy_queue=True)
@@ -30,8 +30,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics_path=s.proxy.metrics_path,
         )
     except (ValueError, OSError) as e:
-        print(f"vlmwatch proxy: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="proxy") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -65,15 +65,12 @@ def _status(args: argparse.Namespace) -> int:
 
     from monitor.calibration.arming import arming_report
 
-    settings, engine = open_database(args)
-    try:
-        with db.session_factory(engine)() as session:
-            report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
-            report.update(status_report(session))
-            report["label_arming"] = arming_report(session, settings)
-            report["detectors"] = readiness(session, settings)
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as session:
+        engine, settings = database.engine, database.settings
+        report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
+        report.update(status_report(session))
+        report["label_arming"] = arming_report(session, settings)
+        report["detectors"] = readiness(session, settings)
     print(json.dumps(report, indent=2) if args.json else render_text(report))
     return 0
 

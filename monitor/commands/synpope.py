@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 
 from monitor.progress import add_quiet_flag, wanted
@@ -47,11 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from monitor.commands import CommandError
     from monitor.synpope import Shift, generate
 
     if args.n < 0:
-        print(f"vlmwatch synpope: --n must be >= 0, got {args.n}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--n must be >= 0, got {args.n}", command="synpope")
     try:
         shift = Shift(
             noise=args.noise,
@@ -65,8 +64,7 @@ def _generate(args: argparse.Namespace) -> int:
             label_noise=args.label_noise,
         )
     except ValueError as e:
-        print(f"vlmwatch synpope: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="synpope") from None
     records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model, task=args.task,
                        progress=wanted(args))
     tasks = Counter(r["meta"]["task"] for r in records)

@@ -7,21 +7,20 @@ restart, with no line lost or repeated. Unusable lines are counted and logged wi
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
     from collectors.service import run_tail
+    from monitor.commands import CommandError
     from monitor.commands._collector import collector_options
 
     _, opts = collector_options(args)
     try:
         return run_tail(opts, args.file, from_end=args.from_end, poll_interval=args.poll_interval)
     except (ValueError, OSError) as e:
-        print(f"vlmwatch tail: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="tail") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -73,10 +73,9 @@ def test_cli_errors_name_what_is_wrong(tmp_path, llava_dir, capsys):
 def test_register_refuses_an_unmigrated_database_before_training(tmp_path, labelled_file, llava_dir, capsys):
     cfg = tmp_path / "vlmwatch.yaml"
     cfg.write_text(f"storage:\n  url: sqlite:///{tmp_path / 'never-migrated.db'}\n")
-    with pytest.raises(SystemExit) as e:
-        main(["--config", str(cfg), "probe", "train", "--model", str(llava_dir), "--data", str(labelled_file),
-              "--out", str(tmp_path / "probe"), "--answers", "file", "--quiet", "--register", "--served-name", "m"])
-    assert e.value.code == 2
+    rc = main(["--config", str(cfg), "probe", "train", "--model", str(llava_dir), "--data", str(labelled_file),
+               "--out", str(tmp_path / "probe"), "--answers", "file", "--quiet", "--register", "--served-name", "m"])
+    assert rc == 2
     assert "vlmwatch db upgrade" in capsys.readouterr().err
     assert not (tmp_path / "probe").exists()  # nothing was trained or written
 
