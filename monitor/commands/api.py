@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from monitor.commands import add_command
+
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "api",
+    p = add_command(
+        subparsers, "api", run,
         help="serve the HTTP API (ingest, OTLP traces, labels, calibration history, alerts, /metrics)",
         description="Serve the HTTP API on api.listen. Writes need a bearer token when the environment "
         "variable named by api.token_env is set; without it writes are open, which is refused on a "
@@ -17,7 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "get 413. OpenAPI schema at /openapi.json, docs at /docs.",
     )
     p.add_argument("--listen", default=None, help="host:port (default: api.listen)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

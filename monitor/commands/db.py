@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from monitor.commands import add_actions, add_command
+
 __all__ = ["register"]
 
 
@@ -40,9 +42,6 @@ def _current(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("db", help="database schema: upgrade (migrate to this version), current")
-    sub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    up = sub.add_parser("upgrade", help="create or migrate the schema to this vlmwatch's version")
-    up.set_defaults(func=_upgrade)
-    cur = sub.add_parser("current", help="show the schema revision (exit 1 when not up to date)")
-    cur.set_defaults(func=_current)
+    sub = add_actions(subparsers, "db", help="database schema: upgrade (migrate to this version), current")
+    add_command(sub, "upgrade", _upgrade, help="create or migrate the schema to this vlmwatch's version")
+    add_command(sub, "current", _current, help="show the schema revision (exit 1 when not up to date)")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from monitor.commands import add_command
+
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo",
+    p = add_command(
+        subparsers, "demo", run,
         help="end-to-end demo: fixture VLM behind the proxy, daemon + API, SynPOPE traffic, a shift, alerts, report",
         description="Run the whole pipeline on this machine (SQLite, loopback): the shipped fixture VLM served "
         "as the production model, the sampling proxy in front of it, the daemon and its API; replay SynPOPE "
@@ -23,7 +25,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="fixture to serve: tiny-llava (default) or tiny-paligemma")
     p.add_argument("--model-dir", default=None, help="serve this model folder (save_pretrained layout) under --model's name")
     p.add_argument("--seed", type=int, default=None, help="traffic and label seed (default 0)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

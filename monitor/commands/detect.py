@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from monitor.commands import add_actions, add_command
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
@@ -61,13 +62,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("detect", help="tune drift detectors by simulation, or run them once")
-    sub = p.add_subparsers(dest="detect_command", metavar="ACTION", required=True)
-    t = sub.add_parser("tune", help="tune every detector on the active reference to detect.target_false_alarm_rate")
+    sub = add_actions(subparsers, "detect", help="tune drift detectors by simulation, or run them once")
+    t = add_command(sub, "tune", _tune, help="tune every detector on the active reference to detect.target_false_alarm_rate")
     t.add_argument("--model", default=None, help="only this served model")
     t.add_argument("--seed", type=int, default=None, help="RNG seed of the simulation")
     add_quiet_flag(t)
-    t.set_defaults(func=_tune)
-    r = sub.add_parser("run", help="update calibration history and run the detectors once (what the daemon does)")
+    r = add_command(sub, "run", _run, help="update calibration history and run the detectors once (what the daemon does)")
     r.add_argument("--deliver", action="store_true", help="also send due alert notifications")
-    r.set_defaults(func=_run)

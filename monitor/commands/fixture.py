@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from monitor.commands import CommandError
+from monitor.commands import CommandError, add_command
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("fixture", help="build, list, evaluate and serve the tiny fixture VLMs")
     sub = parser.add_subparsers(dest="fixture_command", metavar="SUBCOMMAND")
 
-    build = sub.add_parser("build", help="train fixture models from scratch on SynPOPE (CPU, ~30 min each)")
+    build = add_command(sub, "build", _build, help="train fixture models from scratch on SynPOPE (CPU, ~30 min each)")
     build.add_argument("--family", choices=tuple(_FAMILY_FIXTURE), default=None, help="one family (default: both)")
     build.add_argument("--seed", type=int, default=0, help="training seed (default 0, the shipped checkpoints)")
     build.add_argument("--out", metavar="DIR", default=None,
@@ -29,13 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--resume", action="store_true", help="with --checkpoints: restart after the last saved phase")
     build.add_argument("--threads", type=int, default=1, help="torch threads (default 1: run one build per core)")
     add_quiet_flag(build)
-    build.set_defaults(func=_build)
 
-    lst = sub.add_parser("list", help="names and folders of the built fixtures")
+    lst = add_command(sub, "list", _list, help="names and folders of the built fixtures")
     lst.add_argument("--json", action="store_true", help="print JSON")
-    lst.set_defaults(func=_list)
 
-    ev = sub.add_parser("eval", help="held-out accuracy per fixture and SynPOPE split")
+    ev = add_command(sub, "eval", _eval, help="held-out accuracy per fixture and SynPOPE split")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.add_argument("--n", type=int, default=1000, help="questions per split (default 1000)")
     ev.add_argument("--seed", type=int, default=None, help="held-out seed (default: the evaluation seed)")
@@ -46,10 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--fixture", action="append", default=None, metavar="NAME_OR_DIR",
                     help="fixture name or model folder (repeatable; default: all built fixtures)")
     add_quiet_flag(ev)
-    ev.set_defaults(func=_eval)
 
-    serve = sub.add_parser(
-        "serve", help="serve a fixture with an OpenAI-compatible Chat Completions API",
+    serve = add_command(
+        sub, "serve", _serve, help="serve a fixture with an OpenAI-compatible Chat Completions API",
         description="Serve a fixture (or model folder) at http://HOST:PORT/v1/chat/completions. Like most servers "
         "it samples at temperature 1.0 when a request sends none; probes are trained on greedy answers, so "
         "clients whose answers a probe scores should send temperature 0 (the demo and the quickstart do).")
@@ -59,7 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--served-name", default=None, metavar="NAME",
                        help="model name clients send and the server answers with (default: the fixture's name, "
                        "or the folder's name)")
-    serve.set_defaults(func=_serve)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.commands import existing_file
+from monitor.commands import add_command, existing_file
 from monitor.progress import add_quiet_flag, wanted
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ingest", help="load a samples file (JSONL); idempotent, bad lines reported")
+    p = add_command(subparsers, "ingest", _ingest, help="load a samples file (JSONL); idempotent, bad lines reported")
     p.add_argument("file", metavar="FILE.jsonl", help="one sample a line: id, ts, model, image, prompt, answer, ...")
     p.add_argument("--batch-size", type=int, default=500, help="samples per transaction (default 500)")
     p.add_argument(
@@ -124,4 +124,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", default="ingest", help="collector name recorded on the samples (default ingest)")
     add_quiet_flag(p)
-    p.set_defaults(func=_ingest)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from monitor.commands import add_command
+
 __all__ = ["register"]
 
 # (flag dest, question, default) asked on a terminal when the flag is not given
@@ -72,8 +74,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "init", help="write a commented vlmwatch.yaml for your server and model, and print the next steps",
+    p = add_command(
+        subparsers, "init", _init, help="write a commented vlmwatch.yaml for your server and model, and print the next steps",
         description="Write a commented vlmwatch.yaml for an existing OpenAI-compatible server and a local copy of "
         "its model, sized to the traffic and label rates you expect (calibration window, min_labels, rolling_n, "
         "reference_n, detect horizon and intervals; see docs/quickstart.md), then print the next commands in "
@@ -94,4 +96,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--webhook", default=None, metavar="URL", help="alert webhook (alerts.channels)")
     p.add_argument("--out", default="vlmwatch.yaml", metavar="FILE", help="where to write (default ./vlmwatch.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.set_defaults(func=_init)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from monitor.commands import add_actions, add_command
 from monitor.commands.reference import parse_window
 
 __all__ = ["register"]
@@ -44,14 +45,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("inputs", help="input drift: pin its reference, show the newest window's tests")
-    sub = p.add_subparsers(dest="inputs_command", metavar="ACTION", required=True)
-    s = sub.add_parser("pin", help="make the scored samples of a time window the model's input reference "
+    sub = add_actions(subparsers, "inputs", help="input drift: pin its reference, show the newest window's tests")
+    s = add_command(sub, "pin", _pin, help="make the scored samples of a time window the model's input reference "
                                    "(re-tunes the thresholds; resolves an open input_drift alert)")
     s.add_argument("--model", required=True, help="served model name")
     s.add_argument("--window", required=True, type=parse_window, metavar="START..END",
                    help="ISO 8601 times, e.g. 2025-01-01T00:00Z..2025-01-02T00:00Z (UTC when no offset)")
-    s.set_defaults(func=_pin)
-    sh = sub.add_parser("show", help="print each model's input reference, newest window and firing alert")
+    sh = add_command(sub, "show", _show, help="print each model's input reference, newest window and firing alert")
     sh.add_argument("--model", default=None)
-    sh.set_defaults(func=_show)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from monitor.commands import add_actions, add_command
+
 __all__ = ["register"]
 
 
@@ -59,9 +61,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("labels", help="correctness labels: import FILE.jsonl")
-    sub = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
-    imp = sub.add_parser("import", help="import labels {sample_id|response_id, correct, source} from JSONL")
+    sub = add_actions(subparsers, "labels", help="correctness labels: import FILE.jsonl")
+    imp = add_command(sub, "import", _import, help="import labels {sample_id|response_id, correct, source} from JSONL")
     imp.add_argument("file", metavar="FILE.jsonl")
     imp.add_argument("--batch-size", type=int, default=1000, help="labels per transaction (default 1000)")
-    imp.set_defaults(func=_import)

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monitor.commands import CommandError
+from monitor.commands import CommandError, add_actions, add_command
 
 __all__ = ["register"]
 
@@ -218,10 +218,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("probe", help="hidden-state correctness probes: train, activate, list, compare, recalibrate")
-    sub = p.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
+    sub = add_actions(subparsers, "probe", help="hidden-state correctness probes: train, activate, list, compare, recalibrate")
 
-    tr = sub.add_parser("train", help="sweep layers x poolings, calibrate, save a versioned probe artifact")
+    tr = add_command(sub, "train", _train, help="sweep layers x poolings, calibrate, save a versioned probe artifact")
     _model_args(tr)
     tr.add_argument("--out", required=True, metavar="PROBE_DIR", help="artifact folder to write")
     tr.add_argument("--layers", default="all", help="'all' (0 = embeddings .. L) or comma-separated layer indices")
@@ -231,19 +230,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--register", action="store_true", help="register in storage and make it the active probe")
     tr.add_argument("--served-name", default=None, help="served model name (as clients send it in 'model')")
-    tr.set_defaults(func=_train)
 
-    ac = sub.add_parser("activate", help="make a probe version the active one for a served model")
+    ac = add_command(sub, "activate", _activate, help="make a probe version the active one for a served model")
     ac.add_argument("--served-name", required=True)
     ac.add_argument("--version", default=None, help="a registered version")
     ac.add_argument("--probe", default=None, metavar="PROBE_DIR", help="register this artifact and activate it")
-    ac.set_defaults(func=_activate)
 
-    ls = sub.add_parser("list", help="registered probe versions (* = active)")
+    ls = add_command(sub, "list", _list, help="registered probe versions (* = active)")
     ls.add_argument("--served-name", default=None)
-    ls.set_defaults(func=_list)
 
-    cp = sub.add_parser("compare", help="probe vs answer probability vs attention sharpness (vs self-consistency)")
+    cp = add_command(sub, "compare", _compare, help="probe vs answer probability vs attention sharpness (vs self-consistency)")
     _model_args(cp)
     cp.add_argument("--probe", required=True, metavar="PROBE_DIR")
     cp.add_argument("--json", action="store_true", help="print the JSON document instead of the Markdown table")
@@ -252,10 +248,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cp.add_argument("--limit", type=int, default=None, help="use the first N samples only")
     cp.add_argument("--self-consistency-k", type=int, default=0,
                     help="K sampled answers per sample for the self_consistency signal (0: skip it)")
-    cp.set_defaults(func=_compare)
 
-    rc = sub.add_parser(
-        "recalibrate", formatter_class=argparse.RawDescriptionHelpFormatter,
+    rc = add_command(
+        sub, "recalibrate", _recalibrate, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="refit the active probe's calibration on the freshest labels, as a new probe version",
         description=(
             "Refit the calibration of MODEL's active probe on its freshest human / ground-truth labels (the\n"
@@ -279,4 +274,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rc.add_argument("--out", type=Path, default=None, metavar="PROBE_DIR",
                     help="artifact folder (default: recalibration.probe_dir, else beside the active probe's folder)")
     rc.add_argument("--json", action="store_true", help="print the report as JSON")
-    rc.set_defaults(func=_recalibrate)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from monitor.commands import CommandError, existing_file
+from monitor.commands import CommandError, add_actions, add_command, existing_file
 from monitor.progress import add_quiet_flag
 
 __all__ = ["register", "parse_window"]
@@ -128,10 +128,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("reference", help="pin or show the reference statistics drift is measured against")
-    sub = p.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
-    s = sub.add_parser(
-        "set", help="pin a time window's evidence, or a labelled samples file, as the reference of a model's probe",
+    sub = add_actions(subparsers, "reference", help="pin or show the reference statistics drift is measured against")
+    s = add_command(
+        sub, "set", _set, help="pin a time window's evidence, or a labelled samples file, as the reference of a model's probe",
         description="Pin the reference a model's probe is compared against: the labelled evidence in a time "
         "window (--window), or a labelled samples file (--samples: a validation set answered by the served model, "
         "one sample a line as `vlmwatch ingest` reads, with `label`), which is ingested, scored by the running "
@@ -150,7 +149,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --samples: how long to wait for the daemon to score them (default 600)")
     add_quiet_flag(s)
     s.add_argument("--probe-version", default=None, help="probe version (default: the active one)")
-    s.set_defaults(func=_set)
-    sh = sub.add_parser("show", help="print the active references")
+    sh = add_command(sub, "show", _show, help="print the active references")
     sh.add_argument("--model", default=None)
-    sh.set_defaults(func=_show)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from monitor.commands import add_command
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "report",
+    p = add_command(
+        subparsers, "report", run,
         help="calibration drift report: Evidently HTML, reliability diagrams, timelines, JSON summary",
         description="Write the calibration drift report for the last --since span into --out: score_drift.html "
         "(Evidently, reference vs current score distributions), reliability.png (per window), timelines.png "
@@ -21,7 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--model", default=None, help="only this served model")
     add_quiet_flag(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

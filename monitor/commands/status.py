@@ -8,6 +8,8 @@ import argparse
 import json
 from typing import Any
 
+from monitor.commands import add_command
+
 __all__ = ["register", "render_text"]
 
 
@@ -76,6 +78,5 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, when label detectors arm, detectors armed, last job runs")
+    p = add_command(subparsers, "status", _status, help="row counts per table, pending work, running totals, when label detectors arm, detectors armed, last job runs")
     p.add_argument("--json", action="store_true", help="print the same report as JSON")
-    p.set_defaults(func=_status)

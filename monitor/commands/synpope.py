@@ -6,6 +6,7 @@ import argparse
 import json
 from collections import Counter
 
+from monitor.commands import add_command
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
@@ -14,8 +15,8 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("synpope", help="generate SynPOPE data (synthetic POPE with shift knobs)")
     sub = parser.add_subparsers(dest="synpope_command", metavar="SUBCOMMAND")
-    gen = sub.add_parser(
-        "generate",
+    gen = add_command(
+        sub, "generate", _generate,
         help="write DIR/samples.jsonl and DIR/images/*.png",
         description="Honest questions about coloured shapes: POPE-style yes/no, or free-form tasks "
         "(describe: a caption; count; attribute: the colour of a shape; list: the shapes of a colour; mix: "
@@ -41,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     knobs.add_argument("--concept", default="none", choices=("none", "colours", "shapes"), help="remap colours or glyphs")
     knobs.add_argument("--template", default="pope", help="prompt template style of every task: pope, contain, see, present")
     knobs.add_argument("--label-noise", type=float, default=0.0, help="share of ground-truth answers made wrong")
-    gen.set_defaults(func=_generate)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 

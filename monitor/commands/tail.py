@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from monitor.commands import add_command
+from monitor.commands._collector import add_collector_args
+
 __all__ = ["register"]
 
 
@@ -24,12 +27,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("tail", help="follow a JSONL request log into the spool", description=__doc__)
+    p = add_command(sub, "tail", _run, help="follow a JSONL request log into the spool", description=__doc__)
     p.add_argument("file", metavar="FILE", help="JSONL log (samples-file lines or {request, response} lines)")
-    p.add_argument("--spool", metavar="DIR", help="spool directory (spool.dir)")
-    p.add_argument("--sample-rate", type=float, default=None,
-                   help="sampling rate (default proxy.sample_rate; 1.0 keeps every line)")
+    add_collector_args(p, sample_rate_help="sampling rate (default proxy.sample_rate; 1.0 keeps every line)")
     p.add_argument("--from-end", action="store_true", help="without a checkpoint, start at the end of the file")
     p.add_argument("--poll-interval", type=float, default=0.5, help="seconds between polls at end of file")
-    p.add_argument("--no-ship", action="store_true", help="do not ship the spool to storage from here")
-    p.set_defaults(func=_run)
