@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["torch_machine_info", "machine_info", "sync", "interleaved_rounds", "scratch_postgres", "cpu_fixture_run",
-           "spot_check_answers"]
+           "spot_check_answers", "fixture_bench_parser"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -33,6 +34,18 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }
+
+
+def fixture_bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The parser of a bench on one model folder: ``--model`` (default the tiny LLaVA fixture), ``--threads``."""
+    from pathlib import Path
+
+    from monitor.fixtures.registry import fixture_dir
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap.add_argument("--threads", type=int, default=1)
+    return ap
 
 
 def cpu_fixture_run(model: Any, threads: int) -> tuple[dict[str, Any], Any]:

@@ -13,7 +13,6 @@ Run: ``nice .venv/bin/python bench/self_consistency_k.py [--n 1200]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -33,18 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from bench._common import cpu_fixture_run, spot_check_answers
+    from bench._common import cpu_fixture_run, fixture_bench_parser, spot_check_answers
     from monitor.calibration.metrics import signal_metrics
-    from monitor.fixtures.registry import fixture_dir
     from monitor.probe.samples import label_samples, read_samples
     from monitor.spotcheck.answers import group_stats
     from monitor.synpope.generate import SAMPLES_FILE, generate
     from monitor.synpope.judges import answer_key
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap = fixture_bench_parser(__doc__)
     ap.add_argument("--n", type=int, default=1200)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "self_consistency_k.json")
     args = ap.parse_args(argv)
     machine, adapter = cpu_fixture_run(args.model, args.threads)

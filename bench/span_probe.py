@@ -14,7 +14,6 @@ Run: ``nice .venv/bin/python bench/span_probe.py [--model DIR] [--n-train 1500] 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from bench._common import cpu_fixture_run, spot_check_answers
-    from monitor.fixtures.registry import fixture_dir
+    from bench._common import cpu_fixture_run, fixture_bench_parser, spot_check_answers
     from monitor.probe.runner import OnnxHeadRunner
     from monitor.probe.samples import label_samples, read_samples
     from monitor.probe.spans import span_experiment
@@ -39,11 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.probe.extract import run_pass
     from monitor.synpope.generate import SAMPLES_FILE, generate
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap = fixture_bench_parser(__doc__)
     ap.add_argument("--n-train", type=int, default=1500)
     ap.add_argument("--n-test", type=int, default=1200)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--support-k", type=int, default=10, help="sampled answers per caption for object support (0: skip)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "span_probe.json")
     args = ap.parse_args(argv)
