@@ -27,9 +27,9 @@ def collector_options(args: argparse.Namespace, *, proxy_queue: bool = False) ->
     ``proxy_queue`` also takes ``proxy.queue_size`` (the proxy's hand-off queue).
     """
     from collectors.service import CollectorOptions
-    from monitor.config import load_config
+    from monitor.commands import settings_from
 
-    s = load_config(args.config)
+    s = settings_from(args)
     ships = s.spool.collector_ships and not args.no_ship
     opts = CollectorOptions(
         spool_dir=args.spool or s.spool.dir,

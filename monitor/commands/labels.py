@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from monitor.commands import add_actions, add_command
+from monitor.commands import add_actions, add_command, existing_file
 
 __all__ = ["register"]
 
 
 def _import(args: argparse.Namespace) -> int:
-    from monitor.commands import existing_file
     from monitor.commands._storage import open_database
     from storage.jsonl import LineError, iter_lines, parse_label_line
     from storage.repo_labels import add_labels
@@ -27,11 +27,11 @@ def _import(args: argparse.Namespace) -> int:
     batch: list = []
     numbers: list[int] = []
 
-    def flush() -> None:
+    def flush(sessions: Any) -> None:
         nonlocal bad
         if not batch:
             return
-        with database.sessions.begin() as session:
+        with sessions.begin() as session:
             res = add_labels(session, batch)
         for rej in res.rejected:
             bad += 1
@@ -51,8 +51,8 @@ def _import(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"line {n}: {e}", file=sys.stderr)
             if len(batch) >= args.batch_size:
-                flush()
-        flush()
+                flush(database.sessions)
+        flush(database.sessions)
     print(
         f"labels {path}: {lines} lines, {totals['inserted']} labels stored ({totals['waiting']} waiting for their "
         f"sample), {totals['updated']} updated, {totals['unchanged']} unchanged, {bad} bad lines skipped"
