@@ -8,6 +8,8 @@ import argparse
 import json
 from typing import Any
 
+from monitor.commands import add_command
+
 __all__ = ["register", "render_text"]
 
 
@@ -65,20 +67,16 @@ def _status(args: argparse.Namespace) -> int:
 
     from monitor.calibration.arming import arming_report
 
-    settings, engine = open_database(args)
-    try:
-        with db.session_factory(engine)() as session:
-            report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
-            report.update(status_report(session))
-            report["label_arming"] = arming_report(session, settings)
-            report["detectors"] = readiness(session, settings)
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as session:
+        engine, settings = database.engine, database.settings
+        report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
+        report.update(status_report(session))
+        report["label_arming"] = arming_report(session, settings)
+        report["detectors"] = readiness(session, settings)
     print(json.dumps(report, indent=2) if args.json else render_text(report))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, when label detectors arm, detectors armed, last job runs")
+    p = add_command(subparsers, "status", _status, help="row counts per table, pending work, running totals, when label detectors arm, detectors armed, last job runs")
     p.add_argument("--json", action="store_true", help="print the same report as JSON")
-    p.set_defaults(func=_status)
