@@ -25,14 +25,16 @@ from monitor.calibration.metrics import window_metrics
 from storage._sql import insert_ignore
 from storage.models import ProbeVersion, Reference, Score, Sample, utcnow
 
-__all__ = ["source_stats", "active_reference", "ensure_default_reference", "set_reference", "ReferenceError"]
+__all__ = [
+    "source_stats", "active_reference", "ensure_default_reference", "set_reference", "CalibrationReferenceError",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_KEPT = 5000  # scores / residuals kept in the reference for simulation
 
 
-class ReferenceError(ValueError):
+class CalibrationReferenceError(ValueError):
     """A reference cannot be built (unknown model, empty window, too little evidence)."""
 
 
@@ -164,7 +166,7 @@ def _probe_version(session: Session, model: str, version: str | None) -> ProbeVe
     pv = session.scalars(q.order_by(ProbeVersion.id.desc())).first()
     if pv is None:
         what = f"probe version {version!r}" if version else "an active probe"
-        raise ReferenceError(f"model {model!r} has no {what}; register one with `vlmwatch probe`")
+        raise CalibrationReferenceError(f"model {model!r} has no {what}; register one with `vlmwatch probe`")
     return pv
 
 
@@ -173,7 +175,9 @@ def set_reference(
 ) -> Reference:
     """Pin the evidence in [start, end] as the reference of ``model``'s (active) probe (caller commits)."""
     if end <= start:
-        raise ReferenceError(f"reference window is empty: end {end.isoformat()} is not after start {start.isoformat()}")
+        raise CalibrationReferenceError(
+            f"reference window is empty: end {end.isoformat()} is not after start {start.isoformat()}"
+        )
     pv = _probe_version(session, model, probe_version)
     stats: dict[str, Any] = {}
     for src in SOURCES:
@@ -184,7 +188,7 @@ def set_reference(
             stats[src] = source_stats(rows, pv.threshold, settings, None)
     n = max((v["n"] for v in stats.values()), default=0)
     if n < settings.calibration.min_labels:
-        raise ReferenceError(
+        raise CalibrationReferenceError(
             f"window {start.isoformat()}..{end.isoformat()} has {n} labelled samples for {model} probe {pv.version}; "
             f"a reference needs at least calibration.min_labels={settings.calibration.min_labels}"
         )

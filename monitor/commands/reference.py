@@ -64,7 +64,7 @@ def _wait_scored(engine: Any, ids: list[str], wait: float, show: bool) -> int:
 
 
 def _set(args: argparse.Namespace) -> int:
-    from monitor.calibration.reference import ReferenceError, set_reference
+    from monitor.calibration.reference import CalibrationReferenceError, set_reference
     from monitor.commands._storage import open_database
     from monitor.progress import wanted
     from storage.db import session_factory
@@ -98,7 +98,7 @@ def _set(args: argparse.Namespace) -> int:
         with session_factory(engine)() as s:
             try:
                 ref = set_reference(s, settings, args.model, *window, probe_version=args.probe_version)
-            except ReferenceError as e:
+            except CalibrationReferenceError as e:
                 print(f"vlmwatch: {e}", file=sys.stderr)
                 return 2
             s.commit()
