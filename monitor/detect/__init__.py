@@ -6,12 +6,20 @@ Entry points: :func:`run_detect` (daemon job), :func:`monitor.detect.tune.tune_d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from monitor.config import Settings
+    from monitor.detect.runner import DetectResult
 
 __all__ = ["run_detect"]
 
 
-def run_detect(session_factory: Any, settings: Any, now: Any = None) -> Any:
+def run_detect(session_factory: sessionmaker[Session], settings: Settings, now: datetime | None = None) -> DetectResult:
     """See :func:`monitor.detect.runner.run_detect` (imported lazily: numpy, river)."""
     from monitor.detect.runner import run_detect as _run
 

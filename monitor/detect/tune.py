@@ -10,7 +10,7 @@ share one false-alarm budget, so they are tuned together and stored as a pair.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -21,6 +21,9 @@ from monitor.calibration.reference import active_reference, ensure_default_refer
 from monitor.detect.labelled import tune_labelled
 from monitor.detect.tuning import tune_adwin
 from storage.models import DetectorTuning, ProbeVersion, Reference
+
+if TYPE_CHECKING:
+    from monitor.config import CalibrationConfig, Settings
 
 __all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for", "needs", "readiness"]
 
@@ -40,10 +43,10 @@ def _complete(ref: Reference, source: str, min_n: int) -> dict[str, Any] | None:
     return st
 
 
-def needs(ref: Reference | None, detector: str, settings: Any) -> str | None:
+def needs(ref: Reference | None, detector: str, cal: CalibrationConfig) -> str | None:
     """What ``detector`` still needs from the reference before it can be tuned and armed; None: armed."""
-    min_n = int(settings.calibration.min_labels)
-    target = int(settings.calibration.reference_n)
+    min_n = int(cal.min_labels)
+    target = int(cal.reference_n)
     kind, _, source = detector.partition(":")
     if ref is None:
         return "a reference (none yet)"
@@ -60,13 +63,13 @@ def needs(ref: Reference | None, detector: str, settings: Any) -> str | None:
     return None
 
 
-def readiness(session: Session, settings: Any) -> list[dict[str, Any]]:
+def readiness(session: Session, settings: Settings) -> list[dict[str, Any]]:
     """Per active probe version and detector: armed, or what it still needs (for ``vlmwatch status``)."""
     out = []
     for pv in session.scalars(select(ProbeVersion).where(ProbeVersion.active.is_(True)).order_by(ProbeVersion.id)):
         ref = active_reference(session, pv.id)
         for det in DETECTORS:
-            need = needs(ref, det, settings)
+            need = needs(ref, det, settings.calibration)
             out.append({"model": pv.model, "probe_version": pv.version, "detector": det, "armed": need is None,
                         "needs": need})
     return out
@@ -79,7 +82,7 @@ def _pairs(st: dict[str, Any]) -> tuple[list[float], list[bool]]:
     return scores[:len(correct)], correct
 
 
-def tune_detector(ref: Reference, detector: str, settings: Any, rng: np.random.Generator,
+def tune_detector(ref: Reference, detector: str, settings: Settings, rng: np.random.Generator,
                   threshold: float = 0.5) -> dict[str, tuple[dict[str, Any], float]] | None:
     """Tune ``detector`` on ``ref``: {detector name: (params, simulated false-alarm rate)}, one entry,
     or both labelled detectors of the source; None when the reference lacks what it needs."""
@@ -118,7 +121,7 @@ def tuning_for(session: Session, pv_id: int, ref_id: int, detector: str) -> Dete
     ).first()
 
 
-def store_tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Reference, detector: str,
+def store_tuning(session: Session, settings: Settings, pv: ProbeVersion, ref: Reference, detector: str,
                  rng: np.random.Generator) -> DetectorTuning | None:
     """Tune and store ``detector`` (and its labelled pair); returns the row of ``detector``."""
     res = tune_detector(ref, detector, settings, rng, threshold=float(pv.threshold))
@@ -134,7 +137,7 @@ def store_tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Referen
     return rows[detector]
 
 
-def tune_detectors(session_factory: sessionmaker[Session], settings: Any, model: str | None = None,
+def tune_detectors(session_factory: sessionmaker[Session], settings: Settings, model: str | None = None,
                    seed: int | None = None) -> list[DetectorTuning]:
     """Tune all detectors of every active probe version (of ``model``) on its active reference."""
     rng = np.random.default_rng(seed)
