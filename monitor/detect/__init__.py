@@ -1,7 +1,8 @@
 """Drift detectors: CUSUMs on probe–evidence disagreement and calibration residual, ADWIN early
 warnings, Evidently window drift; thresholds tuned by simulation (:mod:`monitor.detect.tuning`).
 
-Entry points: :func:`run_detect` (daemon job), :func:`monitor.detect.tune.tune_detectors`.
+Entry points: :func:`run_detect` (daemon job), :func:`monitor.detect.tune.tune_detectors`,
+:func:`monitor.detect.readiness.readiness` (which detectors are armed, for ``vlmwatch status``).
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from monitor.detect.tuning import tune_adwin
 from storage.models import DetectorTuning, ProbeVersion, Reference
 
 if TYPE_CHECKING:
-    from monitor.config import CalibrationConfig, Settings
+    from monitor.config import Settings
 
-__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for", "needs", "readiness"]
+__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for"]
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +41,6 @@ def _complete(ref: Reference, source: str, min_n: int) -> dict[str, Any] | None:
     if not isinstance(st, dict) or not st.get("complete") or int(st.get("n", 0)) < min_n:
         return None
     return st
-
-
-def needs(ref: Reference | None, detector: str, cal: CalibrationConfig) -> str | None:
-    """What ``detector`` still needs from the reference before it can be tuned and armed; None: armed."""
-    min_n = int(cal.min_labels)
-    target = int(cal.reference_n)
-    kind, _, source = detector.partition(":")
-    if ref is None:
-        return "a reference (none yet)"
-    stats = ref.stats or {}
-    if kind == "adwin_scores":
-        have = len(stats.get("unlabelled_scores") or [])
-        return None if have >= max(30, min_n) else f"{max(30, min_n) - have} more scored samples in the reference ({have} so far)"
-    src = "self_consistency" if kind == "adwin_spotcheck" else source
-    st = stats.get(src) if isinstance(stats.get(src), dict) else {}
-    have = int(st.get("n", 0))
-    what = "spot checks" if src == "self_consistency" else f"{src} labels"
-    if not st.get("complete") or have < min_n:
-        return f"{max(min_n, target if not ref.pinned else min_n) - have} more {what} in the reference ({have} of {target if not ref.pinned else min_n})"
-    return None
-
-
-def readiness(session: Session, settings: Settings) -> list[dict[str, Any]]:
-    """Per active probe version and detector: armed, or what it still needs (for ``vlmwatch status``)."""
-    out = []
-    for pv in session.scalars(select(ProbeVersion).where(ProbeVersion.active.is_(True)).order_by(ProbeVersion.id)):
-        ref = active_reference(session, pv.id)
-        for det in DETECTORS:
-            need = needs(ref, det, settings.calibration)
-            out.append({"model": pv.model, "probe_version": pv.version, "detector": det, "armed": need is None,
-                        "needs": need})
-    return out
 
 
 def _pairs(st: dict[str, Any]) -> tuple[list[float], list[bool]]:
