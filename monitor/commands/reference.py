@@ -81,7 +81,7 @@ def _window_of_samples(args: argparse.Namespace, database: Any) -> tuple[datetim
 
 
 def _set(args: argparse.Namespace) -> int:
-    from monitor.calibration.reference import ReferenceError, set_reference
+    from monitor.calibration.reference import CalibrationReferenceError, set_reference
     from monitor.commands._storage import open_database
 
     if bool(args.window) == bool(args.samples):
@@ -93,7 +93,7 @@ def _set(args: argparse.Namespace) -> int:
         with database.sessions() as s:
             try:
                 ref = set_reference(s, database.settings, args.model, *window, probe_version=args.probe_version)
-            except ReferenceError as e:
+            except CalibrationReferenceError as e:
                 raise CommandError(str(e)) from None
             s.commit()
             out = {"reference_id": ref.id, "model": ref.model, "probe_version_id": ref.probe_version_id,

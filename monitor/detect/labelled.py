@@ -47,6 +47,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from monitor.calibration.metrics import wilson_interval
 from monitor.detect.protocol import AlarmBookkeeping
+from monitor.detect.tuning import CHUNK_CELLS, check_budget
 
 __all__ = ["GLR_WINDOWS", "GLR_STEP", "RefSums", "GlrBank", "LabelledTuning", "tune_labelled",
            "bank_statistics", "first_alarms", "checkpoint_sums"]
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 GLR_WINDOWS = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400)  # labels per window (multiples of GLR_STEP)
 GLR_STEP = 5  # the bank is evaluated every GLR_STEP labels, in the daemon and in the simulation alike
 TESTS = ("disagreement", "residual")
-_CHUNK_CELLS = 4_000_000
 
 
 def _loglik(k: Any, n: Any) -> Any:
@@ -266,7 +266,7 @@ def _maxima(d0: NDArray, r0: NDArray, horizon: int, simulations: int, rng: np.ra
     own = np.take_along_axis(truth, rng.integers(0, n, size=(simulations, n)), axis=1)  # its reference sample
     ref = {"k": d0[own].sum(axis=1).astype(np.float64), "n": np.full(simulations, float(n)),
            "s": r0[own].sum(axis=1), "q": (r0[own] ** 2).sum(axis=1)}
-    step = max(GLR_STEP, (_CHUNK_CELLS // simulations) // GLR_STEP * GLR_STEP)
+    step = max(GLR_STEP, (CHUNK_CELLS // simulations) // GLR_STEP * GLR_STEP)
     parts = [np.zeros((simulations, 1, 3))]
     for start in range(0, horizon, step):
         t = min(step, horizon - start)
@@ -281,21 +281,11 @@ def _joint_rate(mx: NDArray, h: NDArray) -> float:
     return float(np.mean((mx > h[None, :]).any(axis=1)))
 
 
-def tune_labelled(
-    scores: ArrayLike,
-    correct: ArrayLike,
-    *,
-    threshold: float = 0.5,
-    target: float = 0.05,
-    horizon: int = 20_000,
-    simulations: int = 1000,
-    rng: np.random.Generator | None = None,
-) -> LabelledTuning:
+def tune_labelled(scores: ArrayLike, correct: ArrayLike, *, threshold: float = 0.5, target: float = 0.05,
+                  horizon: int = 20_000, simulations: int = 1000,
+                  rng: np.random.Generator | None = None) -> LabelledTuning:
     """Tune both tests on a reference of (score, evidence) pairs under one false-alarm budget."""
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target false-alarm rate must be in (0, 1), got {target}")
-    if horizon < 1 or simulations < 20:
-        raise ValueError(f"need horizon >= 1 and simulations >= 20, got {horizon}, {simulations}")
+    check_budget(target, horizon, simulations)
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(correct).astype(bool).ravel()
     if s.size != y.size or s.size < 30 or not np.all(np.isfinite(s)):
