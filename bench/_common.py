@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["torch_machine_info", "machine_info", "sync", "interleaved_rounds"]
+__all__ = ["torch_machine_info", "machine_info", "sync", "interleaved_rounds", "scratch_postgres", "cpu_fixture_run",
+           "spot_check_answers", "fixture_bench_parser"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -30,6 +34,66 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }
+
+
+def fixture_bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The parser of a bench on one model folder: ``--model`` (default the tiny LLaVA fixture), ``--threads``."""
+    from pathlib import Path
+
+    from monitor.fixtures.registry import fixture_dir
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap.add_argument("--threads", type=int, default=1)
+    return ap
+
+
+def cpu_fixture_run(model: Any, threads: int) -> tuple[dict[str, Any], Any]:
+    """Start a CPU benchmark of one model folder: INFO logging, ``threads`` torch threads; the
+    ``machine`` block and the model loaded in float32."""
+    import logging
+
+    import torch
+
+    from monitor.adapter import load_vlm
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)
+    return machine_info(), load_vlm(model, device="cpu", dtype="float32")
+
+
+def spot_check_answers(adapter: Any, sample: Any, k: int, equivalence: Callable[[str], Any] | None = None) -> Any:
+    """K sampled answers (temperature 1, 12 new tokens) for one probe sample, through the daemon's
+    spot-check path: its prefill, decode and per-sample stream seeds. The spot check's result."""
+    from monitor.adapter.generation import eos_ids
+    from monitor.probe.samples import open_image
+    from monitor.spotcheck.check import run_spot_check, stream_seeds
+    from monitor.spotcheck.job import prompt_inputs
+
+    ids, extra = prompt_inputs(adapter, open_image(sample.image), sample.prompt)
+    return run_spot_check(adapter.model, adapter.tokenizer, ids, extra, sample.answer or "", k=k, temperature=1.0,
+                          max_new_tokens=12, seeds=stream_seeds(sample.id, k),
+                          eos_token_ids=sorted(eos_ids(adapter.model, adapter.tokenizer)), one_token=False,
+                          equivalence=equivalence)
+
+
+@contextmanager
+def scratch_postgres(admin_url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new empty PostgreSQL database on ``admin_url``'s server, dropped afterwards: (its URL, server version)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url)
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0]
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False), server
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def sync(device: torch.device) -> None:

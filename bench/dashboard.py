@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import machine_info  # noqa: E402
+from bench._common import machine_info, scratch_postgres  # noqa: E402
 
 log = logging.getLogger("bench.dashboard")
 RESULTS = Path(__file__).resolve().parent / "results" / "dashboard.json"
@@ -258,24 +258,11 @@ def main() -> None:
         log.info("sqlite: built in %.0f s; measuring", info["build_seconds"])
         result["backends"]["sqlite"] = {"data": info, **measure(url, info, args.rounds)}
     if not args.no_postgres:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        admin = make_url(args.pg_url)
-        dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-        name = f"vw_bench_ui_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            server = conn.execute("SHOW server_version").fetchone()[0]
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = admin.set(database=name).render_as_string(hide_password=False)
+        with scratch_postgres(args.pg_url, "vw_bench_ui") as (url, server):
             log.info("postgresql: building %d samples", args.n)
             info = build(url, args.n)
             log.info("postgresql: built in %.0f s; measuring", info["build_seconds"])
             result["backends"]["postgresql"] = {"data": info, "server_version": server, **measure(url, info, args.rounds)}
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import machine_info  # noqa: E402
+from bench._common import machine_info, scratch_postgres  # noqa: E402
 from storage.db import make_engine, session_factory, upgrade  # noqa: E402
 from storage.records import SampleRecord  # noqa: E402
 from storage.repo_samples import ingest_samples  # noqa: E402
@@ -100,7 +99,6 @@ def main() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import psycopg
     import sqlalchemy
-    from sqlalchemy.engine import make_url
 
     info = machine_info()
     recs = records(args.n)
@@ -114,18 +112,9 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         result["backends"]["sqlite"] = run(f"sqlite:///{tmp}/bench.db", recs, args.batch)
-    admin = make_url(args.pg_url)
-    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"vw_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        server = conn.execute("SHOW server_version").fetchone()[0]
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        result["backends"]["postgresql"] = run(admin.set(database=name).render_as_string(hide_password=False), recs, args.batch)
+    with scratch_postgres(args.pg_url, "vw_bench") as (url, server):
+        result["backends"]["postgresql"] = run(url, recs, args.batch)
         result["versions"]["postgresql_server"] = server
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     try:
         info["cpu_model"] = next(

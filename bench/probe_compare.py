@@ -11,7 +11,6 @@ Run: ``nice .venv/bin/python bench/probe_compare.py [--model DIR] [--self-consis
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import platform
@@ -27,13 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from monitor.fixtures.registry import fixture_dir
+    from bench._common import fixture_bench_parser
     from monitor.probe.compare import write_report
     from monitor.probe.experiment import Experiment, run_experiment
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
-    ap.add_argument("--threads", type=int, default=1)
+    ap = fixture_bench_parser(__doc__)
     ap.add_argument("--self-consistency-k", type=int, default=0)
     ap.add_argument("--task", default="yesno", help="SynPOPE task of both sets (yesno, describe, count, attribute, list, mix)")
     ap.add_argument("--n-train", type=int, default=1500)

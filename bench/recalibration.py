@@ -16,7 +16,6 @@ Run: ``nice .venv/bin/python bench/recalibration.py [--runs 5]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import torch_machine_info  # noqa: E402
+from bench._common import fixture_bench_parser, torch_machine_info  # noqa: E402
 
 SCENARIOS = {"demo_shift": None, "adversarial_only": 0.0}  # shift_noise: None = the demo's
 _KEYS = ("ece_mass", "ece_mass_ci", "ece_width", "ece_width_ci", "brier", "auroc", "auroc_ci", "mean_score",
@@ -96,13 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from monitor.adapter import load_vlm
-    from monitor.fixtures.registry import fixture_dir
     from monitor.probe.recal_experiment import RecalExperiment, run_recal_experiment
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap = fixture_bench_parser(__doc__)
     ap.add_argument("--runs", type=int, default=5, help="draws of the fresh labels per scenario")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "recalibration.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -13,7 +13,6 @@ Run: ``nice .venv/bin/python bench/self_consistency_k.py [--n 1200]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -33,41 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from bench._common import machine_info
-    from monitor.adapter import load_vlm
-    from monitor.adapter.generation import eos_ids
+    from bench._common import cpu_fixture_run, fixture_bench_parser, spot_check_answers
     from monitor.calibration.metrics import signal_metrics
-    from monitor.fixtures.registry import fixture_dir
-    from monitor.probe.samples import label_samples, open_image, read_samples
+    from monitor.probe.samples import label_samples, read_samples
     from monitor.spotcheck.answers import group_stats
-    from monitor.spotcheck.check import run_spot_check, stream_seeds
-    from monitor.spotcheck.job import prompt_inputs
     from monitor.synpope.generate import SAMPLES_FILE, generate
     from monitor.synpope.judges import answer_key
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap = fixture_bench_parser(__doc__)
     ap.add_argument("--n", type=int, default=1200)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "self_consistency_k.json")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    machine = machine_info()
-    adapter = load_vlm(args.model, device="cpu", dtype="float32")
+    machine, adapter = cpu_fixture_run(args.model, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         generate("random", args.n, 202, out=tmp, model=args.model.name, task="describe")
         samples = label_samples(adapter, read_samples(Path(tmp) / SAMPLES_FILE), "auto", progress=False)
     key = partial(answer_key, "describe")
-    eos = sorted(eos_ids(adapter.model, adapter.tokenizer))
-    draws: list[list[str]] = []
     t0 = time.perf_counter()
-    for s in samples:
-        ids, extra = prompt_inputs(adapter, open_image(s.image), s.prompt)
-        res = run_spot_check(adapter.model, adapter.tokenizer, ids, extra, s.answer or "", k=max(KS), temperature=1.0,
-                             max_new_tokens=12, seeds=stream_seeds(s.id, max(KS)), eos_token_ids=eos,
-                             one_token=False, equivalence=key)
-        draws.append(res.answers)
+    draws = [spot_check_answers(adapter, s, max(KS), equivalence=key).answers for s in samples]
     seconds = time.perf_counter() - t0
     y = np.array([bool(s.label) for s in samples])
     rows = {}

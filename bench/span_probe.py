@@ -14,7 +14,6 @@ Run: ``nice .venv/bin/python bench/span_probe.py [--model DIR] [--n-train 1500] 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -26,27 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _sampled(adapter, sample, k: int) -> list[str]:
-    """K sampled answers for one caption, through the daemon's spot-check path."""
-    from monitor.adapter.generation import eos_ids
-    from monitor.probe.samples import open_image
-    from monitor.spotcheck.check import run_spot_check, stream_seeds
-    from monitor.spotcheck.job import prompt_inputs
-
-    ids, extra = prompt_inputs(adapter, open_image(sample.image), sample.prompt)
-    res = run_spot_check(adapter.model, adapter.tokenizer, ids, extra, sample.answer or "", k=k, temperature=1.0,
-                         max_new_tokens=12, seeds=stream_seeds(sample.id, k),
-                         eos_token_ids=sorted(eos_ids(adapter.model, adapter.tokenizer)), one_token=False)
-    return res.answers
-
-
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from bench._common import machine_info
-    from monitor.adapter import load_vlm
-    from monitor.fixtures.registry import fixture_dir
+    from bench._common import cpu_fixture_run, fixture_bench_parser, spot_check_answers
     from monitor.probe.runner import OnnxHeadRunner
     from monitor.probe.samples import label_samples, read_samples
     from monitor.probe.spans import span_experiment
@@ -54,18 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.probe.extract import run_pass
     from monitor.synpope.generate import SAMPLES_FILE, generate
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=fixture_dir("tiny-llava"))
+    ap = fixture_bench_parser(__doc__)
     ap.add_argument("--n-train", type=int, default=1500)
     ap.add_argument("--n-test", type=int, default=1200)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--support-k", type=int, default=10, help="sampled answers per caption for object support (0: skip)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "span_probe.json")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    machine = machine_info()
-    adapter = load_vlm(args.model, device="cpu", dtype="float32")
+    machine, adapter = cpu_fixture_run(args.model, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, n, seed in (("train", args.n_train, 101), ("test", args.n_test, 202)):
@@ -78,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         feats = run_pass(adapter, encode_samples(adapter, test, False), [meta.layer], [meta.pooling],
                          stop_at=meta.layer).features[meta.pooling][:, 0]
         sample_scores = OnnxHeadRunner(artifact.onnx_path, artifact.head)(feats)
-        sampled = [_sampled(adapter, s, args.support_k) for s in test] if args.support_k else None
+        sampled = [spot_check_answers(adapter, s, args.support_k).answers for s in test] if args.support_k else None
         result = span_experiment(adapter, train, test, meta.layer, np.asarray(sample_scores), sampled=sampled)
     result["model"] = str(args.model.name)
     result["sample_probe"] = {"version": meta.version, "layer": meta.layer, "pooling": meta.pooling}

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from monitor.commands import CommandError
     from monitor.config import ConfigError
 
     parser = build_parser()
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"vlmwatch: {e}", file=sys.stderr)
         return 2
+    except CommandError as e:
+        print(e.line, file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
         print("vlmwatch: interrupted", file=sys.stderr)
         return 130

@@ -106,8 +106,6 @@ def test_encode_layout(ad):
     assert enc.input_ids[enc.answer_positions].tolist() == ad.tokenizer("yes", add_special_tokens=False)["input_ids"]
     assert not enc.image_mask[enc.prompt_last:].any()  # the answer follows the prompt, after the image
     assert "pixel_values" in enc.extra
-    assert enc.image_key == ad.encode(_image(), "another prompt").image_key
-    assert enc.image_key != ad.encode(_image("blue"), PROMPT).image_key
 
 
 def test_hidden_states_per_layer_have_the_right_shapes_and_equal_hf(ad):
@@ -365,29 +363,30 @@ def test_fixture_families_on_gpu_in_bfloat16(ad):
 
 
 def test_image_feature_cache_gives_the_same_states_and_reuses_features(ad):
-    cached = load_vlm(ad.path, device="cpu", image_cache_size=2)
+    """The scorer's cache (monitor.probe.image_cache) around the adapter's own forward passes."""
+    from monitor.probe.image_cache import ImageFeatureCache
+
+    cache = ImageFeatureCache(ad.model, ad.family, max_entries=2)
     samples = [(_image(), PROMPT, "yes"), (_image(), "is there a blue circle ?", "no"),
                (_image("blue", "rectangle"), PROMPT, "no")]
     layers = [0, 2, ad.num_layers]
     plain = ad.forward([ad.encode(*s) for s in samples], layers, logits=True, attentions=True)
     for _ in range(2):  # first pass fills the cache, the second reads it
-        out = cached.forward([cached.encode(*s) for s in samples], layers, logits=True, attentions=True)
+        with cache.active():
+            out = ad.forward([ad.encode(*s) for s in samples], layers, logits=True, attentions=True)
         for l in layers:
             for i in range(3):
                 torch.testing.assert_close(out.hidden[l][i], plain.hidden[l][i], rtol=0, atol=1e-5)
         for i in range(3):
             torch.testing.assert_close(out.answer_logprobs[i], plain.answer_logprobs[i], rtol=0, atol=1e-5)
-    assert (cached.image_cache.misses, cached.image_cache.hits) == (2, 4)  # 2 distinct images, 6 lookups
-    cached.forward([cached.encode(_image("green"), PROMPT, "no")], [1])
-    assert len(cached.image_cache) == 2  # bounded: the least recently used image was dropped
+    assert (cache.misses, cache.hits) == (2, 4)  # 2 distinct images, 6 lookups
+    with cache.active():
+        ad.forward([ad.encode(_image("green"), PROMPT, "no")], [1])
+    assert len(cache) == 2  # bounded: the least recently used image was dropped
 
 
-def test_qwen2_vl_image_feature_cache(qwen_dir):
-    plain, cached = load_vlm(qwen_dir, device="cpu"), load_vlm(qwen_dir, device="cpu", image_cache_size=8)
-    samples = [(_image(size=(64, 48)), "is there a red circle ?", "yes"), (_image("blue"), "is there a circle ?", "no")]
-    a = plain.forward([plain.encode(*s) for s in samples], [3], logits=True)
-    for _ in range(2):
-        b = cached.forward([cached.encode(*s) for s in samples], [3], logits=True)
-        for i in range(2):
-            torch.testing.assert_close(b.hidden[3][i], a.hidden[3][i], rtol=0, atol=1e-5)
-    assert cached.image_cache.hits == 2
+def test_image_feature_cache_leaves_qwen2_vl_alone():
+    from monitor.probe.image_cache import ImageFeatureCache
+
+    with pytest.raises(ValueError, match="qwen2_vl"):
+        ImageFeatureCache(None, "qwen2_vl")

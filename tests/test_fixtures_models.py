@@ -152,5 +152,5 @@ def test_fixture_eval_cli_json(capsys):
     assert main(["fixture", "eval", "--n", "0"]) == 2
     assert main(["fixture", "eval", "--tasks", "describe,caption"]) == 2
     assert "unknown task(s) caption" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="neither a fixture name"):
-        main(["fixture", "eval", "--fixture", "no-such-model"])
+    assert main(["fixture", "eval", "--fixture", "no-such-model"]) == 1
+    assert "vlmwatch fixture: 'no-such-model' is neither a fixture name" in capsys.readouterr().err

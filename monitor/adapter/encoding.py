@@ -7,7 +7,6 @@ answer follows the generation prompt, and avoids merges across the prompt/answer
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["Encoded", "Batch", "encode", "collate", "image_key"]
+__all__ = ["Encoded", "Batch", "encode", "collate"]
 
 
 @dataclass
@@ -30,7 +29,6 @@ class Encoded:
     prompt_last: int  # position whose next-token prediction is the first answer token
     answer_positions: list[int]  # positions of the answer tokens
     answer_ids: list[int]  # the answer's token ids
-    image_key: str | None  # sha256 of the image bytes (None without an image)
     token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # per-token kwargs aligned with input_ids
 
     @property
@@ -42,13 +40,6 @@ class Encoded:
 class Batch:
     kwargs: dict[str, Any]  # model(**kwargs)
     lengths: list[int]
-
-
-def image_key(image: Image.Image) -> str:
-    """sha256 over the mode, size and raw pixels: identical pixels give the same key."""
-    h = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-    h.update(image.tobytes())
-    return h.hexdigest()
 
 
 def encode(
@@ -99,7 +90,6 @@ def encode(
         prompt_last=n_prompt - 1,
         answer_positions=list(range(n_prompt, n_prompt + len(answer_ids))),
         answer_ids=answer_ids,
-        image_key=image_key(image) if image is not None else None,
         token_inputs=token_inputs,
     )
 

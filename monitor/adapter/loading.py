@@ -12,13 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from monitor.adapter.families import (
-    FAMILIES,
-    FamilySpec,
-    UnsupportedModelError,
-    detect_family,
-    supported_architectures,
-)
+from monitor.adapter.families import FAMILIES, FamilySpec, UnsupportedModelError, detect_family, supported_architectures
 
 __all__ = ["resolve_device", "resolve_dtype", "load_parts", "fingerprint_folder", "WEIGHT_SUFFIXES"]
 

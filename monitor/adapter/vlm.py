@@ -12,7 +12,6 @@ from monitor.adapter.encoding import Encoded, collate, encode
 from monitor.adapter.families import FamilySpec, decoder_layers, image_token_id
 from monitor.adapter.forward import ForwardOutput, check_layer_request, run_forward
 from monitor.adapter.generation import Generation, run_generate
-from monitor.adapter.image_cache import ImageFeatureCache, use_cached_features
 from monitor.adapter.loading import fingerprint_folder, load_parts, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ class VLMAdapter:
     """A loaded HF VLM: encode inputs, batched stoppable forward passes, generation."""
 
     def __init__(self, path: Path, spec: FamilySpec, model: Any, processor: Any,
-                 answer_words: Sequence[str] = DEFAULT_ANSWER_WORDS, image_cache_size: int = 0) -> None:
+                 answer_words: Sequence[str] = DEFAULT_ANSWER_WORDS) -> None:
         self.path = path
         self.spec = spec
         self.model = model
@@ -43,8 +42,6 @@ class VLMAdapter:
         self.pad_id = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
         self.answer_words = tuple(answer_words)
         self._first_ids_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
-        # projected image features by image hash, reused across questions about one image (0 = off)
-        self.image_cache = ImageFeatureCache(image_cache_size) if image_cache_size else None
         # generate() reseeds the global RNG; one caller at a time keeps seeded sampling reproducible
         self.lock = threading.RLock()
 
@@ -111,8 +108,6 @@ class VLMAdapter:
         first_ids = self.first_token_ids(answer_words or self.answer_words) if logits else {}
         batch = collate(self.spec, encs, self.pad_id, self.device, self.dtype)
         with self.lock:
-            if self.image_cache is not None:
-                use_cached_features(self.model, self.spec, self.image_cache, encs, batch, self.device, self.dtype)
             return run_forward(self.model, batch, encs, list(layers), last, attentions, logits, first_ids, positions,
                                image_embedding=image_embedding)
 
@@ -160,17 +155,14 @@ def load_vlm(
     dtype: Any = "auto",
     attn_implementation: str | None = "eager",
     answer_words: Sequence[str] = DEFAULT_ANSWER_WORDS,
-    image_cache_size: int = 0,
 ) -> VLMAdapter:
     """Load a local LLaVA, PaliGemma or Qwen2-VL folder offline.
 
     ``attn_implementation="eager"`` (default) makes attention maps available; pass ``"sdpa"``
     (or None for the checkpoint's choice) where speed matters more than attention maps.
-    ``image_cache_size`` > 0 keeps that many images' projected features for ``forward``
-    (``scoring.image_cache_size`` in the config).
     """
     p = Path(path).expanduser().resolve()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     spec, model, processor = load_parts(p, dev, dt, attn_implementation)
-    return VLMAdapter(p, spec, model, processor, answer_words=answer_words, image_cache_size=image_cache_size)
+    return VLMAdapter(p, spec, model, processor, answer_words=answer_words)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -29,6 +29,9 @@ from monitor.calibration.metrics import window_metrics
 from monitor.calibration.reference import active_reference, ensure_default_reference
 from monitor.calibration.revisions import load_revisions
 from storage.models import CalibrationWindow, DetectorState, LabelRevision, ProbeVersion, Score, utcnow
+
+if TYPE_CHECKING:
+    from monitor.config import CalibrationConfig, Settings
 
 __all__ = ["parse_duration", "window_start", "run_calibrate", "calibrate_probe", "CURSOR_NAME"]
 
@@ -62,9 +65,8 @@ def _upsert(session: Session, key: dict[str, Any], values: dict[str, Any]) -> No
             setattr(row, k, v)
 
 
-def _window_row(rows: list[EvidenceRow], weights: np.ndarray, pv: ProbeVersion, settings: Any, start: datetime,
-                end: datetime, ref_id: int | None) -> dict[str, Any]:
-    cal = settings.calibration
+def _window_row(rows: list[EvidenceRow], weights: np.ndarray, pv: ProbeVersion, cal: CalibrationConfig,
+                start: datetime, end: datetime, ref_id: int | None) -> dict[str, Any]:
     s, y = as_arrays(rows)
     seed = int(start.timestamp()) ^ pv.id  # deterministic bootstrap: re-runs give the same CIs
     m = window_metrics(s, y, threshold=pv.threshold, bins=cal.bins, bootstrap=cal.bootstrap,
@@ -79,14 +81,14 @@ def _window_row(rows: list[EvidenceRow], weights: np.ndarray, pv: ProbeVersion, 
     }
 
 
-def _by_source(human: list[EvidenceRow], sc: list[EvidenceRow], settings: Any,
+def _by_source(human: list[EvidenceRow], sc: list[EvidenceRow], cal: CalibrationConfig,
                newest: int | None = None) -> dict[str, tuple[list[EvidenceRow], np.ndarray]]:
     """Rows and weights per window source; ``newest``: only each source's last N rows (rolling)."""
     h = dedupe_human(human)[-newest:] if newest else dedupe_human(human)
     c = sorted(sc, key=lambda r: (r.ts, r.row_id))
     c = c[-newest:] if newest else c
     return {"human": (h, weights_of(h)), "self_consistency": (c, weights_of(c)),
-            "combined": combine(h, c, settings.calibration.combined_shares)}
+            "combined": combine(h, c, cal.combined_shares)}
 
 
 def _cursor(session: Session, pv: ProbeVersion) -> DetectorState:
@@ -99,7 +101,7 @@ def _cursor(session: Session, pv: ProbeVersion) -> DetectorState:
     return st
 
 
-def calibrate_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetime) -> int:
+def calibrate_probe(session: Session, settings: Settings, pv: ProbeVersion, now: datetime) -> int:
     """Update the history rows of one probe version; returns how many rows were written."""
     width = parse_duration(settings.calibration.window)
     st = _cursor(session, pv)
@@ -129,26 +131,28 @@ def calibrate_probe(session: Session, settings: Any, pv: ProbeVersion, now: date
     for ws in starts:
         we = ws + width
         groups = _by_source(load_evidence(session, pv.model, pv.id, "human", start=ws, end=we),
-                            load_evidence(session, pv.model, pv.id, "self_consistency", start=ws, end=we), settings)
+                            load_evidence(session, pv.model, pv.id, "self_consistency", start=ws, end=we),
+                            settings.calibration)
         for source, (rows, weights) in groups.items():
             if rows:
                 key = dict(model=pv.model, probe_version_id=pv.id, kind="time", source=source, window_start=ws)
-                _upsert(session, key, _window_row(rows, weights, pv, settings, ws, we, ref_id))
+                _upsert(session, key, _window_row(rows, weights, pv, settings.calibration, ws, we, ref_id))
                 written += 1
     n = int(settings.calibration.rolling_n)
     groups = _by_source(load_evidence(session, pv.model, pv.id, "human", newest=2 * n),
-                        load_evidence(session, pv.model, pv.id, "self_consistency", newest=n), settings, newest=n)
+                        load_evidence(session, pv.model, pv.id, "self_consistency", newest=n), settings.calibration,
+                        newest=n)
     for source, (rows, weights) in groups.items():
         if rows:
             key = dict(model=pv.model, probe_version_id=pv.id, kind="rolling", source=source, window_start=rows[0].ts)
-            _upsert(session, key, _window_row(rows, weights, pv, settings, rows[0].ts, rows[-1].ts, ref_id))
+            _upsert(session, key, _window_row(rows, weights, pv, settings.calibration, rows[0].ts, rows[-1].ts, ref_id))
             written += 1
     st.cursor = max([st.cursor] + [r.row_id for r in new_h])
     st.state = {**new_state, "spotcheck_cursor": max([sc_cursor] + [r.row_id for r in new_sc])}
     return written
 
 
-def run_calibrate(session_factory: sessionmaker[Session], settings: Any, now: datetime | None = None) -> int:
+def run_calibrate(session_factory: sessionmaker[Session], settings: Settings, now: datetime | None = None) -> int:
     """Daemon entry point: update calibration history for every probe version with scores."""
     now = now or utcnow()
     with session_factory() as s:

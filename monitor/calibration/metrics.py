@@ -240,15 +240,8 @@ def _ci(values: NDArray[np.float64]) -> list[float | None]:
     return [_num(v) for v in _percentile_ci(values)]
 
 
-def window_metrics(
-    scores: ArrayLike,
-    correct: ArrayLike,
-    threshold: float = 0.5,
-    bins: int = 10,
-    bootstrap: int = 500,
-    rng: np.random.Generator | None = None,
-    weights: ArrayLike | None = None,
-) -> dict[str, Any]:
+def window_metrics(scores: ArrayLike, correct: ArrayLike, threshold: float = 0.5, bins: int = 10, bootstrap: int = 500,
+                   rng: np.random.Generator | None = None, weights: ArrayLike | None = None) -> dict[str, Any]:
     """All calibration metrics of one window, each with a 95% CI; JSON-ready (None for undefined).
 
     ``weights``: one positive weight per row (1 / inclusion probability for spot checks; see the
@@ -352,14 +345,8 @@ def _both_classes(y: NDArray[np.float64]) -> None:
         raise ValueError("AUROC needs both correct and incorrect samples")
 
 
-def signal_metrics(
-    scores: ArrayLike,
-    correct: ArrayLike,
-    *,
-    n_boot: int = 1000,
-    bins: int = 10,
-    seed: int = 0,
-) -> SignalMetrics:
+def signal_metrics(scores: ArrayLike, correct: ArrayLike, *, n_boot: int = 1000, bins: int = 10,
+                   seed: int = 0) -> SignalMetrics:
     """AUROC and r_pb with percentile-bootstrap 95% CIs, ECE (both binnings) and Brier.
 
     ``scores`` may be any finite values (logits included); ECE and Brier treat them as

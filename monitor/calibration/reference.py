@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select, update
@@ -25,18 +25,24 @@ from monitor.calibration.metrics import window_metrics
 from storage._sql import insert_ignore
 from storage.models import ProbeVersion, Reference, Score, Sample, utcnow
 
-__all__ = ["source_stats", "active_reference", "ensure_default_reference", "set_reference", "ReferenceError"]
+if TYPE_CHECKING:
+    from monitor.config import CalibrationConfig, Settings
+
+__all__ = [
+    "source_stats", "active_reference", "ensure_default_reference", "set_reference", "CalibrationReferenceError",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_KEPT = 5000  # scores / residuals kept in the reference for simulation
 
 
-class ReferenceError(ValueError):
+class CalibrationReferenceError(ValueError):
     """A reference cannot be built (unknown model, empty window, too little evidence)."""
 
 
-def source_stats(rows: list[EvidenceRow], threshold: float, settings: Any, target_n: int | None) -> dict[str, Any]:
+def source_stats(rows: list[EvidenceRow], threshold: float, cal: CalibrationConfig,
+                 target_n: int | None) -> dict[str, Any]:
     """Reference statistics of one source's evidence rows.
 
     ``metrics`` and ``disagreement_weighted`` weight spot checks by 1 / inclusion probability (the
@@ -48,7 +54,6 @@ def source_stats(rows: list[EvidenceRow], threshold: float, settings: Any, targe
     disagree = (s >= threshold) != (y == 1.0)
     rng = np.random.default_rng(0)
     keep = rng.permutation(n)[:MAX_KEPT] if n > MAX_KEPT else np.arange(n)
-    cal = settings.calibration
     return {
         "n": n,
         "complete": target_n is None or n >= target_n,
@@ -94,7 +99,7 @@ def _complete_default(ref: Reference, target: int) -> bool:
         len(ref.stats.get("unlabelled_scores") or []) >= min(target, MAX_KEPT)
 
 
-def ensure_default_reference(session: Session, settings: Any, pv: ProbeVersion) -> Reference | None:
+def ensure_default_reference(session: Session, settings: Settings, pv: ProbeVersion) -> Reference | None:
     """Create or grow the default reference of ``pv``; frozen parts are left alone (caller commits).
 
     Per evidence source: the first ``reference_n`` labelled samples after activation. For the
@@ -115,7 +120,7 @@ def ensure_default_reference(session: Session, settings: Any, pv: ProbeVersion) 
             rows = dedupe_human(rows)[:target]
         if not rows or (stats.get(src) or {}).get("n") == len(rows):
             continue
-        stats[src] = source_stats(rows, pv.threshold, settings, target)
+        stats[src] = source_stats(rows, pv.threshold, settings.calibration, target)
         changed = True
     kept = stats.get("unlabelled_scores") or []
     if len(kept) < min(target, MAX_KEPT):
@@ -164,16 +169,18 @@ def _probe_version(session: Session, model: str, version: str | None) -> ProbeVe
     pv = session.scalars(q.order_by(ProbeVersion.id.desc())).first()
     if pv is None:
         what = f"probe version {version!r}" if version else "an active probe"
-        raise ReferenceError(f"model {model!r} has no {what}; register one with `vlmwatch probe`")
+        raise CalibrationReferenceError(f"model {model!r} has no {what}; register one with `vlmwatch probe`")
     return pv
 
 
 def set_reference(
-    session: Session, settings: Any, model: str, start: datetime, end: datetime, probe_version: str | None = None
+    session: Session, settings: Settings, model: str, start: datetime, end: datetime, probe_version: str | None = None
 ) -> Reference:
     """Pin the evidence in [start, end] as the reference of ``model``'s (active) probe (caller commits)."""
     if end <= start:
-        raise ReferenceError(f"reference window is empty: end {end.isoformat()} is not after start {start.isoformat()}")
+        raise CalibrationReferenceError(
+            f"reference window is empty: end {end.isoformat()} is not after start {start.isoformat()}"
+        )
     pv = _probe_version(session, model, probe_version)
     stats: dict[str, Any] = {}
     for src in SOURCES:
@@ -181,10 +188,10 @@ def set_reference(
         if src == "human":
             rows = dedupe_human(rows)
         if rows:
-            stats[src] = source_stats(rows, pv.threshold, settings, None)
+            stats[src] = source_stats(rows, pv.threshold, settings.calibration, None)
     n = max((v["n"] for v in stats.values()), default=0)
     if n < settings.calibration.min_labels:
-        raise ReferenceError(
+        raise CalibrationReferenceError(
             f"window {start.isoformat()}..{end.isoformat()} has {n} labelled samples for {model} probe {pv.version}; "
             f"a reference needs at least calibration.min_labels={settings.calibration.min_labels}"
         )

@@ -10,7 +10,14 @@ if TYPE_CHECKING:
     from collectors.service import CollectorOptions
     from monitor.config import Settings
 
-__all__ = ["collector_options"]
+__all__ = ["add_collector_args", "collector_options"]
+
+
+def add_collector_args(parser: argparse.ArgumentParser, *, sample_rate_help: str) -> None:
+    """The flags :func:`collector_options` reads besides ``--log-level``: ``--spool``, ``--sample-rate``, ``--no-ship``."""
+    parser.add_argument("--spool", metavar="DIR", help="spool directory (spool.dir)")
+    parser.add_argument("--sample-rate", type=float, default=None, help=sample_rate_help)
+    parser.add_argument("--no-ship", action="store_true", help="do not ship the spool to storage from here")
 
 
 def collector_options(args: argparse.Namespace, *, proxy_queue: bool = False) -> tuple[Settings, CollectorOptions]:
@@ -20,9 +27,9 @@ def collector_options(args: argparse.Namespace, *, proxy_queue: bool = False) ->
     ``proxy_queue`` also takes ``proxy.queue_size`` (the proxy's hand-off queue).
     """
     from collectors.service import CollectorOptions
-    from monitor.config import load_config
+    from monitor.commands import settings_from
 
-    s = load_config(args.config)
+    s = settings_from(args)
     ships = s.spool.collector_ships and not args.no_ship
     opts = CollectorOptions(
         spool_dir=args.spool or s.spool.dir,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from monitor.commands import add_command
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "api",
+    p = add_command(
+        subparsers, "api", run,
         help="serve the HTTP API (ingest, OTLP traces, labels, calibration history, alerts, /metrics)",
         description="Serve the HTTP API on api.listen. Writes need a bearer token when the environment "
         "variable named by api.token_env is set; without it writes are open, which is refused on a "
@@ -18,25 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "get 413. OpenAPI schema at /openapi.json, docs at /docs.",
     )
     p.add_argument("--listen", default=None, help="host:port (default: api.listen)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from monitor.api.server import make_server
-    from monitor.config import load_config
-    from storage.db import SchemaError, engine_for, require_schema
+    from monitor.commands import CommandError
+    from monitor.commands._storage import open_database
 
-    settings = load_config(args.config)
-    engine = engine_for(settings.storage)
-    try:
-        require_schema(engine)
-    except SchemaError as e:
-        print(f"vlmwatch api: {e}", file=sys.stderr)
-        return 2
-    try:
-        server = make_server(settings, engine=engine, listen=args.listen)
-    except ValueError as e:
-        print(f"vlmwatch api: {e}", file=sys.stderr)
-        return 2
-    server.run()
+    with open_database(args, command="api") as database:
+        try:
+            server = make_server(database.settings, engine=database.engine, listen=args.listen)
+        except ValueError as e:
+            raise CommandError(str(e), command="api") from None
+        server.run()
     return 0

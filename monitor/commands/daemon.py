@@ -7,19 +7,20 @@ import logging
 import os
 import sys
 
+from monitor.commands import add_command
+
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "daemon",
+    p = add_command(
+        subparsers, "daemon", run,
         help="run the monitoring daemon (scoring, spot checks, calibration, detection, alerts, reports, API)",
         description="Run the monitoring daemon until SIGTERM/SIGINT. With PostgreSQL several daemons may run "
         "side by side (they share the scoring work; one is the scheduler leader); with SQLite only one.",
     )
     p.add_argument("--no-api", action="store_true", help="do not serve the HTTP API in this process")
     p.add_argument("--worker-id", default=None, help="worker id used for leases (default host:pid:random)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from monitor.commands import add_actions, add_command
 
 __all__ = ["register"]
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
+    from monitor.commands import CommandError, settings_from
+    from monitor.commands._storage import connect
     from storage import db
 
-    settings = load_config(args.config)
+    settings = settings_from(args)
     where = db.safe_url(settings.storage.url)
     try:
-        engine = db.engine_for(settings.storage)
-        try:
+        with connect(settings) as engine:
             before = db.current_revision(engine)
-        finally:
-            engine.dispose()
         after = db.upgrade(settings.storage.url, settings.storage.password_env)
     except Exception as e:
-        print(f"vlmwatch: cannot migrate database at {where}: {e}", file=sys.stderr)
-        return 1
+        raise CommandError(f"cannot migrate database at {where}: {e}", code=1) from None
     if before == after:
         print(f"database at {where} is up to date (revision {after})")
     else:
@@ -32,25 +30,18 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _current(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
+    from monitor.commands._storage import open_database
     from storage import db
 
-    settings = load_config(args.config)
-    engine = db.engine_for(settings.storage)
-    try:
-        rev = db.current_revision(engine)
-    finally:
-        engine.dispose()
+    with open_database(args, require_schema=False) as database:
+        rev = db.current_revision(database.engine)
     head = db.head_revision()
     state = "up to date" if rev == head else "needs `vlmwatch db upgrade`"
-    print(f"database at {db.safe_url(settings.storage.url)}: revision {rev or 'none'} (head {head}, {state})")
+    print(f"database at {db.safe_url(database.settings.storage.url)}: revision {rev or 'none'} (head {head}, {state})")
     return 0 if rev == head else 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("db", help="database schema: upgrade (migrate to this version), current")
-    sub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    up = sub.add_parser("upgrade", help="create or migrate the schema to this vlmwatch's version")
-    up.set_defaults(func=_upgrade)
-    cur = sub.add_parser("current", help="show the schema revision (exit 1 when not up to date)")
-    cur.set_defaults(func=_current)
+    sub = add_actions(subparsers, "db", help="database schema: upgrade (migrate to this version), current")
+    add_command(sub, "upgrade", _upgrade, help="create or migrate the schema to this vlmwatch's version")
+    add_command(sub, "current", _current, help="show the schema revision (exit 1 when not up to date)")

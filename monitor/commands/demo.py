@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from monitor.commands import add_command
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo",
+    p = add_command(
+        subparsers, "demo", run,
         help="end-to-end demo: fixture VLM behind the proxy, daemon + API, SynPOPE traffic, a shift, alerts, report",
         description="Run the whole pipeline on this machine (SQLite, loopback): the shipped fixture VLM served "
         "as the production model, the sampling proxy in front of it, the daemon and its API; replay SynPOPE "
@@ -24,7 +25,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="fixture to serve: tiny-llava (default) or tiny-paligemma")
     p.add_argument("--model-dir", default=None, help="serve this model folder (save_pretrained layout) under --model's name")
     p.add_argument("--seed", type=int, default=None, help="traffic and label seed (default 0)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from monitor.commands import CommandError
     from monitor.demo import DemoPlan, parse_duration, run_demo
 
     import signal
@@ -50,12 +51,10 @@ def run(args: argparse.Namespace) -> int:
         if args.duration:
             plan = plan.with_duration(parse_duration(args.duration))
     except ValueError as e:
-        print(f"vlmwatch demo: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="demo") from None
     if args.rate is not None:
         if args.rate <= 0:
-            print("vlmwatch demo: --rate must be > 0", file=sys.stderr)
-            return 2
+            raise CommandError("--rate must be > 0", command="demo")
         plan = replace(plan, rate=args.rate)
     if args.model:
         plan = replace(plan, model=args.model)
@@ -66,6 +65,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(plan, workdir=args.dir, summary_json=args.summary_json)
     except RuntimeError as e:  # a service did not start, or the traffic could not get through
-        print(f"vlmwatch demo: {e}", file=sys.stderr)
-        return 1
+        raise CommandError(str(e), command="demo", code=1) from None
     return 0 if summary["verdict"]["ok"] else 1

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from monitor.commands import CommandError, add_command
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("fixture", help="build, list, evaluate and serve the tiny fixture VLMs")
     sub = parser.add_subparsers(dest="fixture_command", metavar="SUBCOMMAND")
 
-    build = sub.add_parser("build", help="train fixture models from scratch on SynPOPE (CPU, ~30 min each)")
+    build = add_command(sub, "build", _build, help="train fixture models from scratch on SynPOPE (CPU, ~30 min each)")
     build.add_argument("--family", choices=tuple(_FAMILY_FIXTURE), default=None, help="one family (default: both)")
     build.add_argument("--seed", type=int, default=0, help="training seed (default 0, the shipped checkpoints)")
     build.add_argument("--out", metavar="DIR", default=None,
@@ -28,13 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--resume", action="store_true", help="with --checkpoints: restart after the last saved phase")
     build.add_argument("--threads", type=int, default=1, help="torch threads (default 1: run one build per core)")
     add_quiet_flag(build)
-    build.set_defaults(func=_build)
 
-    lst = sub.add_parser("list", help="names and folders of the built fixtures")
+    lst = add_command(sub, "list", _list, help="names and folders of the built fixtures")
     lst.add_argument("--json", action="store_true", help="print JSON")
-    lst.set_defaults(func=_list)
 
-    ev = sub.add_parser("eval", help="held-out accuracy per fixture and SynPOPE split")
+    ev = add_command(sub, "eval", _eval, help="held-out accuracy per fixture and SynPOPE split")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.add_argument("--n", type=int, default=1000, help="questions per split (default 1000)")
     ev.add_argument("--seed", type=int, default=None, help="held-out seed (default: the evaluation seed)")
@@ -45,10 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--fixture", action="append", default=None, metavar="NAME_OR_DIR",
                     help="fixture name or model folder (repeatable; default: all built fixtures)")
     add_quiet_flag(ev)
-    ev.set_defaults(func=_eval)
 
-    serve = sub.add_parser(
-        "serve", help="serve a fixture with an OpenAI-compatible Chat Completions API",
+    serve = add_command(
+        sub, "serve", _serve, help="serve a fixture with an OpenAI-compatible Chat Completions API",
         description="Serve a fixture (or model folder) at http://HOST:PORT/v1/chat/completions. Like most servers "
         "it samples at temperature 1.0 when a request sends none; probes are trained on greedy answers, so "
         "clients whose answers a probe scores should send temperature 0 (the demo and the quickstart do).")
@@ -58,7 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--served-name", default=None, metavar="NAME",
                        help="model name clients send and the server answers with (default: the fixture's name, "
                        "or the folder's name)")
-    serve.set_defaults(func=_serve)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -70,8 +67,8 @@ def _resolve(name_or_dir: str) -> tuple[str, Path]:
     path = Path(name_or_dir)
     if (path / "config.json").is_file():
         return path.name, path
-    raise SystemExit(f"vlmwatch fixture: {name_or_dir!r} is neither a fixture name ({', '.join(FIXTURES)}) "
-                     "nor a model folder with config.json")
+    raise CommandError(f"{name_or_dir!r} is neither a fixture name ({', '.join(FIXTURES)}) "
+                       "nor a model folder with config.json", command="fixture", code=1)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -122,19 +119,16 @@ def _eval(args: argparse.Namespace) -> int:
 
     for flag, value in (("--n", args.n), ("--task-n", args.task_n)):
         if value <= 0:
-            print(f"vlmwatch fixture eval: {flag} must be > 0, got {value}", file=sys.stderr)
-            return 2
+            raise CommandError(f"{flag} must be > 0, got {value}", command="fixture eval")
     targets = [_resolve(x) for x in args.fixture] if args.fixture else list(built_fixtures().items())
     if not targets:
-        print("vlmwatch fixture eval: no fixtures built; run `vlmwatch fixture build`", file=sys.stderr)
-        return 1
+        raise CommandError("no fixtures built; run `vlmwatch fixture build`", command="fixture eval", code=1)
     seed = EVAL_SEED if args.seed is None else args.seed
     tasks = tuple(t for t in args.tasks.split(",") if t) if args.tasks else ()
     unknown = sorted(set(tasks) - set(FREEFORM_TASKS))
     if unknown:
-        print(f"vlmwatch fixture eval: unknown task(s) {', '.join(unknown)}; expected {', '.join(FREEFORM_TASKS)}",
-              file=sys.stderr)
-        return 2
+        raise CommandError(f"unknown task(s) {', '.join(unknown)}; expected {', '.join(FREEFORM_TASKS)}",
+                           command="fixture eval")
     result = {name: evaluate_dir(path, n=args.n, seed=seed, tasks=tasks, task_n=args.task_n, progress=wanted(args))
               for name, path in targets}
     if args.json:

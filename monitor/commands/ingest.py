@@ -10,9 +10,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from monitor.commands import add_command, existing_file
 from monitor.progress import add_quiet_flag, wanted
+
+if TYPE_CHECKING:
+    from monitor.commands._storage import Database
 
 __all__ = ["register", "ingest_file"]
 
@@ -60,7 +64,7 @@ class _Run:
         self.records, self.line_numbers, self.batch_bytes = [], [], 0
 
 
-def ingest_file(path: Path, settings: Any, engine: Any, *, batch_size: int = 500, label_source: str = "ground_truth",
+def ingest_file(path: Path, database: Database, *, batch_size: int = 500, label_source: str = "ground_truth",
                 source: str = "ingest", progress: bool = True) -> _Run:
     """Load a samples file into storage (bad lines reported on stderr and skipped); the run's totals.
 
@@ -68,11 +72,10 @@ def ingest_file(path: Path, settings: Any, engine: Any, *, batch_size: int = 500
     their first and last ``ts``.
     """
     from monitor.progress import progress as progress_bar
-    from storage.db import session_factory
     from storage.jsonl import LineError, iter_lines, parse_sample_line
 
-    max_bytes = settings.storage.max_image_bytes
-    run = _Run(session_factory(engine), max_bytes, label_source)
+    max_bytes = database.settings.storage.max_image_bytes
+    run = _Run(database.sessions, max_bytes, label_source)
     base_dir = path.resolve().parent
     size = path.stat().st_size
     bar = progress_bar(size, f"ingest {path.name}", "B", enabled=progress and size >= PROGRESS_BYTES,
@@ -98,17 +101,11 @@ def ingest_file(path: Path, settings: Any, engine: Any, *, batch_size: int = 500
 def _ingest(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
 
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"vlmwatch: samples file not found: {path}", file=sys.stderr)
-        return 2
-    settings, engine = open_database(args)
-    t0 = time.monotonic()
-    try:
-        run = ingest_file(path, settings, engine, batch_size=args.batch_size, label_source=args.label_source,
+    path = existing_file(args.file, "samples file")
+    with open_database(args) as database:
+        t0 = time.monotonic()
+        run = ingest_file(path, database, batch_size=args.batch_size, label_source=args.label_source,
                           source=args.source, progress=wanted(args))
-    finally:
-        engine.dispose()
     secs = time.monotonic() - t0
     print(
         f"ingest {path}: {run.lines} lines, {run.stored} samples stored, {run.duplicates} already present, "
@@ -118,7 +115,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ingest", help="load a samples file (JSONL); idempotent, bad lines reported")
+    p = add_command(subparsers, "ingest", _ingest, help="load a samples file (JSONL); idempotent, bad lines reported")
     p.add_argument("file", metavar="FILE.jsonl", help="one sample a line: id, ts, model, image, prompt, answer, ...")
     p.add_argument("--batch-size", type=int, default=500, help="samples per transaction (default 500)")
     p.add_argument(
@@ -127,4 +124,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", default="ingest", help="collector name recorded on the samples (default ingest)")
     add_quiet_flag(p)
-    p.set_defaults(func=_ingest)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from monitor.commands import add_command
+
 __all__ = ["register"]
 
 # (flag dest, question, default) asked on a terminal when the flag is not given
@@ -38,26 +40,23 @@ def _ask(args: argparse.Namespace) -> str | None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from monitor.commands import CommandError
     from monitor.config import ConfigError, load_config
     from monitor.init_config import Traffic, next_steps, render_config
 
     out = Path(args.out)
     if out.exists() and not args.force:
-        print(f"vlmwatch init: {out} exists; --force overwrites it", file=sys.stderr)
-        return 2
+        raise CommandError(f"{out} exists; --force overwrites it", command="init")
     missing = _ask(args)
     if missing:
-        print(f"vlmwatch init: {missing} is needed (or run init on a terminal to be asked)", file=sys.stderr)
-        return 2
+        raise CommandError(f"{missing} is needed (or run init on a terminal to be asked)", command="init")
     if not (Path(args.model_dir) / "config.json").is_file():
-        print(f"vlmwatch init: --model-dir {args.model_dir} has no config.json: not a save_pretrained model folder",
-              file=sys.stderr)
-        return 2
+        raise CommandError(f"--model-dir {args.model_dir} has no config.json: not a save_pretrained model folder",
+                           command="init")
     try:
         traffic = Traffic(args.requests_per_minute, args.sample_rate, args.label_share, args.trial_hours)
     except ValueError as e:
-        print(f"vlmwatch init: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="init") from None
     text = render_config(upstream=args.upstream.rstrip("/"), model_name=args.served_name,
                          model_dir=str(Path(args.model_dir).resolve()), traffic=traffic, database=args.database,
                          proxy_listen=args.proxy_listen, api_listen=args.api_listen, webhook=args.webhook)
@@ -65,9 +64,8 @@ def _init(args: argparse.Namespace) -> int:
     try:
         load_config(out)
     except ConfigError as e:  # a value given that the config refuses (e.g. a malformed listen address)
-        print(f"vlmwatch init: {e}", file=sys.stderr)
         out.unlink()
-        return 2
+        raise CommandError(str(e), command="init") from None
     print(f"wrote {out} for {args.served_name} behind {args.upstream} "
           f"({traffic.labels_per_minute:.2f} labels/min expected). Next, in this order:")
     for i, (what, cmd) in enumerate(next_steps(str(out), args.served_name, args.model_dir, args.api_listen), 1):
@@ -76,8 +74,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "init", help="write a commented vlmwatch.yaml for your server and model, and print the next steps",
+    p = add_command(
+        subparsers, "init", _init, help="write a commented vlmwatch.yaml for your server and model, and print the next steps",
         description="Write a commented vlmwatch.yaml for an existing OpenAI-compatible server and a local copy of "
         "its model, sized to the traffic and label rates you expect (calibration window, min_labels, rolling_n, "
         "reference_n, detect horizon and intervals; see docs/quickstart.md), then print the next commands in "
@@ -98,4 +96,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--webhook", default=None, metavar="URL", help="alert webhook (alerts.channels)")
     p.add_argument("--out", default="vlmwatch.yaml", metavar="FILE", help="where to write (default ./vlmwatch.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.set_defaults(func=_init)

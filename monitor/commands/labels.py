@@ -9,33 +9,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import Any
+
+from monitor.commands import add_actions, add_command, existing_file
 
 __all__ = ["register"]
 
 
 def _import(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
-    from storage.db import session_factory
     from storage.jsonl import LineError, iter_lines, parse_label_line
     from storage.repo_labels import add_labels
 
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"vlmwatch: labels file not found: {path}", file=sys.stderr)
-        return 2
-    _, engine = open_database(args)
-    factory = session_factory(engine)
+    path = existing_file(args.file, "labels file")
     totals = {"inserted": 0, "updated": 0, "unchanged": 0, "waiting": 0}
     bad = lines = 0
     batch: list = []
     numbers: list[int] = []
 
-    def flush() -> None:
+    def flush(sessions: Any) -> None:
         nonlocal bad
         if not batch:
             return
-        with factory.begin() as session:
+        with sessions.begin() as session:
             res = add_labels(session, batch)
         for rej in res.rejected:
             bad += 1
@@ -45,7 +41,7 @@ def _import(args: argparse.Namespace) -> int:
         batch.clear()
         numbers.clear()
 
-    try:
+    with open_database(args) as database:
         for n, text in iter_lines(path):
             lines += 1
             try:
@@ -55,10 +51,8 @@ def _import(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"line {n}: {e}", file=sys.stderr)
             if len(batch) >= args.batch_size:
-                flush()
-        flush()
-    finally:
-        engine.dispose()
+                flush(database.sessions)
+        flush(database.sessions)
     print(
         f"labels {path}: {lines} lines, {totals['inserted']} labels stored ({totals['waiting']} waiting for their "
         f"sample), {totals['updated']} updated, {totals['unchanged']} unchanged, {bad} bad lines skipped"
@@ -67,9 +61,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("labels", help="correctness labels: import FILE.jsonl")
-    sub = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
-    imp = sub.add_parser("import", help="import labels {sample_id|response_id, correct, source} from JSONL")
+    sub = add_actions(subparsers, "labels", help="correctness labels: import FILE.jsonl")
+    imp = add_command(sub, "import", _import, help="import labels {sample_id|response_id, correct, source} from JSONL")
     imp.add_argument("file", metavar="FILE.jsonl")
     imp.add_argument("--batch-size", type=int, default=1000, help="labels per transaction (default 1000)")
-    imp.set_defaults(func=_import)

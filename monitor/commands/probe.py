@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from monitor.commands import CommandError, add_actions, add_command
+
 __all__ = ["register"]
 
 
@@ -18,11 +20,10 @@ def _threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _register(args: argparse.Namespace, artifact, engine) -> int:  # noqa: ANN001
+def _register(args: argparse.Namespace, artifact, database) -> int:  # noqa: ANN001
     from monitor.probe.registry import register_probe
-    from storage.db import session_factory
 
-    with session_factory(engine)() as s:
+    with database.sessions() as s:
         row = register_probe(s, args.served_name, artifact, activate=True)
         s.commit()
         print(f"registered and activated probe {row.version} for model {args.served_name} (id {row.id})")
@@ -30,22 +31,18 @@ def _register(args: argparse.Namespace, artifact, engine) -> int:  # noqa: ANN00
 
 
 def _train(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from monitor.commands._storage import open_database
+
     if args.register and not args.served_name:
-        print("vlmwatch: --register needs --served-name NAME (the model name clients send)", file=sys.stderr)
-        return 2
-    engine = None
-    if args.register:  # refuse an unmigrated database before minutes of training, not after
-        from monitor.commands._storage import open_database
-
-        _, engine = open_database(args)
-    try:
-        return _train_and_register(args, engine)
-    finally:
-        if engine is not None:
-            engine.dispose()
+        raise CommandError("--register needs --served-name NAME (the model name clients send)")
+    # with --register, refuse an unmigrated database before minutes of training, not after
+    with open_database(args) if args.register else nullcontext() as database:
+        return _train_and_register(args, database)
 
 
-def _train_and_register(args: argparse.Namespace, engine) -> int:  # noqa: ANN001
+def _train_and_register(args: argparse.Namespace, database) -> int:  # noqa: ANN001
     from monitor.probe.head import POOLINGS
     from monitor.probe.train import MIN_TRAIN_SAMPLES, TrainOptions, train_probe
 
@@ -56,8 +53,7 @@ def _train_and_register(args: argparse.Namespace, engine) -> int:  # noqa: ANN00
     try:
         art = train_probe(args.model, args.data, args.out, opts, device=args.device, dtype=args.dtype)
     except (ValueError, FileNotFoundError) as e:
-        print(f"vlmwatch: probe train: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(f"probe train: {e}") from None
     m = art.meta
     calib = m.metrics["calib"]
     print(
@@ -72,7 +68,7 @@ def _train_and_register(args: argparse.Namespace, engine) -> int:  # noqa: ANN00
               f"AUROC {calib['auroc']:.3f} rests on {calib['n']} samples, 95% CI [{lo:.3f}, {hi:.3f}] "
               f"(width {hi - lo:.2f}); train on more before relying on it", file=sys.stderr)
     if args.register:
-        return _register(args, art, engine)
+        return _register(args, art, database)
     return 0
 
 
@@ -80,25 +76,19 @@ def _activate(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
     from monitor.probe.artifact import load_artifact
     from monitor.probe.registry import ProbeNotFoundError, activate_probe, register_probe
-    from storage.db import session_factory
 
     if bool(args.version) == bool(args.probe):
-        print("vlmwatch: probe activate needs exactly one of --version V or --probe DIR", file=sys.stderr)
-        return 2
-    _, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
+        raise CommandError("probe activate needs exactly one of --version V or --probe DIR")
+    with open_database(args) as database, database.sessions() as s:
+        try:
             if args.probe:
                 row = register_probe(s, args.served_name, load_artifact(args.probe), activate=True)
             else:
                 row = activate_probe(s, args.served_name, args.version)
-            s.commit()
-            print(f"active probe for model {args.served_name}: {row.version} (layer {row.layer}, {row.pooling})")
-    except (ProbeNotFoundError, FileNotFoundError, ValueError) as e:
-        print(f"vlmwatch: {e}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
+        except (ProbeNotFoundError, FileNotFoundError, ValueError) as e:
+            raise CommandError(str(e)) from None
+        s.commit()
+        print(f"active probe for model {args.served_name}: {row.version} (layer {row.layer}, {row.pooling})")
     return 0
 
 
@@ -106,20 +96,15 @@ def _list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from monitor.commands._storage import open_database
-    from storage.db import session_factory
     from storage.models import ProbeVersion
 
-    _, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
-            q = select(ProbeVersion).order_by(ProbeVersion.model, ProbeVersion.created_at)
-            if args.served_name:
-                q = q.where(ProbeVersion.model == args.served_name)
-            for r in s.scalars(q):
-                mark = "*" if r.active else " "
-                print(f"{mark} {r.model}\t{r.version}\tlayer {r.layer}\t{r.pooling}\t{r.path}")
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as s:
+        q = select(ProbeVersion).order_by(ProbeVersion.model, ProbeVersion.created_at)
+        if args.served_name:
+            q = q.where(ProbeVersion.model == args.served_name)
+        for r in s.scalars(q):
+            mark = "*" if r.active else " "
+            print(f"{mark} {r.model}\t{r.version}\tlayer {r.layer}\t{r.pooling}\t{r.path}")
     return 0
 
 
@@ -139,11 +124,9 @@ def _compare(args: argparse.Namespace) -> int:
         doc = compare_signals(adapter, artifact, samples, batch_size=args.batch_size, n_boot=args.bootstrap,
                               self_consistency_k=args.self_consistency_k, progress=not args.quiet)
     except ProbeStaleError as e:
-        print(f"vlmwatch: {e}", file=sys.stderr)
-        return 3
+        raise CommandError(str(e), code=3) from None
     except (ValueError, FileNotFoundError) as e:
-        print(f"vlmwatch: probe compare: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(f"probe compare: {e}") from None
     if args.out:
         write_report(doc, args.out)
     public = {k: v for k, v in doc.items() if not k.startswith("_")}
@@ -169,23 +152,17 @@ def _since(text: str) -> datetime:
 def _recalibrate(args: argparse.Namespace) -> int:
     from monitor.commands._storage import open_database
     from monitor.probe.recalibrate import RecalibrationError, RecalibrationRequest, recalibrate_probe
-    from storage.db import session_factory
 
-    settings, engine = open_database(args)
     request = RecalibrationRequest(model=args.model, since=args.since, max_labels=args.max_labels, method=args.method,
                                    activate=args.activate, force=args.force, out=args.out)
-    try:
-        with session_factory(engine)() as s:
-            try:
-                res = recalibrate_probe(s, settings, request)
-            except RecalibrationError as e:
-                if args.json:
-                    print(json.dumps(e.as_dict(), indent=2))
-                print(f"vlmwatch: probe recalibrate: {e}", file=sys.stderr)
-                return 2
-            s.commit()
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as s:
+        try:
+            res = recalibrate_probe(s, database.settings, request)
+        except RecalibrationError as e:
+            if args.json:
+                print(json.dumps(e.as_dict(), indent=2))
+            raise CommandError(f"probe recalibrate: {e}") from None
+        s.commit()
     print(json.dumps({"status": res.status, **res.report}, indent=2) if args.json else _recal_text(res.status, res.report))
     return 3 if res.status == "retrain" else 0
 
@@ -241,10 +218,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("probe", help="hidden-state correctness probes: train, activate, list, compare, recalibrate")
-    sub = p.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
+    sub = add_actions(subparsers, "probe", help="hidden-state correctness probes: train, activate, list, compare, recalibrate")
 
-    tr = sub.add_parser("train", help="sweep layers x poolings, calibrate, save a versioned probe artifact")
+    tr = add_command(sub, "train", _train, help="sweep layers x poolings, calibrate, save a versioned probe artifact")
     _model_args(tr)
     tr.add_argument("--out", required=True, metavar="PROBE_DIR", help="artifact folder to write")
     tr.add_argument("--layers", default="all", help="'all' (0 = embeddings .. L) or comma-separated layer indices")
@@ -254,19 +230,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--register", action="store_true", help="register in storage and make it the active probe")
     tr.add_argument("--served-name", default=None, help="served model name (as clients send it in 'model')")
-    tr.set_defaults(func=_train)
 
-    ac = sub.add_parser("activate", help="make a probe version the active one for a served model")
+    ac = add_command(sub, "activate", _activate, help="make a probe version the active one for a served model")
     ac.add_argument("--served-name", required=True)
     ac.add_argument("--version", default=None, help="a registered version")
     ac.add_argument("--probe", default=None, metavar="PROBE_DIR", help="register this artifact and activate it")
-    ac.set_defaults(func=_activate)
 
-    ls = sub.add_parser("list", help="registered probe versions (* = active)")
+    ls = add_command(sub, "list", _list, help="registered probe versions (* = active)")
     ls.add_argument("--served-name", default=None)
-    ls.set_defaults(func=_list)
 
-    cp = sub.add_parser("compare", help="probe vs answer probability vs attention sharpness (vs self-consistency)")
+    cp = add_command(sub, "compare", _compare, help="probe vs answer probability vs attention sharpness (vs self-consistency)")
     _model_args(cp)
     cp.add_argument("--probe", required=True, metavar="PROBE_DIR")
     cp.add_argument("--json", action="store_true", help="print the JSON document instead of the Markdown table")
@@ -275,10 +248,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cp.add_argument("--limit", type=int, default=None, help="use the first N samples only")
     cp.add_argument("--self-consistency-k", type=int, default=0,
                     help="K sampled answers per sample for the self_consistency signal (0: skip it)")
-    cp.set_defaults(func=_compare)
 
-    rc = sub.add_parser(
-        "recalibrate", formatter_class=argparse.RawDescriptionHelpFormatter,
+    rc = add_command(
+        sub, "recalibrate", _recalibrate, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="refit the active probe's calibration on the freshest labels, as a new probe version",
         description=(
             "Refit the calibration of MODEL's active probe on its freshest human / ground-truth labels (the\n"
@@ -302,4 +274,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rc.add_argument("--out", type=Path, default=None, metavar="PROBE_DIR",
                     help="artifact folder (default: recalibration.probe_dir, else beside the active probe's folder)")
     rc.add_argument("--json", action="store_true", help="print the report as JSON")
-    rc.set_defaults(func=_recalibrate)

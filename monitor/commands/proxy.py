@@ -9,13 +9,16 @@ ships the spool to storage from a child process unless ``spool.collector_ships``
 from __future__ import annotations
 
 import argparse
-import sys
+
+from monitor.commands import add_command
+from monitor.commands._collector import add_collector_args
 
 __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
     from collectors.service import run_proxy
+    from monitor.commands import CommandError
     from monitor.commands._collector import collector_options
 
     s, opts = collector_options(args, proxy_queue=True)
@@ -30,16 +33,12 @@ def _run(args: argparse.Namespace) -> int:
             metrics_path=s.proxy.metrics_path,
         )
     except (ValueError, OSError) as e:
-        print(f"vlmwatch proxy: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="proxy") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("proxy", help="sampling sidecar proxy in front of an OpenAI-compatible VLM server",
-                       description=__doc__)
+    p = add_command(sub, "proxy", _run, help="sampling sidecar proxy in front of an OpenAI-compatible VLM server",
+                    description=__doc__)
     p.add_argument("--upstream", metavar="URL", help="upstream server, e.g. http://127.0.0.1:8000 (proxy.upstream_url)")
     p.add_argument("--listen", metavar="HOST:PORT", help="address to accept clients on (proxy.listen)")
-    p.add_argument("--spool", metavar="DIR", help="spool directory (spool.dir)")
-    p.add_argument("--sample-rate", type=float, default=None, help="default sampling rate (proxy.sample_rate)")
-    p.add_argument("--no-ship", action="store_true", help="do not ship the spool to storage from here")
-    p.set_defaults(func=_run)
+    add_collector_args(p, sample_rate_help="default sampling rate (proxy.sample_rate)")

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from monitor.commands import CommandError, add_actions, add_command, existing_file
 from monitor.progress import add_quiet_flag
 
 __all__ = ["register", "parse_window"]
@@ -34,15 +35,12 @@ def parse_window(text: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _wait_scored(engine: Any, ids: list[str], wait: float, show: bool) -> int:
+def _wait_scored(sessions: Any, ids: list[str], wait: float, show: bool) -> int:
     """Wait up to ``wait`` seconds for the daemon to score the samples ``ids``; how many are left."""
     from sqlalchemy import func, select
 
     from monitor.progress import progress
-    from storage.db import session_factory
     from storage.models import Sample
-
-    sessions = session_factory(engine)
 
     def pending() -> int:
         with sessions() as s:
@@ -63,85 +61,76 @@ def _wait_scored(engine: Any, ids: list[str], wait: float, show: bool) -> int:
     return left
 
 
-def _set(args: argparse.Namespace) -> int:
-    from monitor.calibration.reference import ReferenceError, set_reference
-    from monitor.commands._storage import open_database
+def _window_of_samples(args: argparse.Namespace, database: Any) -> tuple[datetime, datetime]:
+    """Ingest ``--samples``, wait for the daemon to score them; the span of their ``ts``."""
+    from monitor.commands.ingest import ingest_file
     from monitor.progress import wanted
-    from storage.db import session_factory
+
+    run = ingest_file(Path(args.samples), database, label_source=args.label_source, source="reference",
+                      progress=wanted(args))
+    if run.span is None:
+        raise CommandError(f"{args.samples} has no usable sample line")
+    print(f"reference samples from {args.samples}: {run.stored} stored, {run.duplicates} already present, "
+          f"{run.labels} labels, {run.bad} bad lines", file=sys.stderr)
+    left = _wait_scored(database.sessions, run.ids, args.wait, wanted(args))
+    if left:
+        raise CommandError(f"{left} of {len(run.ids)} reference samples are not scored yet: is `vlmwatch daemon` "
+                           f"running with an active probe for {args.model}? Run this command again once they are "
+                           "(ingest is idempotent), or give --wait more seconds", code=3)
+    return run.span[0], run.span[1] + timedelta(seconds=1)
+
+
+def _set(args: argparse.Namespace) -> int:
+    from monitor.calibration.reference import CalibrationReferenceError, set_reference
+    from monitor.commands._storage import open_database
 
     if bool(args.window) == bool(args.samples):
-        print("vlmwatch: reference set needs exactly one of --window START..END or --samples FILE", file=sys.stderr)
-        return 2
-    if args.samples and not Path(args.samples).is_file():
-        print(f"vlmwatch: samples file not found: {args.samples}", file=sys.stderr)
-        return 2
-    settings, engine = open_database(args)
-    try:
-        window = args.window
-        if args.samples:
-            from monitor.commands.ingest import ingest_file
-
-            run = ingest_file(Path(args.samples), settings, engine, label_source=args.label_source,
-                              source="reference", progress=wanted(args))
-            if run.span is None:
-                print(f"vlmwatch: {args.samples} has no usable sample line", file=sys.stderr)
-                return 2
-            print(f"reference samples from {args.samples}: {run.stored} stored, {run.duplicates} already present, "
-                  f"{run.labels} labels, {run.bad} bad lines", file=sys.stderr)
-            left = _wait_scored(engine, run.ids, args.wait, wanted(args))
-            if left:
-                print(f"vlmwatch: {left} of {len(run.ids)} reference samples are not scored yet: is `vlmwatch daemon` "
-                      f"running with an active probe for {args.model}? Run this command again once they are "
-                      "(ingest is idempotent), or give --wait more seconds", file=sys.stderr)
-                return 3
-            window = (run.span[0], run.span[1] + timedelta(seconds=1))
-        with session_factory(engine)() as s:
+        raise CommandError("reference set needs exactly one of --window START..END or --samples FILE")
+    if args.samples:
+        existing_file(args.samples, "samples file")
+    with open_database(args) as database:
+        window = _window_of_samples(args, database) if args.samples else args.window
+        with database.sessions() as s:
             try:
-                ref = set_reference(s, settings, args.model, *window, probe_version=args.probe_version)
-            except ReferenceError as e:
-                print(f"vlmwatch: {e}", file=sys.stderr)
-                return 2
+                ref = set_reference(s, database.settings, args.model, *window, probe_version=args.probe_version)
+            except CalibrationReferenceError as e:
+                raise CommandError(str(e)) from None
             s.commit()
             out = {"reference_id": ref.id, "model": ref.model, "probe_version_id": ref.probe_version_id,
                    "window_start": ref.window_start.isoformat(), "window_end": ref.window_end.isoformat(),
-                   **{src: {k: v.get(k) for k in ("n", "disagreement")}
-                      for src, v in ref.stats.items() if isinstance(v, dict)}}
-    finally:
-        engine.dispose()
+                   **_source_stats(ref, ("n", "disagreement"))}
     print(json.dumps(out, indent=2))
     print("detectors re-tune on the new reference (run `vlmwatch detect tune` to do it now)", file=sys.stderr)
     return 0
+
+
+def _source_stats(ref: Any, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``keys`` of each evidence source's statistics in a reference row."""
+    return {src: {k: v.get(k) for k in keys} for src, v in ref.stats.items() if isinstance(v, dict)}
 
 
 def _show(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from monitor.commands._storage import open_database
-    from storage.db import session_factory
     from storage.models import Reference
 
-    _, engine = open_database(args)
-    try:
-        with session_factory(engine)() as s:
-            q = select(Reference).where(Reference.active.is_(True))
-            if args.model:
-                q = q.where(Reference.model == args.model)
-            rows = [{"id": r.id, "model": r.model, "probe_version_id": r.probe_version_id, "pinned": r.pinned,
-                     "window_start": r.window_start.isoformat(), "window_end": r.window_end.isoformat(),
-                     **{src: {k: v.get(k) for k in ("n", "complete", "disagreement")}
-                        for src, v in r.stats.items() if isinstance(v, dict)}}
-                    for r in s.scalars(q.order_by(Reference.id))]
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as s:
+        q = select(Reference).where(Reference.active.is_(True))
+        if args.model:
+            q = q.where(Reference.model == args.model)
+        rows = [{"id": r.id, "model": r.model, "probe_version_id": r.probe_version_id, "pinned": r.pinned,
+                 "window_start": r.window_start.isoformat(), "window_end": r.window_end.isoformat(),
+                 **_source_stats(r, ("n", "complete", "disagreement"))}
+                for r in s.scalars(q.order_by(Reference.id))]
     print(json.dumps(rows, indent=2))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("reference", help="pin or show the reference statistics drift is measured against")
-    sub = p.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
-    s = sub.add_parser(
-        "set", help="pin a time window's evidence, or a labelled samples file, as the reference of a model's probe",
+    sub = add_actions(subparsers, "reference", help="pin or show the reference statistics drift is measured against")
+    s = add_command(
+        sub, "set", _set, help="pin a time window's evidence, or a labelled samples file, as the reference of a model's probe",
         description="Pin the reference a model's probe is compared against: the labelled evidence in a time "
         "window (--window), or a labelled samples file (--samples: a validation set answered by the served model, "
         "one sample a line as `vlmwatch ingest` reads, with `label`), which is ingested, scored by the running "
@@ -160,7 +149,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --samples: how long to wait for the daemon to score them (default 600)")
     add_quiet_flag(s)
     s.add_argument("--probe-version", default=None, help="probe version (default: the active one)")
-    s.set_defaults(func=_set)
-    sh = sub.add_parser("show", help="print the active references")
+    sh = add_command(sub, "show", _show, help="print the active references")
     sh.add_argument("--model", default=None)
-    sh.set_defaults(func=_show)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from monitor.commands import add_command
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "report",
+    p = add_command(
+        subparsers, "report", run,
         help="calibration drift report: Evidently HTML, reliability diagrams, timelines, JSON summary",
         description="Write the calibration drift report for the last --since span into --out: score_drift.html "
         "(Evidently, reference vs current score distributions), reliability.png (per window), timelines.png "
@@ -22,28 +22,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--model", default=None, help="only this served model")
     add_quiet_flag(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
+    from monitor.commands import CommandError
+    from monitor.commands._storage import open_database
     from monitor.report import build_report, parse_since
-    from storage.db import SchemaError, engine_for, require_schema, session_factory
 
     try:
         parse_since(args.since)
     except ValueError as e:
-        print(f"vlmwatch report: {e}", file=sys.stderr)
-        return 2
-    settings = load_config(args.config)
-    engine = engine_for(settings.storage)
-    try:
-        require_schema(engine)
-    except SchemaError as e:
-        print(f"vlmwatch report: {e}", file=sys.stderr)
-        return 2
-    summary = build_report(session_factory(engine), settings, since=args.since, out_dir=args.out, model=args.model,
-                           progress=wanted(args))
+        raise CommandError(str(e), command="report") from None
+    with open_database(args, command="report") as database:
+        summary = build_report(database.sessions, database.settings, since=args.since, out_dir=args.out,
+                               model=args.model, progress=wanted(args))
     print(f"report: {summary['scored']} scored samples, {summary['labelled']} labelled, "
           f"{len(summary['alerts'])} alerts -> {args.out}")
     return 0

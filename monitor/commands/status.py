@@ -1,12 +1,14 @@
-"""``vlmwatch status [--json]``: row counts per table, pending work, running totals, when label
-detectors arm (per active probe, with an estimate), which detectors are armed (and what each still
-needs), last job runs."""
+"""``vlmwatch status [--json]``: row counts per table, pending work, running totals, last job runs,
+and per active probe which detectors are armed, what each still needs and when the label-based
+ones arm (an estimate; :mod:`monitor.detect.readiness`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from typing import Any
+
+from monitor.commands import add_command
 
 __all__ = ["register", "render_text"]
 
@@ -20,11 +22,6 @@ def render_text(report: dict[str, Any]) -> str:
     lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["pending"].items()]
     lines.append("totals:")
     lines += [f"  {name:<{width}}{n:>10,}" for name, n in report["totals"].items()]
-    lines.append("label detectors:")
-    if not report["label_arming"]:
-        lines.append("  (no active probe: `vlmwatch probe train --register` or `probe activate`)")
-    for d in report["label_arming"]:
-        lines.append(f"  {d['model']} probe {d['probe_version']}: {_arming_text(d)}")
     lines.append("last job runs:")
     if not report["jobs"]:
         lines.append("  (none yet)")
@@ -35,17 +32,19 @@ def render_text(report: dict[str, Any]) -> str:
             line += f"  error: {r['error'].splitlines()[0][:200]}"
         lines.append(line)
     lines.append("detectors:")
-    if not report.get("detectors"):
-        lines.append("  (no active probe version)")
-    for d in report.get("detectors", []):
-        state = "armed" if d["armed"] else f"not armed: needs {d['needs']}"
-        lines.append(f"  {d['model']} {d['probe_version']} {d['detector']:<36}{state}")
+    if not report["detectors"]:
+        lines.append("  (no active probe: `vlmwatch probe train --register` or `probe activate`)")
+    for p in report["detectors"]:
+        lines.append(f"  {p['model']} probe {p['probe_version']}: human-label detectors {_arming_text(p)}")
+        for d in p["detectors"]:
+            state = "armed" if d["armed"] else f"not armed: needs {d['needs']}"
+            lines.append(f"    {d['detector']:<36}{state}")
     return "\n".join(lines)
 
 
 def _arming_text(d: dict[str, Any]) -> str:
     ref = {"none": "no reference yet", "pinned": "pinned reference", "default": "default reference"}[d["reference"]]
-    if d["armed"]:
+    if d["labels_armed"]:
         return f"armed ({ref}, {d['labelled']:,} labelled samples)"
     text = f"not armed: {ref} has {d['labelled']:,} of {d['needed']:,} labelled samples"
     if d["eta_hours"] is not None:
@@ -58,27 +57,22 @@ def _arming_text(d: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from monitor.commands._storage import open_database
-    from monitor.detect.tune import readiness
+    from monitor.detect.readiness import readiness
     from storage import db
     from storage.repo_status import status_report
 
-    from monitor.calibration.arming import arming_report
-
-    settings, engine = open_database(args)
-    try:
-        with db.session_factory(engine)() as session:
-            report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
-            report.update(status_report(session))
-            report["label_arming"] = arming_report(session, settings)
-            report["detectors"] = readiness(session, settings)
-    finally:
-        engine.dispose()
+    with open_database(args) as database, database.sessions() as session:
+        engine = database.engine
+        report = {"database": db.safe_url(engine.url), "revision": db.current_revision(engine)}
+        report.update(status_report(session))
+        report["detectors"] = [asdict(p) for p in readiness(session, database.settings)]
     print(json.dumps(report, indent=2) if args.json else render_text(report))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="row counts per table, pending work, running totals, when label detectors arm, detectors armed, last job runs")
+    p = add_command(subparsers, "status", _status, help="row counts per table, pending work, running totals, when label detectors arm, detectors armed, last job runs")
     p.add_argument("--json", action="store_true", help="print the same report as JSON")
-    p.set_defaults(func=_status)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 
+from monitor.commands import add_command
 from monitor.progress import add_quiet_flag, wanted
 
 __all__ = ["register"]
@@ -15,8 +15,8 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("synpope", help="generate SynPOPE data (synthetic POPE with shift knobs)")
     sub = parser.add_subparsers(dest="synpope_command", metavar="SUBCOMMAND")
-    gen = sub.add_parser(
-        "generate",
+    gen = add_command(
+        sub, "generate", _generate,
         help="write DIR/samples.jsonl and DIR/images/*.png",
         description="Honest questions about coloured shapes: POPE-style yes/no, or free-form tasks "
         "(describe: a caption; count; attribute: the colour of a shape; list: the shapes of a colour; mix: "
@@ -42,16 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     knobs.add_argument("--concept", default="none", choices=("none", "colours", "shapes"), help="remap colours or glyphs")
     knobs.add_argument("--template", default="pope", help="prompt template style of every task: pope, contain, see, present")
     knobs.add_argument("--label-noise", type=float, default=0.0, help="share of ground-truth answers made wrong")
-    gen.set_defaults(func=_generate)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from monitor.commands import CommandError
     from monitor.synpope import Shift, generate
 
     if args.n < 0:
-        print(f"vlmwatch synpope: --n must be >= 0, got {args.n}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--n must be >= 0, got {args.n}", command="synpope")
     try:
         shift = Shift(
             noise=args.noise,
@@ -65,8 +64,7 @@ def _generate(args: argparse.Namespace) -> int:
             label_noise=args.label_noise,
         )
     except ValueError as e:
-        print(f"vlmwatch synpope: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), command="synpope") from None
     records = generate(args.split, args.n, args.seed, shift=shift, out=args.out, model=args.model, task=args.task,
                        progress=wanted(args))
     tasks = Counter(r["meta"]["task"] for r in records)

@@ -12,6 +12,7 @@ import hashlib
 import heapq
 import io
 import logging
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -189,9 +190,16 @@ class Replayer:
         if labelled(req.index, self.plan.label_share, self.plan.seed) and resp.id:
             self.labels.schedule(time.time() + self.plan.label_delay_seconds, req.index, resp.id, ok)
 
-    def run(self) -> None:
-        import queue
+    def _put(self, work: queue.Queue[Request | None], item: Request | None) -> None:
+        """Queue ``item``, waiting while the queue is full (the server fell behind), until stopped."""
+        while not self.stop.is_set():
+            try:
+                work.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
+    def run(self) -> None:
         from openai import OpenAI
 
         client = OpenAI(base_url=self.base_url, api_key="demo", max_retries=2, timeout=30.0)
@@ -216,19 +224,9 @@ class Replayer:
             delay = t0 + req.index / self.plan.rate - time.monotonic()
             if delay > 0 and self.stop.wait(delay):
                 break
-            while not self.stop.is_set():  # a full queue: the server fell behind; don't queue without bound
-                try:
-                    work.put(req, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+            self._put(work, req)
         for _ in threads:
-            while not self.stop.is_set():
-                try:
-                    work.put(None, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+            self._put(work, None)
         for t in threads:
             while t.is_alive() and not self.stop.is_set():
                 t.join(0.5)

@@ -20,6 +20,7 @@ reference and the window size, so a threshold is the same on every run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -50,28 +51,43 @@ def _seed(values: NDArray, w: int) -> int:
     return (int(values.size) * 1_000_003 + int(w) * 7919 + int(round(float(values.sum()) * 1000))) % (2**32)
 
 
+def _reference(reference: ArrayLike) -> tuple[float, ...]:
+    """The reference values as a (hashable, cached-on) tuple; at least 30 of them."""
+    v = np.asarray(reference, dtype=np.float64).ravel()
+    if v.size < 30:
+        raise ValueError(f"need at least 30 reference values, got {v.size}")
+    return tuple(v.tolist())
+
+
+def _in_control_quantile(v: NDArray, w: int, level: float, cells: int,
+                         draw: Callable[[np.random.Generator, int], NDArray]) -> float:
+    """The (1 − level) quantile of ``draw(rng, m)``, m simulated in-control windows' statistics at a
+    time (``cells`` values each), seeded by the reference and the width so a threshold is stable."""
+    rng = np.random.default_rng(_seed(v, w))
+    b = _draws(level)
+    out = np.empty(b)
+    chunk = max(1, 4_000_000 // cells)
+    for i in range(0, b, chunk):
+        m = min(chunk, b - i)
+        out[i:i + m] = draw(rng, m)
+    return float(np.quantile(out, 1.0 - level))
+
+
 @lru_cache(maxsize=256)
 def _mean_threshold(values: tuple[float, ...], w: int, level: float) -> float:
     v = np.asarray(values)
-    rng = np.random.default_rng(_seed(v, w))
-    b = _draws(level)
     n = v.size
-    out = np.empty(b)
-    chunk = max(1, 4_000_000 // w)
-    for i in range(0, b, chunk):
-        m = min(chunk, b - i)
+
+    def draw(rng: np.random.Generator, m: int) -> NDArray:
         ref = v.mean() + v.std() / math.sqrt(n) * rng.standard_normal(m)  # the reference mean's own error
-        win = v[rng.integers(0, n, size=(m, w))].mean(axis=1)
-        out[i:i + m] = np.abs(win - ref)
-    return float(np.quantile(out, 1.0 - level))
+        return np.abs(v[rng.integers(0, n, size=(m, w))].mean(axis=1) - ref)
+
+    return _in_control_quantile(v, w, level, w, draw)
 
 
 def mean_shift_threshold(reference: ArrayLike, w: int, *, target: float, horizon: int) -> float:
     """The |window mean − reference mean| an in-control ``w``-value window exceeds at the budget's level."""
-    v = np.asarray(reference, dtype=np.float64).ravel()
-    if v.size < 30:
-        raise ValueError(f"need at least 30 reference values, got {v.size}")
-    return _mean_threshold(tuple(v.tolist()), int(w), window_level(w, target, horizon))
+    return _mean_threshold(_reference(reference), int(w), window_level(w, target, horizon))
 
 
 def _edges(reference: NDArray) -> NDArray:
@@ -102,22 +118,16 @@ def psi(reference: ArrayLike, current: ArrayLike) -> float:
 @lru_cache(maxsize=256)
 def _psi_threshold(values: tuple[float, ...], w: int, level: float) -> float:
     r = np.asarray(values)
-    rng = np.random.default_rng(_seed(r, w))
     e = _edges(r)
-    b = _draws(level)
-    out = np.empty(b)
-    chunk = max(1, 4_000_000 // (w + r.size))
-    for i in range(0, b, chunk):
-        m = min(chunk, b - i)
+
+    def draw(rng: np.random.Generator, m: int) -> NDArray:
         pr = np.maximum(_shares(r[rng.integers(0, r.size, size=(m, r.size))], e), _EPS)  # the reference's own error
         pc = np.maximum(_shares(r[rng.integers(0, r.size, size=(m, w))], e), _EPS)
-        out[i:i + m] = np.sum((pc - pr) * np.log(pc / pr), axis=1)
-    return float(np.quantile(out, 1.0 - level))
+        return np.sum((pc - pr) * np.log(pc / pr), axis=1)
+
+    return _in_control_quantile(r, w, level, w + r.size, draw)
 
 
 def psi_threshold(reference: ArrayLike, w: int, *, target: float, horizon: int) -> float:
     """The PSI an in-control ``w``-value window exceeds at the budget's level."""
-    r = np.asarray(reference, dtype=np.float64).ravel()
-    if r.size < 30:
-        raise ValueError(f"need at least 30 reference values, got {r.size}")
-    return _psi_threshold(tuple(r.tolist()), int(w), window_level(w, target, horizon))
+    return _psi_threshold(_reference(reference), int(w), window_level(w, target, horizon))

@@ -53,6 +53,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from monitor.calibration.metrics import wilson_interval
 from monitor.detect.protocol import AlarmBookkeeping
+from monitor.detect.tuning import CHUNK_CELLS, check_budget
 
 __all__ = ["GLR_WINDOWS", "GLR_STEP", "GLR_PENALTY", "window_penalty", "RefSums", "GlrBank", "LabelledTuning", "tune_labelled",
            "bank_statistics", "first_alarms", "checkpoint_sums"]
@@ -63,7 +64,6 @@ GLR_WINDOWS = (25, 50, 75, 100, 150, 200, 400, 800, 1600, 3200, 6400)  # labels 
 GLR_STEP = 5  # the bank is evaluated every GLR_STEP labels, in the daemon and in the simulation alike
 GLR_PENALTY = {"disagreement": 0.4, "residual": 1.1}  # λ per test: a window's GLR less λ·ln(max window / w)
 TESTS = ("disagreement", "residual")
-_CHUNK_CELLS = 4_000_000
 
 
 def _loglik(k: Any, n: Any) -> Any:
@@ -326,7 +326,7 @@ def _maxima(d0: NDArray, r0: NDArray, w0: NDArray, horizon: int, simulations: in
     truth = rng.integers(0, n, size=(simulations, n), dtype=np.int32)  # bootstrap: an approximate posterior draw
     own = np.take_along_axis(truth, rng.integers(0, n, size=(simulations, n)), axis=1)  # its reference sample
     ref = cols[own].sum(axis=1)  # (simulations, 5)
-    step = max(GLR_STEP, (_CHUNK_CELLS // simulations) // GLR_STEP * GLR_STEP)
+    step = max(GLR_STEP, (CHUNK_CELLS // simulations) // GLR_STEP * GLR_STEP)
     parts = [np.zeros((simulations, 1, len(SUMS)))]
     for start in range(0, horizon, step):
         t = min(step, horizon - start)
@@ -341,26 +341,14 @@ def _joint_rate(mx: NDArray, h: NDArray) -> float:
     return float(np.mean((mx > h[None, :]).any(axis=1)))
 
 
-def tune_labelled(
-    scores: ArrayLike,
-    correct: ArrayLike,
-    *,
-    threshold: float = 0.5,
-    target: float = 0.05,
-    horizon: int = 20_000,
-    simulations: int = 1000,
-    rng: np.random.Generator | None = None,
-    penalty: dict[str, float] = GLR_PENALTY,
-    weights: ArrayLike | None = None,
-) -> LabelledTuning:
+def tune_labelled(scores: ArrayLike, correct: ArrayLike, *, threshold: float = 0.5, target: float = 0.05,
+                  horizon: int = 20_000, simulations: int = 1000, rng: np.random.Generator | None = None,
+                  penalty: dict[str, float] = GLR_PENALTY, weights: ArrayLike | None = None) -> LabelledTuning:
     """Tune both tests on a reference of (score, evidence) pairs under one false-alarm budget.
 
     ``weights``: 1 / inclusion probability of each pair (spot checks); None for labels (all 1).
     """
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target false-alarm rate must be in (0, 1), got {target}")
-    if horizon < 1 or simulations < 20:
-        raise ValueError(f"need horizon >= 1 and simulations >= 20, got {horizon}, {simulations}")
+    check_budget(target, horizon, simulations)
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(correct).astype(bool).ravel()
     if s.size != y.size or s.size < 30 or not np.all(np.isfinite(s)):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -46,8 +46,11 @@ from monitor.detect.label_free import mean_shift_threshold, width_bucket
 from monitor.detect.labelled import GlrBank
 from monitor.detect.tune import LABELLED, store_tuning, tuning_for
 from storage.models import (
-    CalibrationWindow, DetectorState, Label, ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow,
+    CalibrationWindow, DetectorState, DetectorTuning, Label, ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow,
 )
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
 
 __all__ = ["DetectResult", "run_detect", "detect_probe"]
 
@@ -75,7 +78,8 @@ def _state(session: Session, pv: ProbeVersion, name: str) -> DetectorState:
     return st
 
 
-def _tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Reference | None, name: str) -> Any:
+def _tuning(session: Session, settings: Settings, pv: ProbeVersion, ref: Reference | None,
+            name: str) -> DetectorTuning | None:
     if ref is None:
         return None
     row = tuning_for(session, pv.id, ref.id, name)
@@ -185,7 +189,8 @@ def _apply_revisions(session, pv, source, st: DetectorState, ref: Reference, det
     return applied
 
 
-def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
+def _labelled_signals(session: Session, settings: Settings, pv: ProbeVersion, ref: Reference | None,
+                      source: str) -> list[Signal]:
     """The labelled detectors of ``source`` (GLR bank tests; rule kinds ``cusum_disagreement`` /
     ``cusum_residual``), fed the same way through the :class:`~monitor.detect.protocol.Detector` interface."""
     out = []
@@ -238,7 +243,7 @@ def _labelled_signals(session, settings, pv, ref, source) -> list[Signal]:
     return out
 
 
-def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
+def _adwin_signal(session: Session, settings: Settings, pv: ProbeVersion, ref: Reference | None, name: str) -> Signal:
     st = _state(session, pv, name)
     tun = _tuning(session, settings, pv, ref, name)
     delta = float(tun.params["delta"]) if tun is not None else float(settings.detect.adwin_delta)
@@ -292,7 +297,8 @@ def _adwin_signal(session, settings, pv, ref, name: str) -> Signal:
                   summary=summary)
 
 
-def _window_drift_signal(session, settings, pv, ref, now: datetime) -> Signal:
+def _window_drift_signal(session: Session, settings: Settings, pv: ProbeVersion, ref: Reference | None,
+                         now: datetime) -> Signal:
     name = "window_drift"
     st = _state(session, pv, name)
     width = parse_duration(settings.calibration.window)
@@ -347,7 +353,7 @@ def _metric_signal(session, pv, source: str) -> Signal:
                   summary=f"rolling {source} window of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
 
 
-def _no_data_signal(session, settings, pv, now: datetime) -> Signal:
+def _no_data_signal(session: Session, settings: Settings, pv: ProbeVersion, now: datetime) -> Signal:
     minutes = float(settings.alerts.no_data_minutes)
     last_label = session.scalar(select(func.max(Label.created_at)).join(Sample, Sample.id == Label.sample_id)
                                 .where(Sample.model == pv.model))
@@ -363,7 +369,7 @@ def _no_data_signal(session, settings, pv, now: datetime) -> Signal:
                   summary=f"no correctness evidence for {pv.model} since {since.isoformat()}")
 
 
-def detect_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetime) -> list[Signal]:
+def detect_probe(session: Session, settings: Settings, pv: ProbeVersion, now: datetime) -> list[Signal]:
     """Run every detector of one probe version; returns its signals (caller evaluates and commits)."""
     ref = ensure_default_reference(session, settings, pv)
     signals: list[Signal] = []
@@ -378,7 +384,7 @@ def detect_probe(session: Session, settings: Any, pv: ProbeVersion, now: datetim
     return signals
 
 
-def run_detect(session_factory: sessionmaker[Session], settings: Any, now: datetime | None = None) -> DetectResult:
+def run_detect(session_factory: sessionmaker[Session], settings: Settings, now: datetime | None = None) -> DetectResult:
     """Daemon entry point: detectors + alert rules for every active probe version."""
     now = now or utcnow()
     result = DetectResult()

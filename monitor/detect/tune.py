@@ -10,7 +10,7 @@ share one false-alarm budget, so they are tuned together and stored as a pair.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -22,7 +22,10 @@ from monitor.detect.labelled import tune_labelled
 from monitor.detect.tuning import tune_adwin
 from storage.models import DetectorTuning, ProbeVersion, Reference
 
-__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for", "needs", "readiness"]
+if TYPE_CHECKING:
+    from monitor.config import Settings
+
+__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for"]
 
 log = logging.getLogger(__name__)
 
@@ -40,38 +43,6 @@ def _complete(ref: Reference, source: str, min_n: int) -> dict[str, Any] | None:
     return st
 
 
-def needs(ref: Reference | None, detector: str, settings: Any) -> str | None:
-    """What ``detector`` still needs from the reference before it can be tuned and armed; None: armed."""
-    min_n = int(settings.calibration.min_labels)
-    target = int(settings.calibration.reference_n)
-    kind, _, source = detector.partition(":")
-    if ref is None:
-        return "a reference (none yet)"
-    stats = ref.stats or {}
-    if kind == "adwin_scores":
-        have = len(stats.get("unlabelled_scores") or [])
-        return None if have >= max(30, min_n) else f"{max(30, min_n) - have} more scored samples in the reference ({have} so far)"
-    src = "self_consistency" if kind == "adwin_spotcheck" else source
-    st = stats.get(src) if isinstance(stats.get(src), dict) else {}
-    have = int(st.get("n", 0))
-    what = "spot checks" if src == "self_consistency" else f"{src} labels"
-    if not st.get("complete") or have < min_n:
-        return f"{max(min_n, target if not ref.pinned else min_n) - have} more {what} in the reference ({have} of {target if not ref.pinned else min_n})"
-    return None
-
-
-def readiness(session: Session, settings: Any) -> list[dict[str, Any]]:
-    """Per active probe version and detector: armed, or what it still needs (for ``vlmwatch status``)."""
-    out = []
-    for pv in session.scalars(select(ProbeVersion).where(ProbeVersion.active.is_(True)).order_by(ProbeVersion.id)):
-        ref = active_reference(session, pv.id)
-        for det in DETECTORS:
-            need = needs(ref, det, settings)
-            out.append({"model": pv.model, "probe_version": pv.version, "detector": det, "armed": need is None,
-                        "needs": need})
-    return out
-
-
 def _pairs(st: dict[str, Any]) -> tuple[list[float], list[bool], list[float]]:
     """The reference's kept (score, evidence, weight) triples: evidence = score + residual (0 or 1);
     weight 1 / inclusion probability (1 for labels, and for references stored before weights)."""
@@ -83,7 +54,7 @@ def _pairs(st: dict[str, Any]) -> tuple[list[float], list[bool], list[float]]:
     return scores[:len(correct)], correct, weights
 
 
-def tune_detector(ref: Reference, detector: str, settings: Any, rng: np.random.Generator,
+def tune_detector(ref: Reference, detector: str, settings: Settings, rng: np.random.Generator,
                   threshold: float = 0.5) -> dict[str, tuple[dict[str, Any], float]] | None:
     """Tune ``detector`` on ``ref``: {detector name: (params, simulated false-alarm rate)}, one entry,
     or both labelled detectors of the source; None when the reference lacks what it needs."""
@@ -122,7 +93,7 @@ def tuning_for(session: Session, pv_id: int, ref_id: int, detector: str) -> Dete
     ).first()
 
 
-def store_tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Reference, detector: str,
+def store_tuning(session: Session, settings: Settings, pv: ProbeVersion, ref: Reference, detector: str,
                  rng: np.random.Generator) -> DetectorTuning | None:
     """Tune and store ``detector`` (and its labelled pair); returns the row of ``detector``."""
     res = tune_detector(ref, detector, settings, rng, threshold=float(pv.threshold))
@@ -138,7 +109,7 @@ def store_tuning(session: Session, settings: Any, pv: ProbeVersion, ref: Referen
     return rows[detector]
 
 
-def tune_detectors(session_factory: sessionmaker[Session], settings: Any, model: str | None = None,
+def tune_detectors(session_factory: sessionmaker[Session], settings: Settings, model: str | None = None,
                    seed: int | None = None) -> list[DetectorTuning]:
     """Tune all detectors of every active probe version (of ``model``) on its active reference."""
     rng = np.random.default_rng(seed)

@@ -34,11 +34,13 @@ __all__ = [
     "tune_bernoulli_cusum",
     "tune_residual_cusum",
     "tune_adwin",
+    "check_budget",
+    "CHUNK_CELLS",
 ]
 
 log = logging.getLogger(__name__)
 
-_CHUNK_CELLS = 4_000_000  # simulated samples per numpy chunk (~32 MB of float64)
+CHUNK_CELLS = 4_000_000  # simulated samples per numpy chunk (~32 MB of float64)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class AdwinTuning:
         return {"delta": self.delta, "horizon": self.horizon, "met_target": self.met_target}
 
 
-def _check(target: float, horizon: int, simulations: int) -> None:
+def check_budget(target: float, horizon: int, simulations: int) -> None:
+    """Refuse a false-alarm target outside (0, 1), an empty horizon or too few simulations."""
     if not 0.0 < target < 1.0:
         raise ValueError(f"target false-alarm rate must be in (0, 1), got {target}")
     if horizon < 1 or simulations < 20:
@@ -95,7 +98,7 @@ def _quantile_level(target: float, simulations: int) -> float:
 
 def _bernoulli_max(p_true: np.ndarray, a: float, b: float, horizon: int, rng: np.random.Generator) -> np.ndarray:
     m = p_true.size
-    step = max(1, _CHUNK_CELLS // m)
+    step = max(1, CHUNK_CELLS // m)
     carry = None
     mx = np.zeros(m)
     for start in range(0, horizon, step):
@@ -105,23 +108,15 @@ def _bernoulli_max(p_true: np.ndarray, a: float, b: float, horizon: int, rng: np
     return mx
 
 
-def tune_bernoulli_cusum(
-    k_ref: int,
-    n_ref: int | None,
-    *,
-    p0: float | None = None,
-    shift: float = 1.6,
-    target: float = 0.05,
-    horizon: int = 20_000,
-    simulations: int = 2000,
-    rng: np.random.Generator | None = None,
-) -> BernoulliTuning:
+def tune_bernoulli_cusum(k_ref: int, n_ref: int | None, *, p0: float | None = None, shift: float = 1.6,
+                         target: float = 0.05, horizon: int = 20_000, simulations: int = 2000,
+                         rng: np.random.Generator | None = None) -> BernoulliTuning:
     """Tune the Bernoulli CUSUM on a reference with ``k_ref`` disagreements out of ``n_ref``.
 
     ``n_ref=None`` with ``p0`` given treats the rate as known exactly (no estimation error).
     The detector is designed for p1 = ``shift`` × p0.
     """
-    _check(target, horizon, simulations)
+    check_budget(target, horizon, simulations)
     rng = rng if rng is not None else np.random.default_rng()
     if n_ref is None:
         if p0 is None:
@@ -149,7 +144,7 @@ def _residual_max(
     z_ref: np.ndarray, k: float, offsets: np.ndarray, horizon: int, rng: np.random.Generator
 ) -> np.ndarray:
     m = offsets.size
-    step = max(1, _CHUNK_CELLS // m)
+    step = max(1, CHUNK_CELLS // m)
     carry_hi = carry_lo = None
     mx_hi = mx_lo = np.zeros(m)
     for start in range(0, horizon, step):
@@ -160,18 +155,11 @@ def _residual_max(
     return np.maximum(mx_hi, mx_lo)
 
 
-def tune_residual_cusum(
-    residuals: ArrayLike,
-    *,
-    shift_sd: float = 0.25,
-    target: float = 0.05,
-    horizon: int = 20_000,
-    simulations: int = 2000,
-    rng: np.random.Generator | None = None,
-) -> ResidualTuning:
+def tune_residual_cusum(residuals: ArrayLike, *, shift_sd: float = 0.25, target: float = 0.05, horizon: int = 20_000,
+                        simulations: int = 2000, rng: np.random.Generator | None = None) -> ResidualTuning:
     """Tune the two-sided CUSUM on reference residuals (evidence − score) to detect a mean shift
     of ``shift_sd`` reference standard deviations (slack k = shift_sd / 2)."""
-    _check(target, horizon, simulations)
+    check_budget(target, horizon, simulations)
     r = np.asarray(residuals, dtype=np.float64).ravel()
     if r.size < 30 or not np.all(np.isfinite(r)):
         raise ValueError(f"need at least 30 finite reference residuals, got {r.size}")
@@ -205,15 +193,8 @@ def _adwin_alarm_rate(values: np.ndarray, delta: float, horizon: int, simulation
     return alarms / simulations
 
 
-def tune_adwin(
-    values: ArrayLike,
-    *,
-    start_delta: float = 0.002,
-    target: float = 0.05,
-    horizon: int = 20_000,
-    simulations: int = 100,
-    rng: np.random.Generator | None = None,
-) -> AdwinTuning:
+def tune_adwin(values: ArrayLike, *, start_delta: float = 0.002, target: float = 0.05, horizon: int = 20_000,
+               simulations: int = 100, rng: np.random.Generator | None = None) -> AdwinTuning:
     """Largest δ in start_delta × 10^-i (i = 0..4) whose simulated false-alarm rate meets ``target``
     on bootstrap streams of the reference values (probe scores or spot-check agreement bits).
 

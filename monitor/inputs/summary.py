@@ -62,27 +62,28 @@ def input_drift_summary(session: Session, model: str | None = None) -> dict[str,
     return out
 
 
+_MODEL, _MODEL_FEATURE = ("model",), ("model", "feature")
+_FAMILIES = {  # key: (family name, help, labels)
+    "p": ("vlmwatch_input_drift_feature_p_value",
+          "Evidently drift-test p-value of an input feature in the newest window vs the reference", _MODEL_FEATURE),
+    "min_p": ("vlmwatch_input_drift_min_p_value", "Smallest feature p-value of the newest input window", _MODEL),
+    "p_thr": ("vlmwatch_input_drift_p_threshold",
+              "Feature p-value below which a window drifts (tuned on the reference)", _MODEL),
+    "mmd": ("vlmwatch_input_drift_embedding_mmd2",
+            "MMD² of the newest window's vision embeddings vs the reference", _MODEL),
+    "mmd_thr": ("vlmwatch_input_drift_embedding_mmd2_threshold",
+                "MMD² above which the embedding drifts (tuned on the reference)", _MODEL),
+    "drift": ("vlmwatch_input_drift_window_drifted",
+              "1 when the newest input window drifted from the reference", _MODEL),
+    "tested": ("vlmwatch_input_drift_windows_tested", "Input windows tested against the active reference", _MODEL),
+}
+
+
 def input_drift_metrics(session: Session) -> Iterable[Any]:
     """Prometheus families (``monitor.api.db_metrics``): the newest window's tests per model."""
     from prometheus_client.core import GaugeMetricFamily
 
-    fams = {
-        "p": GaugeMetricFamily("vlmwatch_input_drift_feature_p_value",
-                               "Evidently drift-test p-value of an input feature in the newest window vs the reference",
-                               labels=["model", "feature"]),
-        "min_p": GaugeMetricFamily("vlmwatch_input_drift_min_p_value",
-                                   "Smallest feature p-value of the newest input window", labels=["model"]),
-        "p_thr": GaugeMetricFamily("vlmwatch_input_drift_p_threshold",
-                                   "Feature p-value below which a window drifts (tuned on the reference)", labels=["model"]),
-        "mmd": GaugeMetricFamily("vlmwatch_input_drift_embedding_mmd2",
-                                 "MMD² of the newest window's vision embeddings vs the reference", labels=["model"]),
-        "mmd_thr": GaugeMetricFamily("vlmwatch_input_drift_embedding_mmd2_threshold",
-                                     "MMD² above which the embedding drifts (tuned on the reference)", labels=["model"]),
-        "drift": GaugeMetricFamily("vlmwatch_input_drift_window_drifted",
-                                   "1 when the newest input window drifted from the reference", labels=["model"]),
-        "tested": GaugeMetricFamily("vlmwatch_input_drift_windows_tested",
-                                    "Input windows tested against the active reference", labels=["model"]),
-    }
+    fams = {key: GaugeMetricFamily(name, doc, labels=list(labels)) for key, (name, doc, labels) in _FAMILIES.items()}
     for ref in _references(session, None):
         last, stats = (ref.state or {}).get("last") or {}, ref.stats or {}
         m = [ref.model]

@@ -1,8 +1,8 @@
 """Labelled samples for probe training and comparison, read from a samples file.
 
-A line is the samples-file object (``id``, ``image``, ``prompt``, ``answer``, optional ``label``)
-and, for SynPOPE data, ``truth``. Labels are *honest*: whether the model's own answer matches the
-truth. SynPOPE files carry the truth in ``answer`` as well, so by default (``answers="auto"``) a
+A line is the samples-file object ``vlmwatch ingest`` reads (``id``, ``ts``, ``model``, ``image``,
+``prompt``, ``answer``, optional ``label``) and, for SynPOPE data, ``truth``. Labels are *honest*:
+whether the model's own answer matches the truth. SynPOPE files carry the truth in ``answer`` as well, so by default (``answers="auto"``) a
 line with ``truth`` gets the model's own greedy answer, labelled against the truth; a line without
 ``truth`` keeps its ``answer`` and ``label`` (e.g. served answers with human labels).
 """
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from monitor.config import StorageConfig
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,53 +49,35 @@ def open_image(data: bytes | None) -> Image.Image | None:
         return im.convert("RGB")
 
 
-def read_samples(path: str | Path, limit: int | None = None) -> list[ProbeSample]:
-    """Parse a samples file; errors name the line and the field that is wrong."""
-    from storage.images import ImageError, decode_image_ref
+def read_samples(path: str | Path, limit: int | None = None,
+                 max_image_bytes: int = StorageConfig().max_image_bytes) -> list[ProbeSample]:
+    """Parse a samples file, line by line as ``vlmwatch ingest`` does (:func:`storage.jsonl.parse_sample_line`).
+
+    Errors name the file, the line and the reason. Images must be in the file (path, data URL or
+    base64), not behind a URL; ``truth`` (SynPOPE), when present, must be a string.
+    """
+    from storage.jsonl import LineError, iter_lines, parse_sample_line
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"samples file not found: {p}")
     out: list[ProbeSample] = []
-    with p.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON: {e}") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{where}: a line must be a JSON object")
-            prompt = obj.get("prompt")
-            if not isinstance(prompt, str) or not prompt:
-                raise ValueError(f"{where}: 'prompt' must be a non-empty string")
-            image: bytes | None = None
-            if obj.get("image") is not None:
-                try:
-                    ref = decode_image_ref(obj["image"], base_dir=p.parent)
-                except ImageError as e:
-                    raise ValueError(f"{where}: image: {e}") from None
-                if ref.data is None:
-                    raise ValueError(f"{where}: image URLs are not fetched; give a path, data URL or base64")
-                image = ref.data
-            label = obj.get("label")
-            if label is not None and not isinstance(label, bool):
-                raise ValueError(f"{where}: 'label' must be true or false, got {label!r}")
-            answer, truth = obj.get("answer"), obj.get("truth")
-            for name, value in (("answer", answer), ("truth", truth)):
-                if value is not None and not isinstance(value, str):
-                    raise ValueError(f"{where}: {name!r} must be a string")
-            group = hashlib.sha256(image).hexdigest() if image is not None else str(obj.get("id", lineno))
-            out.append(
-                ProbeSample(
-                    id=str(obj.get("id", lineno)), prompt=prompt, image=image, answer=answer, label=label,
-                    truth=truth, group=group, meta=dict(obj.get("meta") or {}),
-                )
-            )
-            if limit is not None and len(out) >= limit:
-                break
+    for lineno, text in iter_lines(p):
+        where = f"{p}:{lineno}"
+        try:
+            rec = parse_sample_line(text, p.parent, max_image_bytes, source="probe")
+        except LineError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if rec.image is None:
+            raise ValueError(f"{where}: image URLs are not fetched; give a path, data URL or base64")
+        meta = dict(rec.meta or {})
+        truth = meta.pop("truth", None)
+        if truth is not None and not isinstance(truth, str):
+            raise ValueError(f"{where}: 'truth' must be a string")
+        out.append(ProbeSample(id=rec.id, prompt=rec.prompt, image=rec.image, answer=rec.answer, label=rec.label,
+                               truth=truth, group=hashlib.sha256(rec.image).hexdigest(), meta=meta))
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise ValueError(f"samples file {p} holds no samples")
     return out

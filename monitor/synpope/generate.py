@@ -11,14 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from monitor.synpope.scenes import (
-    SPLITS,
-    Example,
-    PriorRecipe,
-    caption_example,
-    plain_example,
-    prior_example,
-)
+from monitor.synpope.scenes import SPLITS, Example, PriorRecipe, caption_example, plain_example, prior_example
 from monitor.synpope.shift import Shift
 from monitor.synpope.tasks import MIX, TASKS, noisy_truth, task_example
 from monitor.synpope.world import World

@@ -7,14 +7,19 @@ Server-rendered pages (FastAPI + Jinja2, charts as inline SVG); the CSS ships in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from monitor.ui.auth import LOGIN_PATHS
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from monitor.config import Settings
 
 __all__ = ["mount_ui", "LOGIN_PATHS"]
 
 
-def mount_ui(app: Any, settings: Any) -> None:
+def mount_ui(app: FastAPI, settings: Settings) -> None:
     """Add the dashboard's routes to the API ``app`` (same database, same token as writes)."""
     from monitor.ui.routes import mount
 

@@ -11,13 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from statistics import median
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from monitor.calibration.evidence import HUMAN_SOURCES
 from storage.models import Alert, CalibrationWindow, Label, ProbeVersion, Sample, SpotCheck
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from monitor.config import AlertRule, Settings
 
 __all__ = [
     "ModelSummary", "Overview", "overview", "model_names", "probe_versions", "latest_windows", "alerts_list",
@@ -115,7 +120,7 @@ def alerts_list(session: Session, state: str | None = None, model: str | None = 
     return list(session.scalars(q.order_by(Alert.started_at.desc()).limit(limit)))
 
 
-def overview(session: Session, settings: Any, now: datetime) -> Overview:
+def overview(session: Session, settings: Settings, now: datetime) -> Overview:
     names = model_names(session, list(settings.models))
     active = {pv.model: pv for pv in session.scalars(select(ProbeVersion).where(ProbeVersion.active.is_(True)))}
     pending = {m: (int(n), t) for m, n, t in session.execute(
@@ -158,7 +163,7 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def alert_statistics(alert: Alert, rules: Any = ()) -> list[tuple[str, float | None, float | None]]:
+def alert_statistics(alert: Alert, rules: Iterable[AlertRule] = ()) -> list[tuple[str, float | None, float | None]]:
     """(what, statistic, threshold) pairs the alert's detector decided on, as far as it recorded them."""
     m, d = alert.metrics or {}, alert.detector or {}
     out: list[tuple[str, float | None, float | None]] = []

@@ -20,7 +20,7 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -31,7 +31,10 @@ from sqlalchemy.orm import Session
 
 from monitor.ui import charts, filters, model_queries, queries, sample_queries
 from monitor.ui.auth import NeedsLogin, ReadGuard
-from storage.models import utcnow
+from storage.models import Alert, ProbeVersion, utcnow
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
 
 __all__ = ["build_router", "HEADERS"]
 
@@ -53,7 +56,7 @@ def _templates() -> Jinja2Templates:
     return t
 
 
-def build_router(settings: Any, guard: ReadGuard) -> APIRouter:
+def build_router(settings: Settings, guard: ReadGuard) -> APIRouter:
     templates = _templates()
     router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -231,7 +234,7 @@ def _metric_rows(m: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     return rows
 
 
-def _model_context(s: Session, settings: Any, name: str, pv: Any, n: int) -> dict[str, Any]:
+def _model_context(s: Session, settings: Settings, name: str, pv: ProbeVersion, n: int) -> dict[str, Any]:
     hist = model_queries.history(s, name, pv.id, n)
     starts = [w.window_start for rows in hist.values() for w in rows]
     alerts = model_queries.alerts_since(s, name, min(starts)) if starts else []
@@ -265,7 +268,7 @@ def _model_context(s: Session, settings: Any, name: str, pv: Any, n: int) -> dic
                 route_labels=model_queries.ROUTE_LABELS, inputs=input_drift_summary(s, name).get(name))
 
 
-def _alert_context(s: Session, settings: Any, alert: Any) -> dict[str, Any]:
+def _alert_context(s: Session, settings: Settings, alert: Alert) -> dict[str, Any]:
     pv = queries.probe_for_alert(s, alert)
     stats = queries.alert_statistics(alert, settings.alerts.rules)
     gauges = [charts.gauge(f"stat-{i}", f"{what}: " + ("n/a" if v is None else f"{v:.3g}")
@@ -289,7 +292,7 @@ def _alert_context(s: Session, settings: Any, alert: Any) -> dict[str, Any]:
                 as_json=lambda v: json.dumps(v, indent=1, default=str, sort_keys=True))
 
 
-def mount(app: FastAPI, settings: Any, token: Callable[[], str | None]) -> None:
+def mount(app: FastAPI, settings: Settings, token: Callable[[], str | None]) -> None:
     """Add the dashboard to ``app``: the routes, the static files, the login redirect."""
     guard = ReadGuard(token)
     app.include_router(build_router(settings, guard))

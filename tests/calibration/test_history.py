@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from monitor.calibration.history import run_calibrate
-from monitor.calibration.reference import ReferenceError, set_reference
+from monitor.calibration.reference import CalibrationReferenceError, set_reference
 from monitor.commands.reference import parse_window
 from monitor.detect.synthetic import BinormalProbe
 from storage.models import CalibrationWindow, Label, Reference, Score, utcnow
@@ -103,9 +103,9 @@ def test_default_reference_then_pinned_by_cli(world, fast_settings, db_url, vlmw
         active = ses.scalars(select(Reference).where(Reference.active.is_(True))).all()
         assert len(active) == 1 and active[0].pinned and active[0].id == out["reference_id"]
     with world.factory() as ses:
-        with pytest.raises(ReferenceError, match="calibration.min_labels"):
+        with pytest.raises(CalibrationReferenceError, match="calibration.min_labels"):
             set_reference(ses, settings, "m1", start - timedelta(days=30), start - timedelta(days=29))
-        with pytest.raises(ReferenceError, match="'nope'"):
+        with pytest.raises(CalibrationReferenceError, match="'nope'"):
             set_reference(ses, settings, "nope", start, end)
     with pytest.raises(argparse.ArgumentTypeError, match="START..END"):
         parse_window("yesterday")

@@ -58,13 +58,19 @@ def test_train_register_compare(tmp_path, labelled_file, llava_dir, capsys):
     assert {p.name for p in (tmp_path / "report").iterdir()} == {"probe_compare.json", "probe_compare.md", "probe_compare.png"}
 
 
-def test_cli_errors_name_what_is_wrong(tmp_path, llava_dir, capsys):
+def test_cli_errors_name_what_is_wrong(tmp_path, labelled_file, llava_dir, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "Is there a cat?", "answer": "yes", "label": "maybe"}\n')
+    good = json.loads(labelled_file.read_text().splitlines()[0])
+    bad.write_text(json.dumps({**good, "image": str(labelled_file.parent / good["image"]), "label": "maybe"}) + "\n")
     rc = main(["probe", "train", "--model", str(llava_dir), "--data", str(bad), "--out", str(tmp_path / "p"),
                "--answers", "file", "--quiet"])
     assert rc == 2
-    assert "bad.jsonl:1: 'label' must be true or false" in capsys.readouterr().err
+    assert "bad.jsonl:1: field 'label': Input should be a valid boolean" in capsys.readouterr().err
+    bad.write_text('{"prompt": "Is there a cat?", "answer": "yes"}\n')
+    rc = main(["probe", "train", "--model", str(llava_dir), "--data", str(bad), "--out", str(tmp_path / "p"),
+               "--answers", "file", "--quiet"])
+    assert rc == 2
+    assert "bad.jsonl:1: missing field 'id'; missing field 'ts'" in capsys.readouterr().err
     rc = main(["probe", "train", "--model", str(llava_dir), "--data", str(bad), "--out", str(tmp_path / "p"),
                "--register"])
     assert rc == 2 and "--served-name" in capsys.readouterr().err
@@ -73,10 +79,9 @@ def test_cli_errors_name_what_is_wrong(tmp_path, llava_dir, capsys):
 def test_register_refuses_an_unmigrated_database_before_training(tmp_path, labelled_file, llava_dir, capsys):
     cfg = tmp_path / "vlmwatch.yaml"
     cfg.write_text(f"storage:\n  url: sqlite:///{tmp_path / 'never-migrated.db'}\n")
-    with pytest.raises(SystemExit) as e:
-        main(["--config", str(cfg), "probe", "train", "--model", str(llava_dir), "--data", str(labelled_file),
-              "--out", str(tmp_path / "probe"), "--answers", "file", "--quiet", "--register", "--served-name", "m"])
-    assert e.value.code == 2
+    rc = main(["--config", str(cfg), "probe", "train", "--model", str(llava_dir), "--data", str(labelled_file),
+               "--out", str(tmp_path / "probe"), "--answers", "file", "--quiet", "--register", "--served-name", "m"])
+    assert rc == 2
     assert "vlmwatch db upgrade" in capsys.readouterr().err
     assert not (tmp_path / "probe").exists()  # nothing was trained or written
 
