@@ -18,8 +18,8 @@ distinct placements in a horizon as a 6,400-label one, and the residual's short-
 heavy tails) spend most of the false-alarm budget and the long windows, which small shifts need,
 face their threshold. The penalty (a scan-statistic threshold that falls with ln w) moves budget
 to the long windows: measured in ``bench/detection.py`` at a 1,000-label reference, the 0.10 →
-0.127 median delay fell from about 2,000–2,200 labels (6% missed) to about 1,500 (none missed)
-while the 0.10 → 0.25 step stayed within about 100 labels. Because both sides are estimates,
+0.127 median delay fell from 2,172 labels (6.0% missed) to 1,394 (0.2% missed)
+while the 0.10 → 0.25 step went from 100 to 94 labels. Because both sides are estimates,
 the statistic's null distribution barely depends on the reference size, and the thresholds are
 set by simulation where the reference is itself a draw: each simulated stream's truth is a
 bootstrap resample of the reference (an approximate posterior draw), its reference a fresh sample
