@@ -151,7 +151,7 @@ def production(probe: BinormalProbe, quick: bool, rng: np.random.Generator, t0: 
                sizes: tuple[int, ...] = REFERENCE_SIZES, delay: float = LABEL_DELAY_MEAN,
                refs: int | None = None) -> dict[str, Any]:
     """The daemon's labelled detectors on estimated references of each size, with label delay."""
-    refs = refs or (4 if quick else 12)
+    refs = refs or (4 if quick else 24)
     per = 50 if quick else 100
     sims = 300 if quick else 600
     out: dict[str, Any] = {}

@@ -206,9 +206,10 @@ def _labelled_signals(session: Session, settings: Settings, pv: ProbeVersion, re
             continue
         state = dict(st.state or {})
         det_state = state.get("detector")
-        if state.get("tuning_id") != tun.id or not isinstance(det_state, dict) or det_state.get("test") != test:
+        if state.get("tuning_id") != tun.id or not isinstance(det_state, dict) or det_state.get("test") != test \
+                or not GlrBank.state_is_current(det_state):
             p = tun.params  # new reference or tuning (or a detector of an older kind): restart
-            det = GlrBank(test=test, ref=dict(p["ref"]), h=float(p["h"]), step=int(p["step"]), windows=list(p["windows"]))
+            det = GlrBank.from_params(p)
             state = {"pending": state.get("pending", []), "pending_dropped": state.get("pending_dropped", 0),
                      "consumed_after": st.cursor, "revision_cursor": state.get("revision_cursor", 0)}
         else:
@@ -219,7 +220,7 @@ def _labelled_signals(session: Session, settings: Settings, pv: ProbeVersion, re
         recent = list(state.get("recent_disagreeing", []))
         for r in rows:
             disagree, residual = _observation(r, pv)
-            det.update(disagree, residual)
+            det.update(disagree, residual, r.weight)  # spot checks: 1 / inclusion probability
             if disagree:
                 recent = (recent + [r.sample_id])[-20:]
         st.state = {**st.state, "detector": det.to_state(), "tuning_id": tun.id, "recent_disagreeing": recent}

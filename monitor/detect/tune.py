@@ -43,11 +43,15 @@ def _complete(ref: Reference, source: str, min_n: int) -> dict[str, Any] | None:
     return st
 
 
-def _pairs(st: dict[str, Any]) -> tuple[list[float], list[bool]]:
-    """The reference's kept (score, evidence) pairs: evidence = score + residual (0 or 1)."""
+def _pairs(st: dict[str, Any]) -> tuple[list[float], list[bool], list[float]]:
+    """The reference's kept (score, evidence, weight) triples: evidence = score + residual (0 or 1);
+    weight 1 / inclusion probability (1 for labels, and for references stored before weights)."""
     scores = [float(v) for v in st.get("scores", [])]
     correct = [round(p + r) >= 1 for p, r in zip(scores, st.get("residuals", []))]
-    return scores[:len(correct)], correct
+    weights = [float(w) for w in st.get("weights", [])]
+    if len(weights) != len(correct):
+        weights = [1.0] * len(correct)
+    return scores[:len(correct)], correct, weights
 
 
 def tune_detector(ref: Reference, detector: str, settings: Settings, rng: np.random.Generator,
@@ -62,10 +66,10 @@ def tune_detector(ref: Reference, detector: str, settings: Settings, rng: np.ran
         st = _complete(ref, source, min_n)
         if st is None:
             return None
-        scores, correct = _pairs(st)
+        scores, correct, weights = _pairs(st)
         if len(scores) < 30:
             return None
-        t = tune_labelled(scores, correct, threshold=threshold, simulations=d.simulations, **common)
+        t = tune_labelled(scores, correct, threshold=threshold, simulations=d.simulations, weights=weights, **common)
         return {f"{k}:{source}": (t.params(test), t.simulated_false_alarm_rate) for k, test in LABELLED.items()}
     if kind == "adwin_scores":
         values = (ref.stats or {}).get("unlabelled_scores") or []
