@@ -123,6 +123,8 @@ def compare_signals(
         m["cost_ms"] = enc_ms + cost  # what scoring one sample from raw inputs costs
         m["compute_ms"] = cost  # the signal's own pass, inputs already encoded
         signals[name] = m
+    if "self_consistency" in signals:
+        signals["self_consistency"]["k"] = self_consistency_k  # samples per answer, from the K-sample decode
     delta, ci = paired_auroc_delta(p, full.answer_prob, y, n_boot=n_boot, seed=seed)
     signals["probe"]["delta_vs_answer_prob"] = delta
     signals["probe"]["delta_ci"] = list(ci)
