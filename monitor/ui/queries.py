@@ -168,11 +168,10 @@ def alert_statistics(alert: Alert, rules: Iterable[AlertRule] = ()) -> list[tupl
     m, d = alert.metrics or {}, alert.detector or {}
     out: list[tuple[str, float | None, float | None]] = []
     threshold = _number(m.get("threshold", d.get("threshold", d.get("h"))))
-    if _number(m.get("statistic")) is not None:
-        out.append(("CUSUM statistic", _number(m["statistic"]), threshold))
-    for key, what in (("statistic_up", "CUSUM up"), ("statistic_down", "CUSUM down")):
-        if _number(m.get(key)) is not None:
-            out.append((what, _number(m[key]), threshold))
+    if _number(m.get("statistic")) is not None:  # the labelled GLR bank records its driving window; a CUSUM does not
+        what = (f"GLR statistic, last {m['window_labels']} labels (after the window penalty)" if m.get("window_labels")
+                else "CUSUM statistic")
+        out.append((what, _number(m["statistic"]), threshold))
     if _number(m.get("drift_score")) is not None:
         out.append((f"drift score ({d.get('method', 'drift test')})", _number(m["drift_score"]), _number(d.get("threshold"))))
     for rule in rules:

@@ -136,6 +136,9 @@ def test_overview_models_lags_budget_and_firing(sessions) -> None:
     assert ov.spot_checks_last_hour == 8 and ov.spot_seconds_last_hour == pytest.approx(12.0)
     assert ov.spot_budget_share == pytest.approx(0.4)
     assert queries.alert_statistics(ov.firing[0]) == [("CUSUM statistic", 7.2, 5.1)]
+    glr = Alert(id="g", fingerprint="g", rule="r", state="firing", severity="warning", model="m", probe_version="v1",
+                started_at=T0, metrics={"statistic": 9.4, "threshold": 8.8, "window_labels": 1600})
+    assert queries.alert_statistics(glr) == [("GLR statistic, last 1600 labels (after the window penalty)", 9.4, 8.8)]
 
 
 def test_reliability_evidence_is_one_verdict_per_sample_from_the_evidence_loader(sessions) -> None:
