@@ -22,6 +22,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from monitor import metrics
 from monitor.api.guard import WriteGuard, writes_open
 from monitor.api.otlp import register_otlp
 from monitor.api.schemas import (
@@ -39,7 +40,6 @@ from monitor.api.schemas import (
     UtcDatetime,
 )
 from monitor.config import Settings
-from monitor.daemon import metrics
 from storage.models import Alert, CalibrationWindow, Label, Sample
 
 __all__ = ["create_app"]

@@ -37,10 +37,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from collectors.sample import DropSample
+from monitor import metrics
 from monitor.api.otlp_spans import DROP_REASONS, NotGenAI, Span, SpanSample, span_to_sample
 from monitor.api.schemas import SampleIn
 from monitor.config import Settings
-from monitor.daemon import metrics
 
 __all__ = ["register_otlp", "decode_request", "export_spans"]
 

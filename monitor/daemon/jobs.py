@@ -103,7 +103,7 @@ def ship_job(settings: Settings, engine: Any) -> Callable[[JobContext], int]:
         nonlocal shipper
         if shipper is None:
             from collectors.shipper import Shipper
-            from monitor.daemon import metrics
+            from monitor import metrics
 
             shipper = Shipper(settings.spool.dir, settings.storage.url, engine=engine,
                               max_image_bytes=settings.storage.max_image_bytes)

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
+from monitor import metrics
 from monitor.config import Settings
-from monitor.daemon import metrics
 from monitor.daemon.runner import JobContext
 from storage.models import CalibrationWindow, Image, InputFeature, JobRun, Label, Sample, Score, SpotCheck, utcnow
 from storage.repo_labels import expire_waiting_labels

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.daemon import metrics
+from monitor import metrics
 from storage.failopen import report_internal_error
 from storage.models import JobRun, utcnow
 

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from monitor import metrics
 from monitor.config import ModelEntry, Settings
-from monitor.daemon import metrics
 from monitor.daemon.image_fetch import ImageFetcher, ImageUnavailable
 from monitor.daemon.leases import claim_samples, mark_failed, mark_image_unavailable, release_samples, write_scores
 from monitor.daemon.runner import JobContext

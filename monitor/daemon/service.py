@@ -31,9 +31,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
+from monitor import metrics
 from monitor.config import Settings
 from monitor.daemon import jobs as leader_jobs
-from monitor.daemon import metrics
 from monitor.daemon.leases import release_all_leases, release_leases
 from monitor.daemon.locks import LeaderLock, SqliteDaemonLock
 from monitor.daemon.retention import RetentionJob

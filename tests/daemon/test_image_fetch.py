@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
+from monitor import metrics
 from monitor.config import ConfigError, Settings, load_config
-from monitor.daemon import metrics
 from monitor.fetch_policy import FetchPolicy, Refused
 from monitor.daemon.image_fetch import FetchedImage, ImageFetcher, ImageUnavailable
 from monitor.daemon.retention import purge_images
