@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from collectors.sample import DropSample
@@ -121,7 +122,7 @@ def _message(drops: list[tuple[str, str, str]], ignored: int) -> str:
     return "; ".join(parts)
 
 
-def export_spans(sessions: Any, spans: list[Span], settings: Settings) -> ExportTraceServiceResponse:
+def export_spans(sessions: sessionmaker[Session], spans: list[Span], settings: Settings) -> ExportTraceServiceResponse:
     """Convert, store and count; the OTLP response with the partial success."""
     from monitor.api.ingest import ingest_batch
 

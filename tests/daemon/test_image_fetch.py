@@ -231,7 +231,7 @@ def _job(db_url: str, **image_fetch: Any) -> tuple[ScoreJob, _RecordingScorer, S
 
 
 def _run(job: ScoreJob, engine) -> int:
-    return job(JobContext("score", "w", session_factory(engine), 30.0, threading.Event()))
+    return job(JobContext("score", "w", session_factory(engine), 30.0, threading.Event())).processed
 
 
 def _statuses(engine) -> dict[str, tuple[str, str | None]]:
