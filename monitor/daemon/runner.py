@@ -1,10 +1,9 @@
 """Running one daemon job: time budget, stop flag, failure counting, ``job_runs`` rows.
 
 A job is a callable ``job(ctx) -> JobResult`` (items processed, and an optional detail for the
-debug log). It must check ``ctx.should_stop()``
-between units of work (a batch of samples, a model) and return when it is true; that is how the
-per-run time budget and SIGTERM reach it. A job that raises is counted, logged and recorded; the
-scheduler keeps running it at its next interval.
+debug log). It must check ``ctx.should_stop()`` between units of work (a batch of samples, a
+model) and return when it is true; that is how the per-run time budget and SIGTERM reach it. A
+job that raises is counted, logged and recorded; the scheduler keeps running it at its next interval.
 """
 
 from __future__ import annotations
