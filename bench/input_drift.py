@@ -125,6 +125,7 @@ def _run_stream(name: str, records: list[Any], artifact: Any, model_dir: Path, s
 
     from monitor.config import Settings
     from monitor.daemon import Daemon
+    from monitor.daemon.runner import JobResult
     from monitor.inputs.horizon import simulate_horizons
     from monitor.inputs.job import reference_tables
     from monitor.probe.registry import register_probe
@@ -148,7 +149,7 @@ def _run_stream(name: str, records: list[Any], artifact: Any, model_dir: Path, s
                             inputs=settings_extra,
                             daemon={"score_interval_seconds": 0.2, "inputs_interval_seconds": 1.0, "start_api": False,
                                     "job_time_budget_seconds": 120, "shutdown_timeout_seconds": 30})
-        noop = lambda ctx: 0  # noqa: E731
+        noop = lambda ctx: JobResult()  # noqa: E731
         d = Daemon(settings, engine=engine, jobs={j: noop for j in ("calibrate", "detect", "spotcheck", "report", "retention")})
         t0 = time.perf_counter()
         d.start()

@@ -2,7 +2,7 @@
 
 Each collector owns a :class:`CollectorMetrics` with its own registry, so several collectors in
 one process (tests, an app with two SDK hooks) never clash on metric names. Counters are declared
-without the ``_total`` suffix (prometheus_client appends it), as in :mod:`monitor.daemon.metrics`.
+without the ``_total`` suffix (prometheus_client appends it), as in :mod:`monitor.metrics`.
 """
 
 from __future__ import annotations

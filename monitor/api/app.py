@@ -12,16 +12,18 @@ anything. Reads are open. Invalid bodies get 422 with each offending field named
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from monitor import metrics
 from monitor.api.guard import WriteGuard, writes_open
 from monitor.api.otlp import register_otlp
 from monitor.api.schemas import (
@@ -39,12 +41,14 @@ from monitor.api.schemas import (
     UtcDatetime,
 )
 from monitor.config import Settings
-from monitor.daemon import metrics
 from storage.models import Alert, CalibrationWindow, Label, Sample
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "DaemonStatus"]
 
 logger = logging.getLogger(__name__)
+
+DaemonStatus = Callable[[], dict[str, Any]]
+"""The daemon's status for /healthz (``Daemon.status()``: worker, leader, each job's runs and last error)."""
 
 
 def _field_errors(exc: RequestValidationError) -> list[str]:
@@ -63,8 +67,8 @@ def _db(request: Request) -> Iterator[Session]:
 DB = Annotated[Session, Depends(_db)]
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any = None) -> FastAPI:
-    """Build the app over ``engine`` (default: ``storage.url``). ``daemon`` adds its status to /healthz."""
+def create_app(settings: Settings, *, engine: Engine | None = None, daemon_status: DaemonStatus | None = None) -> FastAPI:
+    """Build the app over ``engine`` (default: ``storage.url``). ``daemon_status`` adds the daemon's to /healthz."""
     from storage.db import engine_for, require_schema, safe_url, session_factory
 
     engine = engine or engine_for(settings.storage)
@@ -206,14 +210,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
             require_schema(engine)
         except Exception as e:
             body.status, body.schema_ok, body.error = "degraded", False, str(e)
-        if daemon is not None:
-            body.daemon = daemon.status()
+        if daemon_status is not None:
+            body.daemon = daemon_status()
         return JSONResponse(status_code=200 if body.status == "ok" else 503, content=body.model_dump(mode="json"))
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prom() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
         # this process's counters (jobs, ingest) + the database's state (windows, alerts, queues)
         body = generate_latest(REGISTRY) + generate_latest(app.state.metrics)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -224,10 +226,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon: Any 
 _RECAL_STATUS = {"unknown_model": 404, "bad_request": 422}  # other refusals: 409 (the state does not allow it)
 
 
-def _metrics_registry(sessions: sessionmaker[Session], settings: Settings) -> Any:
+def _metrics_registry(sessions: sessionmaker[Session], settings: Settings) -> CollectorRegistry:
     """A registry of this app's own: the database collector reads at scrape time, never at registration."""
-    from prometheus_client import CollectorRegistry
-
     from monitor.api.db_metrics import DatabaseCollector
 
     registry = CollectorRegistry(auto_describe=False)

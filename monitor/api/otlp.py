@@ -34,13 +34,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from collectors.sample import DropSample
+from monitor import metrics
 from monitor.api.otlp_spans import DROP_REASONS, NotGenAI, Span, SpanSample, span_to_sample
 from monitor.api.schemas import SampleIn
 from monitor.config import Settings
-from monitor.daemon import metrics
 
 __all__ = ["register_otlp", "decode_request", "export_spans"]
 
@@ -121,7 +122,7 @@ def _message(drops: list[tuple[str, str, str]], ignored: int) -> str:
     return "; ".join(parts)
 
 
-def export_spans(sessions: Any, spans: list[Span], settings: Settings) -> ExportTraceServiceResponse:
+def export_spans(sessions: sessionmaker[Session], spans: list[Span], settings: Settings) -> ExportTraceServiceResponse:
     """Convert, store and count; the OTLP response with the partial success."""
     from monitor.api.ingest import ingest_batch
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from monitor.config import Settings
 from monitor.fetch_policy import FetchPolicy, Refused
 from storage.images import ImageError, ImageInfo, inspect_image
 
@@ -82,7 +83,7 @@ class ImageFetcher:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ImageFetcher | None:
+    def from_settings(cls, settings: Settings) -> ImageFetcher | None:
         """The fetcher ``settings.image_fetch`` describes, or None when fetching is disabled."""
         cfg = settings.image_fetch
         if not cfg.enabled:

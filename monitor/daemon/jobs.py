@@ -1,125 +1,90 @@
-"""The leader's jobs: thin adapters from the scheduler to each package's documented entry point.
+"""The daemon's jobs other than score and retention: thin adapters from the scheduler to each
+package's documented entry point, each turning its typed result into a :class:`JobResult`.
 
 Each entry point opens its own sessions, commits its own work and is idempotent (see
-docs/CONTRACTS.md), so a run cut short by a crash or SIGTERM is simply run again.
+docs/CONTRACTS.md), so a run cut short by a crash or SIGTERM is simply run again. The daemon binds
+``settings`` (``functools.partial(calibrate, settings)``) to make a :data:`~monitor.daemon.runner.Job`.
+The statistics and report packages are imported inside their job, on its first run (scipy,
+river, pandas load there, not with :mod:`monitor.daemon`).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from monitor.config import Settings
-from monitor.daemon.runner import JobContext
+from sqlalchemy.engine import Engine
 
-__all__ = ["entry_point", "calibrate_job", "detect_job", "inputs_job", "deliver_job", "spotcheck_job", "ship_job", "report_job"]
+from alerts.outbox import deliver_due
+from collectors.shipper import Shipper
+from monitor import metrics
+from monitor.config import Settings
+from monitor.daemon.runner import JobContext, JobResult
+
+__all__ = ["calibrate", "detect", "inputs", "deliver", "spotcheck", "report", "ShipJob"]
 
 logger = logging.getLogger(__name__)
 
 
-def entry_point(module: str, name: str) -> Callable[..., Any]:
-    """Import ``module.name``; raises ImportError naming what is missing."""
-    mod = importlib.import_module(module)
-    try:
-        return getattr(mod, name)
-    except AttributeError:
-        raise ImportError(f"{module} has no {name}") from None
+def calibrate(settings: Settings, ctx: JobContext) -> JobResult:
+    from monitor.calibration.history import run_calibrate
+
+    return JobResult(run_calibrate(ctx.sessions, settings))  # calibration windows written
 
 
-def _count(result: Any) -> int:
-    if result is None:
-        return 0
-    if isinstance(result, int):
-        return result
-    if isinstance(result, (list, tuple)) and not hasattr(result, "_fields"):
-        return len(result)
-    for attr in ("processed", "alerts_changed", "sent", "checked", "n"):
-        v = getattr(result, attr, None)
-        if isinstance(v, int):
-            return v
-        if isinstance(v, (list, tuple)):
-            return len(v)
-    return 0
+def detect(settings: Settings, ctx: JobContext) -> JobResult:
+    from monitor.detect.runner import run_detect
+
+    res = run_detect(ctx.sessions, settings)
+    return JobResult(len(res.signals), detail=f"{res.alerts_changed} alert transitions")
 
 
-def calibrate_job(settings: Settings) -> Callable[[JobContext], int]:
-    def run(ctx: JobContext) -> int:
-        fn = entry_point("monitor.calibration.history", "run_calibrate")
-        return _count(fn(ctx.sessions, settings))
+def inputs(settings: Settings, ctx: JobContext) -> JobResult:
+    from monitor.inputs.job import run_input_drift
 
-    return run
-
-
-def detect_job(settings: Settings) -> Callable[[JobContext], int]:
-    def run(ctx: JobContext) -> int:
-        fn = entry_point("monitor.detect", "run_detect")
-        res = fn(ctx.sessions, settings)
-        signals = getattr(res, "signals", None)
-        return _count(signals) if signals is not None else _count(res)
-
-    return run
+    run = run_input_drift(ctx.sessions, settings)
+    return JobResult(run.windows, detail=f"{len(run.references)} references created" if run.references else None)
 
 
-def inputs_job(settings: Settings) -> Callable[[JobContext], int]:
-    def run(ctx: JobContext) -> int:
-        fn = entry_point("monitor.inputs", "run_input_drift")
-        return _count(fn(ctx.sessions, settings))
-
-    return run
+def deliver(settings: Settings, ctx: JobContext) -> JobResult:
+    stats = deliver_due(ctx.sessions, settings.alerts)
+    return JobResult(stats.sent + stats.gave_up, detail=f"{stats.sent} sent, {stats.gave_up} given up, "
+                                                        f"{stats.retried} to retry")
 
 
-def deliver_job(settings: Settings) -> Callable[[JobContext], int]:
-    def run(ctx: JobContext) -> int:
-        fn = entry_point("alerts.outbox", "deliver_due")
-        res = fn(ctx.sessions, settings.alerts)
-        return int(getattr(res, "sent", 0) or 0) + int(getattr(res, "gave_up", 0) or 0)
-
-    return run
-
-
-def spotcheck_job(
-    settings: Settings, adapters: Callable[[], dict[str, Any] | None] = lambda: None
-) -> Callable[[JobContext], int]:
+def spotcheck(settings: Settings, adapters: Callable[[], Mapping[str, Any] | None], ctx: JobContext) -> JobResult:
     """``adapters()``: models already loaded by the score job (shared, so weights are in memory
     once), or None to let the spot-check load them itself."""
+    from monitor.spotcheck.job import run_spotcheck
 
-    def run(ctx: JobContext) -> int:
-        fn = entry_point("monitor.spotcheck", "run_spotcheck")
-        res = fn(ctx.sessions, settings, adapters=adapters(), budget=max(0.0, ctx.remaining()),
-                 worker=ctx.worker, should_stop=ctx.should_stop)
-        return _count(res)
-
-    return run
+    run = run_spotcheck(ctx.sessions, settings, adapters=adapters(), budget=max(0.0, ctx.remaining()),
+                        worker=ctx.worker, should_stop=ctx.should_stop)
+    return JobResult(run.processed, detail=f"stopped: {run.stopped}" if run.stopped else None)
 
 
-def ship_job(settings: Settings, engine: Any) -> Callable[[JobContext], int]:
+def report(settings: Settings, ctx: JobContext) -> JobResult:
+    from monitor.report import build_report
+
+    out = Path(settings.daemon.report_dir)
+    summary = build_report(ctx.sessions, settings, since=settings.daemon.report_since, out_dir=out)
+    logger.info("report written to %s", out)
+    return JobResult(int(summary.get("samples", 0)))
+
+
+class ShipJob:
     """Drain the local spool into storage (when ``spool.collector_ships`` is false)."""
-    shipper: Any = None
 
-    def run(ctx: JobContext) -> int:
-        nonlocal shipper
-        if shipper is None:
-            from collectors.shipper import Shipper
-            from monitor.daemon import metrics
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.shipper: Shipper | None = None  # made on the first run
 
-            shipper = Shipper(settings.spool.dir, settings.storage.url, engine=engine,
-                              max_image_bytes=settings.storage.max_image_bytes)
-            metrics.DEAD_LETTERS.watch(settings.spool.dir)  # on the daemon's /metrics
-        return int(shipper.ship_once())
-
-    return run
-
-
-def report_job(settings: Settings) -> Callable[[JobContext], int]:
-    def run(ctx: JobContext) -> int:
-        from monitor.report import build_report
-
-        out = Path(settings.daemon.report_dir)
-        summary = build_report(ctx.sessions, settings, since=settings.daemon.report_since, out_dir=out)
-        logger.info("report written to %s", out)
-        return int(summary.get("samples", 0))
-
-    return run
+    def __call__(self, ctx: JobContext) -> JobResult:
+        if self.shipper is None:
+            cfg = self.settings
+            self.shipper = Shipper(cfg.spool.dir, cfg.storage.url, engine=self.engine,
+                                   max_image_bytes=cfg.storage.max_image_bytes)
+            metrics.DEAD_LETTERS.watch(cfg.spool.dir)  # on the daemon's /metrics
+        return JobResult(self.shipper.ship_once())  # spool records handled

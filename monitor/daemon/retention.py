@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
+from monitor import metrics
 from monitor.config import Settings
-from monitor.daemon import metrics
-from monitor.daemon.runner import JobContext
+from monitor.daemon.runner import JobContext, JobResult
 from storage.models import CalibrationWindow, Image, InputFeature, JobRun, Label, Sample, Score, SpotCheck, utcnow
 from storage.repo_labels import expire_waiting_labels
 
@@ -105,21 +105,17 @@ class RetentionJob:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def __call__(self, ctx: JobContext) -> int:
+    def __call__(self, ctx: JobContext) -> JobResult:
         total = 0
         with ctx.sessions() as s:
-            while not ctx.should_stop():
-                got = purge_images(s, self.settings)
-                total += got
-                if got == 0:
-                    break
-            while not ctx.should_stop():
-                got = expire_unjoined_labels(s, self.settings)
-                total += got
-                if got == 0:
-                    break
+            for batch in (purge_images, expire_unjoined_labels):  # batch after batch, until none is left
+                while not ctx.should_stop():
+                    got = batch(s, self.settings)
+                    total += got
+                    if got == 0:
+                        break
             if not ctx.should_stop():
                 total += delete_old(s, self.settings)
         if total:
             logger.info("retention: %d images purged / rows deleted", total)
-        return total
+        return JobResult(total)

@@ -1,9 +1,9 @@
 """Running one daemon job: time budget, stop flag, failure counting, ``job_runs`` rows.
 
-A job is a callable ``job(ctx) -> int`` (items processed). It must check ``ctx.should_stop()``
-between units of work (a batch of samples, a model) and return when it is true; that is how the
-per-run time budget and SIGTERM reach it. A job that raises is counted, logged and recorded; the
-scheduler keeps running it at its next interval.
+A job is a callable ``job(ctx) -> JobResult`` (items processed, and an optional detail for the
+debug log). It must check ``ctx.should_stop()`` between units of work (a batch of samples, a
+model) and return when it is true; that is how the per-run time budget and SIGTERM reach it. A
+job that raises is counted, logged and recorded; the scheduler keeps running it at its next interval.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.daemon import metrics
+from monitor import metrics
 from storage.failopen import report_internal_error
 from storage.models import JobRun, utcnow
 
-__all__ = ["JobContext", "Job", "JobRunner"]
+__all__ = ["JobContext", "JobResult", "Job", "JobRunner"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,16 @@ class JobContext:
         return self.stopping.is_set() or self.remaining() <= 0
 
 
-Job = Callable[[JobContext], int]
+@dataclass(frozen=True)
+class JobResult:
+    """What one run did: ``processed`` items (``vlmwatch_job_processed_total``, ``job_runs.processed``)
+    and an optional one-line ``detail`` for the debug log line of the run."""
+
+    processed: int = 0
+    detail: str | None = None
+
+
+Job = Callable[[JobContext], JobResult]
 
 
 class JobRunner:
@@ -85,17 +94,17 @@ class JobRunner:
         metrics.JOB_FAILURES.labels(name)
         metrics.JOB_OVERRUNS.labels(name)
 
-    def __call__(self) -> int | None:
+    def __call__(self) -> JobResult | None:
         if self.stopping.is_set() or not self.enabled():
             return None
         self.running.set()
         ctx = JobContext(self.name, self.worker, self.sessions, self.budget_seconds, self.stopping)
         run_id = self._record_start()
         t0 = time.monotonic()
-        processed = 0
+        result = JobResult()
         error: str | None = None
         try:
-            processed = int(self.job(ctx) or 0)
+            result = self.job(ctx)
         except Exception as e:  # the loop survives its own errors: counted, logged, recorded
             error = f"{type(e).__name__}: {e}"
             self.failures += 1
@@ -107,15 +116,16 @@ class JobRunner:
             self.last_error = error
             metrics.JOB_RUNS.labels(self.name, "error" if error else "ok").inc()
             metrics.JOB_DURATION.labels(self.name).observe(elapsed)
-            metrics.JOB_PROCESSED.labels(self.name).inc(processed)
+            metrics.JOB_PROCESSED.labels(self.name).inc(result.processed)
             if elapsed > self.budget_seconds * 1.5:
                 metrics.JOB_OVERRUNS.labels(self.name).inc()
                 logger.warning("job %s took %.1fs, over its %.0fs budget", self.name, elapsed, self.budget_seconds)
-            self._record_end(run_id, processed, error)
+            self._record_end(run_id, result.processed, error)
             self.running.clear()
-        if processed:
-            logger.debug("job %s processed %d in %.2fs", self.name, processed, elapsed)
-        return processed
+        if result.processed:
+            logger.debug("job %s processed %d in %.2fs%s", self.name, result.processed, elapsed,
+                         f" ({result.detail})" if result.detail else "")
+        return result
 
     def _record_start(self) -> int | None:
         if not self.record:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.daemon import metrics
+from monitor import metrics
 from monitor.daemon.image_fetch import FetchedImage, ImageFetcher, ImageUnavailable
 from storage.models import Image, utcnow
 

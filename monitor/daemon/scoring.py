@@ -31,11 +31,11 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from monitor import metrics
 from monitor.config import ModelEntry, Settings
-from monitor.daemon import metrics
 from monitor.daemon.image_fetch import ImageFetcher, ImageUnavailable
 from monitor.daemon.leases import claim_samples, mark_failed, mark_image_unavailable, release_samples, write_scores
-from monitor.daemon.runner import JobContext
+from monitor.daemon.runner import JobContext, JobResult
 from monitor.daemon.sample_images import load_images
 from storage.failopen import report_internal_error
 from storage.models import ProbeVersion, Sample, utcnow
@@ -147,7 +147,7 @@ class ScoreJob:
                             self._scorers[name].probe_version_id, active.get(name))
                 self.forget(name)
 
-    def __call__(self, ctx: JobContext) -> int:
+    def __call__(self, ctx: JobContext) -> JobResult:
         self._check_active_probes(ctx.sessions)
         ready = [m for m in self.settings.models if self._scorer(m, ctx.sessions) is not None]
         done = 0
@@ -175,7 +175,7 @@ class ScoreJob:
                 else:  # dropped by an earlier group of this batch (stale probe)
                     with ctx.sessions() as s:
                         release_samples(s, [g.sample_id for g in group])
-        return done
+        return JobResult(done)  # samples scored
 
     def _with_images(self, ctx: JobContext, claimed: list[Sample]) -> list[ScoreInput]:
         """Inputs for the claimed samples whose image (if any) is at hand; the others are set aside."""

@@ -1,4 +1,4 @@
-"""The daemon: an APScheduler 3.x scheduler over the jobs, leadership, the API, and shutdown.
+"""The daemon: an APScheduler 3.x scheduler over the jobs, leadership, and shutdown.
 
 Every daemon runs the *workers* (score, spotcheck, and ship when ``spool.collector_ships`` is false), which claim rows with leases and can run in
 any number of processes on PostgreSQL. Only the *scheduler leader* runs calibrate, detect,
@@ -10,6 +10,10 @@ Shutdown (SIGTERM / SIGINT / :meth:`Daemon.request_stop`): no new runs start, ru
 ``ctx.should_stop()`` and return after their current batch; what they still hold is released
 (leases of unfinished samples); the outbox is flushed once; everything is done within
 ``daemon.shutdown_timeout_seconds``. Whatever was not finished is picked up by the next daemon.
+
+A :class:`Companion` runs beside the jobs when :meth:`Daemon.start` is given one: ``vlmwatch
+daemon`` (:mod:`monitor.commands.daemon`) serves the HTTP API so; the daemon itself knows nothing
+of the API.
 """
 
 from __future__ import annotations
@@ -23,24 +27,26 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.config import Settings
-from monitor.daemon import jobs as leader_jobs
-from monitor.daemon import metrics
+from monitor import metrics
+from monitor.config import ModelEntry, Settings
+from monitor.daemon import jobs as daemon_jobs
 from monitor.daemon.leases import release_all_leases, release_leases
 from monitor.daemon.locks import LeaderLock, SqliteDaemonLock
 from monitor.daemon.retention import RetentionJob
 from monitor.daemon.runner import Job, JobContext, JobRunner
-from monitor.daemon.scoring import ScoreJob, ScorerFactory
+from monitor.daemon.scoring import Scorer, ScoreJob, ScorerFactory
 
-__all__ = ["Daemon", "WORKER_JOBS", "LEADER_JOBS", "default_worker_id"]
+__all__ = ["Daemon", "Companion", "WORKER_JOBS", "LEADER_JOBS", "default_worker_id"]
 
 logger = logging.getLogger(__name__)
 # APScheduler logs every run at INFO; our JobRunner logs what matters (failures, overruns)
@@ -70,11 +76,24 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def _probe_scorer(name: str, entry: Any, settings: Settings, sessions: Any) -> Any:
-    """Default scorer factory: the model's active probe on its adapter (imported on first use)."""
-    from monitor.daemon.probe_scorer import load_probe_scorer
+def _probe_scorer(name: str, entry: ModelEntry, settings: Settings, sessions: sessionmaker[Session]) -> Scorer:
+    """Default scorer factory: :func:`monitor.probe.factory.make_scorer`, the model's probe on its
+    adapter (the model side is imported on first use, not with the daemon)."""
+    from monitor.probe.factory import make_scorer
 
-    return load_probe_scorer(name, entry, settings, sessions)
+    return make_scorer(name, entry, settings, sessions)
+
+
+class Companion(Protocol):
+    """A service run beside the jobs, in threads of its own (the HTTP API, :mod:`monitor.commands.daemon`)."""
+
+    def start(self) -> None:
+        """Start serving; return at once."""
+        ...
+
+    def stop(self, timeout: float) -> None:
+        """Stop serving, waiting at most ``timeout`` seconds."""
+        ...
 
 
 class Daemon:
@@ -88,7 +107,6 @@ class Daemon:
         worker_id: str | None = None,
         scorer_factory: ScorerFactory | None = None,
         jobs: dict[str, Job] | None = None,
-        start_api: bool | None = None,
     ) -> None:
         from storage.db import engine_for, session_factory
 
@@ -101,24 +119,22 @@ class Daemon:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.file_lock = SqliteDaemonLock(str(self.engine.url)) if self.is_sqlite else None
         self.leader = LeaderLock(self.engine)
-        self.start_api = settings.daemon.start_api if start_api is None else start_api
-        self.api_server: Any = None
-        self._api_thread: threading.Thread | None = None
+        self.companion: Companion | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.score_job = ScoreJob(settings, scorer_factory or _probe_scorer, max_attempts=settings.daemon.max_attempts)
         d = settings.daemon
         table: dict[str, tuple[Job, float]] = {
             "score": (self.score_job, d.score_interval_seconds),
-            "spotcheck": (leader_jobs.spotcheck_job(settings, self.score_job.adapters), d.spotcheck_interval_seconds),
-            "calibrate": (leader_jobs.calibrate_job(settings), d.calibrate_interval_seconds),
-            "detect": (leader_jobs.detect_job(settings), d.detect_interval_seconds),
-            "inputs": (leader_jobs.inputs_job(settings), d.inputs_interval_seconds),
-            "deliver": (leader_jobs.deliver_job(settings), d.deliver_interval_seconds),
-            "report": (leader_jobs.report_job(settings), d.report_interval_minutes * 60),
+            "spotcheck": (partial(daemon_jobs.spotcheck, settings, self.score_job.adapters), d.spotcheck_interval_seconds),
+            "calibrate": (partial(daemon_jobs.calibrate, settings), d.calibrate_interval_seconds),
+            "detect": (partial(daemon_jobs.detect, settings), d.detect_interval_seconds),
+            "inputs": (partial(daemon_jobs.inputs, settings), d.inputs_interval_seconds),
+            "deliver": (partial(daemon_jobs.deliver, settings), d.deliver_interval_seconds),
+            "report": (partial(daemon_jobs.report, settings), d.report_interval_minutes * 60),
             "retention": (RetentionJob(settings), d.retention_interval_minutes * 60),
         }
         if not settings.spool.collector_ships:
-            table["ship"] = (leader_jobs.ship_job(settings, self.engine), settings.spool.ship_interval_seconds)
+            table["ship"] = (daemon_jobs.ShipJob(settings, self.engine), settings.spool.ship_interval_seconds)
         for name, fn in (jobs or {}).items():
             if name not in table:
                 raise ValueError(f"unknown daemon job {name!r}; known: {', '.join(table)}")
@@ -134,15 +150,18 @@ class Daemon:
             self.intervals[name] = interval
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Check the schema, take the locks, start the scheduler (and the API). Raises on refusal."""
+    def start(self, beside: Callable[[], Companion] | None = None) -> None:
+        """Check the schema, take the locks, start the scheduler (and ``beside()``). Raises on refusal.
+
+        ``beside`` builds the companion after the schema check and before any lock, so one that
+        refuses its config (the API's open writes on a public address) stops the daemon there; it is
+        started with the scheduler and stopped once the leases are released.
+        """
         from storage.db import require_schema
 
         require_schema(self.engine)
-        if self.start_api:  # before any lock: a refused API config (open writes in public) stops us here
-            from monitor.api.server import make_server
-
-            self.api_server = make_server(self.settings, engine=self.engine, daemon=self)
+        if beside is not None:
+            self.companion = beside()
         if self.file_lock is not None:
             self.file_lock.acquire()
             with self.sessions() as s:  # we are the only daemon: leases of a killed one return now
@@ -162,8 +181,8 @@ class Daemon:
             sched.add_job(runner, IntervalTrigger(seconds=self.intervals[name]), id=name, name=name, next_run_time=first)
         sched.add_job(self._check_leader, IntervalTrigger(seconds=self.settings.daemon.leader_check_seconds), id="leader")
         self.scheduler = sched
-        if self.start_api:
-            self._start_api()
+        if self.companion is not None:
+            self.companion.start()
         sched.start()
         logger.info(
             "daemon %s started (%s, %s)", self.worker, self.engine.dialect.name,
@@ -176,10 +195,6 @@ class Daemon:
         metrics.IS_LEADER.set(1 if now_leader else 0)
         if now_leader and not was:
             logger.info("daemon %s took scheduler leadership", self.worker)
-
-    def _start_api(self) -> None:
-        self._api_thread = threading.Thread(target=self.api_server.run, name="vlmwatch-api", daemon=True)
-        self._api_thread.start()
 
     def request_stop(self, *_: Any) -> None:
         if not self.stopping.is_set():
@@ -213,10 +228,8 @@ class Daemon:
                 logger.info("released %d unfinished sample leases", n)
         except Exception as e:
             logger.warning("could not release leases (they will expire): %s", e)
-        if self.api_server is not None:
-            self.api_server.should_exit = True
-            if self._api_thread is not None:
-                self._api_thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self.companion is not None:
+            self.companion.stop(timeout=max(0.1, deadline - time.monotonic()))
         self.leader.release()
         self.score_job.close()
         if self.file_lock is not None:
@@ -231,19 +244,19 @@ class Daemon:
         budget = max(0.5, deadline - time.monotonic() - 0.5)
         ctx = JobContext("deliver", self.worker, self.sessions, budget, threading.Event())
         try:
-            n = runner.job(ctx)
+            n = runner.job(ctx).processed
             logger.info("outbox flushed at shutdown (%d delivered)", n)
         except Exception as e:
             logger.warning("outbox flush at shutdown failed (deliveries stay queued): %s", e)
 
-    def run(self) -> int:
-        """Start, block until SIGTERM/SIGINT, stop. Returns the process exit status."""
+    def run(self, beside: Callable[[], Companion] | None = None) -> int:
+        """Start (with ``beside``, as :meth:`start`), block until SIGTERM/SIGINT, stop. Returns the process exit status."""
         prev: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 prev[sig] = signal.signal(sig, self._on_signal)
         try:
-            self.start()
+            self.start(beside)
             while not self.stopping.wait(1.0):
                 pass
             return 0 if self.stop() else 1

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import numpy as np
 
-from monitor.api.server import make_server
+from monitor.api.server import ServerThread, make_server
 from monitor.config import Settings
 from tests.daemon.helpers import free_port
 
 
 API_TOKEN_ENV = "VLMWATCH_TEST_API_TOKEN"  # default api.token_env of serve_api's server
+
+
+@contextmanager
+def running(server: Any) -> Iterator[None]:
+    """Serve ``server`` (a uvicorn.Server from make_server) in a thread, as the daemon does, until the block ends."""
+    thread = ServerThread(server)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        thread.stop(timeout=10)
 
 
 def serve_api(engine, token_env: str = API_TOKEN_ENV, *, timeout: float = 10,
@@ -28,17 +43,9 @@ def serve_api(engine, token_env: str = API_TOKEN_ENV, *, timeout: float = 10,
     port = free_port()
     cfg = Settings(storage={"url": str(engine.url)}, api={"listen": f"127.0.0.1:{port}", "token_env": token_env, **api},
                    **(sections or {}))
-    server = make_server(cfg, engine=engine)
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as c:
+    with running(make_server(cfg, engine=engine)), httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                                                                  timeout=timeout) as c:
         yield c
-    server.should_exit = True
-    t.join(10)
 
 
 def detector_stream(n: int, rate: float | None = None, seed: int = 0):

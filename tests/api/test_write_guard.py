@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -20,6 +17,7 @@ from monitor.api.server import make_server
 from monitor.config import ConfigError, Settings
 from storage.db import session_factory
 from storage.models import Label, Sample
+from tests.api.helpers import running
 from tests.daemon.helpers import free_port
 
 TOKEN_ENV = "VLMWATCH_TEST_GUARD_TOKEN"
@@ -29,21 +27,6 @@ LIMIT = 4096
 def _settings(engine, listen: str, **api: Any) -> Settings:
     return Settings(storage={"url": str(engine.url)},
                     api={"listen": listen, "token_env": TOKEN_ENV, "max_body_bytes": LIMIT, **api})
-
-
-@contextmanager
-def _running(server) -> Iterator[None]:
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and t.is_alive(), "API did not start"
-        time.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        t.join(10)
 
 
 def _sample(i: int, **kw: Any) -> dict[str, Any]:
@@ -70,6 +53,7 @@ def test_open_writes_on_a_public_address_refuse_to_start(engine, monkeypatch) ->
 
 
 def test_the_daemon_refuses_before_taking_its_locks(db_url, engine, monkeypatch, tmp_path) -> None:
+    from monitor.commands.daemon import api_beside
     from monitor.daemon import Daemon
 
     monkeypatch.delenv(TOKEN_ENV, raising=False)
@@ -77,7 +61,7 @@ def test_the_daemon_refuses_before_taking_its_locks(db_url, engine, monkeypatch,
                         daemon={"report_dir": str(tmp_path / "r")}, spool={"dir": str(tmp_path / "spool")})
     d = Daemon(settings, engine=engine)
     with pytest.raises(ConfigError, match="allow_open_writes"):
-        d.start()
+        d.start(beside=api_beside(settings, d))
     assert d.leader._conn is None and (d.file_lock is None or d.file_lock._fd is None)  # no lock taken
     assert d.scheduler is None or not d.scheduler.running
 
@@ -89,7 +73,7 @@ def test_healthz_and_startup_log_say_when_writes_are_open(engine, monkeypatch, c
         server = make_server(_settings(engine, f"127.0.0.1:{port}"), engine=engine)
     assert any(r.levelno == logging.WARNING and "writes are OPEN" in r.getMessage() and TOKEN_ENV in r.getMessage()
                for r in caplog.records), caplog.text
-    with _running(server):
+    with running(server):
         h = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
         assert h["writes"] == "open"
     monkeypatch.setenv(TOKEN_ENV, "t0ken")
@@ -98,7 +82,7 @@ def test_healthz_and_startup_log_say_when_writes_are_open(engine, monkeypatch, c
     with caplog.at_level(logging.INFO, logger="monitor.api"):
         server = make_server(_settings(engine, f"127.0.0.1:{port}"), engine=engine)
     assert not any("OPEN" in r.getMessage() for r in caplog.records)
-    with _running(server):
+    with running(server):
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["writes"] == "token"
 
 
@@ -133,7 +117,7 @@ def test_bodies_over_the_limit_get_413_before_they_are_read(engine, monkeypatch)
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     port = free_port()
     server = make_server(_settings(engine, f"127.0.0.1:{port}"), engine=engine)
-    with _running(server):
+    with running(server):
         host = f"Host: 127.0.0.1:{port}\r\n".encode()
         # a Content-Length of 10 GB, and not one byte of body sent: the answer comes from the header alone
         t0 = time.monotonic()

@@ -57,8 +57,10 @@ def main() -> int:
 
     from sqlalchemy import select
 
+    from monitor.commands.daemon import api_beside
     from monitor.config import Settings
     from monitor.daemon import Daemon
+    from monitor.daemon.runner import JobResult
     from storage.db import make_engine, session_factory
     from storage.models import ProbeVersion
 
@@ -79,7 +81,7 @@ def main() -> int:
             "score_interval_seconds": 0.2, "spotcheck_interval_seconds": 0.2 if spot else 3600, "calibrate_interval_seconds": 0.5,
             "detect_interval_seconds": 0.5, "deliver_interval_seconds": 0.5, "report_interval_minutes": 600,
             "retention_interval_minutes": 600, "leader_check_seconds": 0.5, "job_time_budget_seconds": 30,
-            "shutdown_timeout_seconds": a.shutdown_timeout, "start_api": bool(a.api_port),
+            "shutdown_timeout_seconds": a.shutdown_timeout,
         },
     )
     engine = make_engine(a.url)
@@ -92,7 +94,7 @@ def main() -> int:
         return HashScorer(int(pid), a.workdir / f"scored-{a.worker}.txt", a.delay)
 
     def noop(ctx):  # type: ignore[no-untyped-def]
-        return 0
+        return JobResult()
 
     def logged_spotcheck(ctx):  # type: ignore[no-untyped-def]
         from monitor.spotcheck.job import run_spotcheck
@@ -102,7 +104,7 @@ def main() -> int:
         lines = [f"{sid} {int(drawn)} {pi!r}\n" for sid, drawn, pi in run.decisions]
         lines.append(f"compute {run.compute_seconds!r}\n")
         os.write(spot_fd, "".join(lines).encode())
-        return run.processed
+        return JobResult(run.processed)
 
     if spot:
         spot_fd = os.open(a.workdir / f"spotcheck-{a.worker}.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -110,7 +112,7 @@ def main() -> int:
     if a.stub_leader_jobs:
         jobs.update(calibrate=noop, detect=noop, deliver=noop)
     daemon = Daemon(settings, engine=engine, worker_id=a.worker, scorer_factory=factory, jobs=jobs)
-    rc = daemon.run()
+    rc = daemon.run(beside=api_beside(settings, daemon) if a.api_port else None)  # as `vlmwatch daemon` does
     if rc:
         os._exit(rc)
     return rc

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,24 @@ def start_test_daemon(url: str, workdir: Path, worker: str, *, delay: float = 0.
     log = open(workdir / f"{worker}.log", "ab")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+
+
+@contextmanager
+def running_daemons(url: str, workdir: Path, workers: Iterable[str], **options: Any) -> Iterator[dict[str, subprocess.Popen[Any]]]:
+    """One :func:`start_test_daemon` per worker (``options``: its keywords), by worker; at the end
+    SIGTERM to each still running, and kill -9 to any not stopped within 30 s."""
+    procs = {w: start_test_daemon(url, workdir, w, **options) for w in workers}
+    try:
+        yield procs
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except Exception:
+                p.kill()
 
 
 def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.1) -> Any:

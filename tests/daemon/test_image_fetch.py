@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
+from monitor import metrics
 from monitor.config import ConfigError, Settings, load_config
-from monitor.daemon import metrics
 from monitor.fetch_policy import FetchPolicy, Refused
 from monitor.daemon.image_fetch import FetchedImage, ImageFetcher, ImageUnavailable
 from monitor.daemon.retention import purge_images
@@ -231,7 +231,7 @@ def _job(db_url: str, **image_fetch: Any) -> tuple[ScoreJob, _RecordingScorer, S
 
 
 def _run(job: ScoreJob, engine) -> int:
-    return job(JobContext("score", "w", session_factory(engine), 30.0, threading.Event()))
+    return job(JobContext("score", "w", session_factory(engine), 30.0, threading.Event())).processed
 
 
 def _statuses(engine) -> dict[str, tuple[str, str | None]]:

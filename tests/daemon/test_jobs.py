@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from monitor.config import Settings
 from monitor.daemon import Daemon
-from monitor.daemon.runner import JobContext, JobRunner
+from monitor.daemon.runner import JobContext, JobResult, JobRunner
 from storage.db import session_factory
 from storage.models import JobRun
 
@@ -23,24 +23,24 @@ def test_runner_budget_failure_and_record(engine) -> None:
     sessions = session_factory(engine)
     stopping = threading.Event()
 
-    def loop(ctx: JobContext) -> int:
+    def loop(ctx: JobContext) -> JobResult:
         n = 0
         while not ctx.should_stop():
             n += 1
             time.sleep(0.01)
-        return n
+        return JobResult(n)
 
     r = JobRunner("t-budget", loop, worker="w", sessions=sessions, budget_seconds=0.3, stopping=stopping)
     t0 = time.monotonic()
-    assert r() > 5
+    assert r().processed > 5
     assert 0.25 < time.monotonic() - t0 < 2.0
 
-    def boom(ctx: JobContext) -> int:
+    def boom(ctx: JobContext) -> JobResult:
         raise RuntimeError("disk on fire")
 
     before = _failures("t-boom")
     f = JobRunner("t-boom", boom, worker="w", sessions=sessions, budget_seconds=5, stopping=stopping)
-    assert f() == 0 and f() == 0  # swallowed, counted, and it can run again
+    assert f() == JobResult(0) and f() == JobResult(0)  # swallowed, counted, and it can run again
     assert f.failures == 2 and "disk on fire" in (f.last_error or "")
     assert _failures("t-boom") == before + 2
     with sessions() as s:
@@ -58,7 +58,7 @@ def test_daemon_jobs_never_overlap_and_survive_errors(db_url: str, engine) -> No
     runs = 0
     lock = threading.Lock()
 
-    def slow(ctx: JobContext) -> int:
+    def slow(ctx: JobContext) -> JobResult:
         nonlocal active, peak, runs
         with lock:
             active += 1
@@ -67,18 +67,18 @@ def test_daemon_jobs_never_overlap_and_survive_errors(db_url: str, engine) -> No
         time.sleep(0.3)
         with lock:
             active -= 1
-        return 1
+        return JobResult(1)
 
-    def flaky(ctx: JobContext) -> int:
+    def flaky(ctx: JobContext) -> JobResult:
         raise ValueError("flaky")
 
-    def noop(ctx: JobContext) -> int:
-        return 0
+    def noop(ctx: JobContext) -> JobResult:
+        return JobResult()
 
     settings = Settings(storage={"url": db_url}, daemon={
         "score_interval_seconds": 0.05, "calibrate_interval_seconds": 0.05, "leader_check_seconds": 0.2,
         "detect_interval_seconds": 60, "deliver_interval_seconds": 60, "spotcheck_interval_seconds": 60,
-        "shutdown_timeout_seconds": 5, "start_api": False})
+        "shutdown_timeout_seconds": 5})
     d = Daemon(settings, engine=engine, jobs={"score": slow, "calibrate": flaky, "spotcheck": noop, "detect": noop,
                                                "deliver": noop, "retention": noop, "report": noop})
     d.start()
@@ -101,7 +101,7 @@ def test_ship_job_dead_letters_what_storage_refuses_and_counts_it_on_metrics(tmp
 
     from collectors.sample import CollectedImage, CollectedSample
     from collectors.spool import SpoolWriter
-    from monitor.daemon.jobs import ship_job
+    from monitor.daemon.jobs import ShipJob
     from storage.models import Sample
 
     def smp(sid: str) -> bytes:
@@ -115,7 +115,7 @@ def test_ship_job_dead_letters_what_storage_refuses_and_counts_it_on_metrics(tmp
     w.close()
     settings = Settings(storage={"url": str(engine.url)}, spool={"dir": str(tmp_path / "spool"), "collector_ships": False})
     ctx = JobContext("ship", "w", session_factory(engine), 30.0, threading.Event())
-    assert ship_job(settings, engine)(ctx) == 3
+    assert ShipJob(settings, engine)(ctx) == JobResult(3)
     with session_factory(engine)() as s:
         assert sorted(s.scalars(select(Sample.id))) == ["ok-1", "ok-2"]
     assert REGISTRY.get_sample_value("vlmwatch_spool_dead_letters_total", {"lane": lane}) == 1.0

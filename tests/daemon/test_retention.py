@@ -25,7 +25,7 @@ def _expired_total() -> float:
 
 def _run(settings: Settings, engine) -> int:
     ctx = JobContext("retention", "w", session_factory(engine), 60.0, threading.Event())
-    return RetentionJob(settings)(ctx)
+    return RetentionJob(settings)(ctx).processed
 
 
 def _labels(engine) -> list[tuple]:

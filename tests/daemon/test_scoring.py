@@ -53,7 +53,7 @@ def test_poison_stale_and_probe_change(db_url: str, engine) -> None:
     job = ScoreJob(settings, factory, max_attempts=3)
     sessions = session_factory(engine)
     for _ in range(3):  # a poison batch: recorded, retried, given up after max_attempts claims
-        assert job(_ctx(engine)) == 0
+        assert job(_ctx(engine)).processed == 0
     with sessions() as s:
         rows = list(s.scalars(select(Sample)))
     assert {r.status for r in rows} == {"failed"} and all("cannot decode" in (r.error or "") for r in rows)
@@ -70,7 +70,7 @@ def test_poison_stale_and_probe_change(db_url: str, engine) -> None:
     assert all(r.lease_owner is None for r in fresh)
 
     behaviour["now"] = "ok"
-    assert job(_ctx(engine)) == 4
+    assert job(_ctx(engine)).processed == 4
     with sessions() as s:
         assert {sc.probe_version_id for sc in s.scalars(select(Score))} == {pid}
         # a new probe version is activated: the job notices and reloads
@@ -80,7 +80,7 @@ def test_poison_stale_and_probe_change(db_url: str, engine) -> None:
         s.commit()
     ingest(db_url, 2, start=200, images=False)
     job._probe_checked = 0.0
-    assert job(_ctx(engine)) == 2
+    assert job(_ctx(engine)).processed == 2
     assert made[-1].probe_version_id != pid
     with sessions() as s:
         new = set(s.scalars(select(Score.probe_version_id).where(Score.sample_id >= "s00200")))

@@ -5,33 +5,23 @@ holds for the two together."""
 from __future__ import annotations
 
 import math
-import signal
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
+from subprocess import Popen
+from typing import Any
 
 import pytest
 
-from tests.daemon.helpers import add_probe_version, count, ingest, postgres_db, rows, start_test_daemon, wait_for
+from tests.daemon.helpers import add_probe_version, count, ingest, postgres_db, rows, running_daemons, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 WORKERS = ("alpha", "beta")
 
 
-@contextmanager
-def _daemons(url: str, tmp_path: Path, rate: float, budget: float):
-    procs = {w: start_test_daemon(url, tmp_path, w, extra=["--spotcheck-rate", str(rate), "--spotcheck-budget",
-                                                           str(budget), "--stub-leader-jobs"]) for w in WORKERS}
-    try:
-        yield procs
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(30)
-            except Exception:
-                p.kill()
+def _daemons(url: str, tmp_path: Path, rate: float, budget: float) -> AbstractContextManager[dict[str, Popen[Any]]]:
+    """The two daemons, running the real spot-check job at ``rate`` within ``budget`` seconds an hour."""
+    return running_daemons(url, tmp_path, WORKERS, extra=["--spotcheck-rate", str(rate), "--spotcheck-budget",
+                                                          str(budget), "--stub-leader-jobs"])
 
 
 def _log(tmp_path: Path, worker: str) -> tuple[dict[str, tuple[bool, float]], list[float]]:

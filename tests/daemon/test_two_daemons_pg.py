@@ -13,7 +13,7 @@ from tests.daemon.helpers import (
     ingest,
     postgres_db,
     rows,
-    start_test_daemon,
+    running_daemons,
     wait_for,
 )
 
@@ -29,8 +29,7 @@ def test_two_daemons_share_work_without_double_scoring_and_one_leads(tmp_path: P
     with postgres_db() as url:
         add_probe_version(url)
         assert len(ingest(url, N)) == N
-        procs = {w: start_test_daemon(url, tmp_path, w, delay=0.1) for w in ("alpha", "beta")}
-        try:
+        with running_daemons(url, tmp_path, ("alpha", "beta"), delay=0.1) as procs:
             wait_for(lambda: count(url, "SELECT COUNT(*) FROM samples WHERE status='scored'") == N, 120,
                      "all samples scored")
             wait_for(lambda: _leaders(url), 30, "a leader job run")
@@ -58,12 +57,3 @@ def test_two_daemons_share_work_without_double_scoring_and_one_leads(tmp_path: P
             ingest(url, 40, start=N)
             wait_for(lambda: count(url, "SELECT COUNT(*) FROM scores") == N + 40, 60, "new samples scored")
             assert count(url, "SELECT COUNT(DISTINCT sample_id) FROM scores") == N + 40
-        finally:
-            for p in procs.values():
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs.values():
-                try:
-                    p.wait(30)
-                except Exception:
-                    p.kill()

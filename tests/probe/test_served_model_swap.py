@@ -57,6 +57,7 @@ def test_a_mid_traffic_swap_under_the_same_name_and_fingerprint_fires_within_200
     import openai
 
     from monitor.daemon import Daemon
+    from monitor.daemon.runner import JobResult
     from monitor.fixtures.server import serve_in_thread
     from monitor.fixtures.variants import perturbed_copy
     from monitor.synpope.generate import iter_examples
@@ -76,11 +77,11 @@ def test_a_mid_traffic_swap_under_the_same_name_and_fingerprint_fires_within_200
         daemon={"score_interval_seconds": 0.3, "start_api": False},
         served_check={"recompute_share": 1.0},
     )  # fmt: skip
-    noop = lambda ctx: 0  # noqa: E731
+    noop = lambda ctx: JobResult()  # noqa: E731
     traffic = iter_examples("adversarial", PRE_SWAP + MAX_POST_SWAP, seed=41)
     with serve_in_thread(deploy, model_name="tiny-llava") as server:
         proxy = RunningProxy(server.base_url.rsplit("/v1", 1)[0], spool)
-        daemon = Daemon(settings, engine=engine, start_api=False,
+        daemon = Daemon(settings, engine=engine,
                         jobs={n: noop for n in ("spotcheck", "calibrate", "detect", "report", "retention")})
         client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="unused", max_retries=0)
         daemon.start()

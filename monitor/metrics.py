@@ -1,4 +1,8 @@
-"""Prometheus metrics of the daemon and the API (the default registry, served on ``/metrics``).
+"""Prometheus metrics of a vlmwatch process: the daemon's jobs and the API's routes (the default
+registry, served on the API's ``/metrics``).
+
+Low on purpose: :mod:`monitor.daemon` and :mod:`monitor.api` both count here, and neither imports
+the other.
 
 Counters are declared without the ``_total`` suffix, as prometheus_client expects (it appends
 it: ``Counter("vlmwatch_job_runs", ...)`` is exposed as ``vlmwatch_job_runs_total``), the same
