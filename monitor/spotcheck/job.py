@@ -48,7 +48,6 @@ import numpy as np
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.calibration.reference import active_reference, reference_period_end
 from monitor.config import Settings
 from monitor.spotcheck.answers import spotcheck_correct
 from monitor.spotcheck.policy import Decision, SelectionPolicy
@@ -186,6 +185,8 @@ def _in_reference_period(session: Session, settings: Settings, cands: list[Any])
     """Which candidates fall in their probe version's reference period (its first
     ``calibration.reference_n`` scored samples, :func:`monitor.calibration.reference.reference_period_end`)
     while its active reference is the default one and its spot checks are not yet complete."""
+    from monitor.calibration.reference import active_reference, reference_period_end  # imports this package
+
     out = np.zeros(len(cands), dtype=bool)
     for pv_id in sorted({c.pv_id for c in cands}):
         ref = active_reference(session, pv_id)

@@ -28,12 +28,12 @@ def test_readiness_names_what_each_detector_needs(world, fast_settings):
     assert rows["cusum_disagreement:human"].armed and rows["cusum_residual:human"].armed
     assert rows["adwin_scores"].armed
     sc = rows["cusum_disagreement:self_consistency"]
-    assert not sc.armed and sc.needs == "600 more spot checks in the reference (0 of 600)"
+    assert not sc.armed and sc.needs == "100 more spot checks in the reference (0 of 100)"  # min_labels of the period
     assert rows["adwin_spotcheck"].needs == sc.needs
     text = render_text({"database": "x", "revision": "r", "tables": {"samples": 600}, "pending": {}, "totals": {},
                         "jobs": {}, "detectors": [asdict(probe)]})
     assert "m1 probe v1: human-label detectors armed (default reference, 600 labelled samples)" in text
-    assert "cusum_disagreement:human" in text and "not armed: needs 600 more spot checks" in text
+    assert "cusum_disagreement:human" in text and "not armed: needs 100 more spot checks" in text
 
 
 def test_default_reference_arms_after_reference_n_labels_a_pinned_one_at_once(world, fast_settings):
