@@ -72,7 +72,8 @@ def needs(ref: Reference | None, detector: str, cal: CalibrationConfig) -> str |
     have = int(st.get("n", 0))
     what = "spot checks" if src == "self_consistency" else f"{src} labels"
     if src == "self_consistency" and not ref.pinned and have >= min_n and not st.get("complete"):
-        return f"the rest of the reference period spot-checked (its first {target} scored samples; {have} checks so far)"
+        return (f"the rest of the reference period spot-checked (its first {target} scored samples; "
+                f"{have} checks so far)")
     if not st.get("complete") or have < min_n:
         of = min_n if ref.pinned or src == "self_consistency" else target
         return f"{max(min_n, of) - have} more {what} in the reference ({have} of {of})"
