@@ -95,6 +95,27 @@ def test_the_reference_period_gets_the_spot_checks_its_detectors_need(engine, fa
     assert all(needs(ref, d, settings.calibration) is None for d in SPOT_DETECTORS)
 
 
+def test_the_budget_scale_shrinks_the_reference_rate_too(engine, fake_checks):
+    settings = Settings(calibration={"reference_n": 400}, spotcheck={"gpu_seconds_per_hour": 14.0})
+    sessions = session_factory(engine)
+    with sessions.begin() as s:
+        pv = ProbeVersion(model=MODEL, version="v1", path="/x", model_fingerprint="f" * 64, layer=2, pooling="last",
+                          threshold=0.5, active=True, activated_at=T0)
+        s.add(pv)
+        s.flush()
+        s.execute(insert(Sample), [dict(id=f"s{i:04d}", model=MODEL, ts=T0 + timedelta(seconds=i), prompt="q",
+                                        answer="yes", status="scored") for i in range(40)])
+        s.execute(insert(Score), [dict(sample_id=f"s{i:04d}", probe_version_id=pv.id, p_correct=0.95,
+                                       created_at=T0 + timedelta(minutes=1)) for i in range(40)])
+    run = run_spotcheck(sessions, settings, adapters={MODEL: object()}, now=T0 + timedelta(minutes=2),
+                        rng=np.random.default_rng(0))
+    assert run.reference_period == 40
+    assert run.budget_scale == pytest.approx(14.0 / (40 * 0.35 * 2.0))  # 40 arrivals x 0.35 x 2 s prior = 28 s
+    assert run.decisions and all(pi == pytest.approx(0.35 * run.budget_scale) for _, _, pi in run.decisions)
+    with sessions() as s:
+        assert all(p == pytest.approx(0.35 * run.budget_scale) for p in s.scalars(select(SpotCheck.inclusion_prob)))
+
+
 def test_the_reference_rate_is_validated():
     with pytest.raises(ValueError, match="reference_rate"):
         Settings(spotcheck={"reference_rate": 1.5})
