@@ -83,6 +83,7 @@ class SpotcheckConfig(_Section):
     temperature: float = 1.0  # sampling temperature for the K answers
     max_new_tokens: int = 32  # cap for each sampled answer
     rate: float = 0.05  # target share of scored samples to spot-check
+    reference_rate: float = Field(0.35, ge=0.0, le=1.0)  # share checked in a probe's reference period (its first calibration.reference_n scored samples) until its spot-check reference is complete, so the spot-check detectors get the calibration.min_labels (100) checks they arm on: 0.35 of 400 = 140 expected; one-off cost reference_n x (reference_rate - rate) x seconds per check (1000 x 0.30 x 2 s = 600 s), still inside gpu_seconds_per_hour
     uniform_share: float = 0.3  # share of the budget spent on a uniform slice (unbiased estimates)
     boundary_width: float = 0.15  # |p - threshold| below this counts as near the decision boundary
     gpu_seconds_per_hour: float = 600.0  # compute budget for spot checks (seconds of device time per hour)

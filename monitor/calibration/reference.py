@@ -2,7 +2,11 @@
 
 * Default: the first ``calibration.reference_n`` labelled samples (by sample time) after the probe
   was activated. Until a source has that many, its stats are recomputed as evidence arrives; once
-  it has, they are frozen (``complete``) and the detectors can be tuned on them.
+  it has, they are frozen (``complete``) and the detectors can be tuned on them. Spot checks are
+  the exception: their part is the spot checks of the *reference period*, the first
+  ``reference_n`` samples the probe scores (:func:`reference_period_end`), which the spot-check job
+  checks at ``spotcheck.reference_rate``; it is complete once the period is over and decided and
+  holds ``calibration.min_labels`` checks (:func:`_period_spot_checks`).
 * Pinned: ``vlmwatch reference set --window START..END`` takes all evidence in the window, marks
   the reference ``pinned`` and makes it the only active one (detectors re-tune and restart).
 
@@ -13,7 +17,7 @@ metrics, and bounded samples of scores and residuals that tuning simulates from.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,13 +27,14 @@ from sqlalchemy.orm import Session
 from monitor.calibration.evidence import SOURCES, EvidenceRow, as_arrays, dedupe_human, load_evidence, weights_of
 from monitor.calibration.metrics import window_metrics
 from storage._sql import insert_ignore
-from storage.models import ProbeVersion, Reference, Score, Sample, utcnow
+from storage.models import ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow
 
 if TYPE_CHECKING:
     from monitor.config import CalibrationConfig, Settings
 
 __all__ = [
     "source_stats", "active_reference", "ensure_default_reference", "set_reference", "CalibrationReferenceError",
+    "reference_period_end",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +99,42 @@ def _first_scores(session: Session, pv: ProbeVersion, since: datetime, n: int) -
     return [round(float(v), 5) for v, _ in rows], (rows[-1][1].isoformat() if rows else None)
 
 
+def reference_period_end(session: Session, pv: ProbeVersion, n: int) -> datetime | None:
+    """Sample time of the ``n``-th sample ``pv`` scored after its activation: the end of its default
+    reference period (samples from activation to this time); None while the period lasts."""
+    since = pv.activated_at or pv.created_at
+    q = (select(Sample.ts).join(Score, Score.sample_id == Sample.id)
+         .where(Score.probe_version_id == pv.id, Sample.ts >= since).order_by(Sample.ts, Score.id)
+         .offset(max(n, 1) - 1).limit(1))
+    return session.scalar(q)
+
+
+def _period_spot_checks(session: Session, settings: Settings, pv: ProbeVersion,
+                        since: datetime) -> tuple[list[EvidenceRow], bool]:
+    """(rows, complete) of the default reference's spot checks: those of the reference period.
+
+    Complete once the period is over, decided (none of its samples still pending a spot-check
+    decision, or a later sample already checked: candidates go oldest first) and holding at least
+    ``calibration.min_labels`` checks. A decided period with fewer (the hourly budget scaled the
+    reference rate down) takes the first ``min_labels`` checks after activation instead."""
+    cal = settings.calibration
+    src = "self_consistency"
+    end = reference_period_end(session, pv, int(cal.reference_n))
+    if end is None:
+        return load_evidence(session, pv.model, pv.id, src, start=since, oldest=int(cal.reference_n)), False
+    rows = load_evidence(session, pv.model, pv.id, src, start=since, end=end + timedelta(microseconds=1),
+                         oldest=int(cal.reference_n))
+    in_period = (select(Sample.id).join(Score, Score.sample_id == Sample.id)
+                 .where(Score.probe_version_id == pv.id, Sample.ts >= since))
+    pending = session.scalar(in_period.where(Sample.ts <= end, Sample.spotcheck_status == "pending").limit(1))
+    later = session.scalar(in_period.join(SpotCheck, SpotCheck.sample_id == Sample.id).where(Sample.ts > end).limit(1))
+    if pending is not None and later is None:
+        return rows, False
+    if len(rows) < int(cal.min_labels):
+        rows = load_evidence(session, pv.model, pv.id, src, start=since, oldest=int(cal.min_labels))
+    return rows, len(rows) >= int(cal.min_labels)
+
+
 def _complete_default(ref: Reference, target: int) -> bool:
     return all((ref.stats.get(src) or {}).get("complete") for src in SOURCES) and \
         len(ref.stats.get("unlabelled_scores") or []) >= min(target, MAX_KEPT)
@@ -102,8 +143,9 @@ def _complete_default(ref: Reference, target: int) -> bool:
 def ensure_default_reference(session: Session, settings: Settings, pv: ProbeVersion) -> Reference | None:
     """Create or grow the default reference of ``pv``; frozen parts are left alone (caller commits).
 
-    Per evidence source: the first ``reference_n`` labelled samples after activation. For the
-    label-free detectors: the first ``reference_n`` scores, so they work before any label arrives.
+    Human labels: the first ``reference_n`` labelled samples after activation; spot checks: those of
+    the reference period (:func:`_period_spot_checks`). For the label-free detectors: the first
+    ``reference_n`` scores, so they work before any label arrives.
     """
     ref = active_reference(session, pv.id)
     target = int(settings.calibration.reference_n)
@@ -115,12 +157,15 @@ def ensure_default_reference(session: Session, settings: Settings, pv: ProbeVers
     for src in SOURCES:
         if (stats.get(src) or {}).get("complete"):
             continue
-        rows = load_evidence(session, pv.model, pv.id, src, start=since, oldest=target * 2 if src == "human" else target)
-        if src == "human":
-            rows = dedupe_human(rows)[:target]
-        if not rows or (stats.get(src) or {}).get("n") == len(rows):
+        if src == "self_consistency":
+            rows, complete = _period_spot_checks(session, settings, pv, since)
+        else:
+            rows = dedupe_human(load_evidence(session, pv.model, pv.id, src, start=since, oldest=target * 2))[:target]
+            complete = len(rows) >= target
+        old = stats.get(src) or {}
+        if not rows or (old.get("n"), bool(old.get("complete"))) == (len(rows), complete):
             continue
-        stats[src] = source_stats(rows, pv.threshold, settings.calibration, target)
+        stats[src] = {**source_stats(rows, pv.threshold, settings.calibration, None), "complete": complete}
         changed = True
     kept = stats.get("unlabelled_scores") or []
     if len(kept) < min(target, MAX_KEPT):

@@ -7,7 +7,9 @@ A detector arms once it can be tuned on the probe version's active reference
 ``calibration.min_labels`` samples, ``adwin_scores`` when it keeps max(30, min_labels) scores,
 ``adwin_spotcheck`` when its self-consistency source is complete. A pinned reference (``vlmwatch
 reference set``) is complete at once; the default one only after the first
-``calibration.reference_n`` labelled samples the probe scores. For the human-label detectors the
+``calibration.reference_n`` labelled samples the probe scores, its spot checks once the reference
+period (the first ``reference_n`` scored samples, checked at ``spotcheck.reference_rate``) is over
+and they are at least ``min_labels``. For the human-label detectors the
 report estimates when they arm from the last hour's label rate.
 """
 
@@ -69,8 +71,11 @@ def needs(ref: Reference | None, detector: str, cal: CalibrationConfig) -> str |
     st = stats.get(src) if isinstance(stats.get(src), dict) else {}
     have = int(st.get("n", 0))
     what = "spot checks" if src == "self_consistency" else f"{src} labels"
+    if src == "self_consistency" and not ref.pinned and have >= min_n and not st.get("complete"):
+        return (f"the rest of the reference period spot-checked (its first {target} scored samples; "
+                f"{have} checks so far)")
     if not st.get("complete") or have < min_n:
-        of = min_n if ref.pinned else target
+        of = min_n if ref.pinned or src == "self_consistency" else target
         return f"{max(min_n, of) - have} more {what} in the reference ({have} of {of})"
     return None
 

@@ -15,7 +15,11 @@
    hour's budget is spent by all daemons together the run decides nothing more (undecided samples
    stay ``pending``, their claim released) and says so. Across N daemons the hour can overshoot by
    at most the checks in flight (one per daemon).
-3. Each candidate is drawn with its inclusion probability (``monitor.spotcheck.policy``):
+3. Each candidate is drawn with its inclusion probability (``monitor.spotcheck.policy``), at
+   ``spotcheck.rate`` or, while it falls in its probe version's reference period and that
+   version's spot-check reference is incomplete (:func:`_in_reference_period`), at
+   ``max(rate, spotcheck.reference_rate)``, so the reference gets the checks its detectors arm on;
+   both scaled by the one budget scale, the probability recorded is the one drawn with:
    not drawn -> ``skipped``; drawn -> checked, then ``done`` with a ``spot_checks`` row (its
    inclusion probability and reason) and a ``labels`` row, source ``self_consistency``,
    ``correct`` = :func:`monitor.spotcheck.answers.spotcheck_correct` (agreement >= 0.5, the one
@@ -36,7 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,7 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
 from monitor.spotcheck.answers import spotcheck_correct
-from monitor.spotcheck.policy import SelectionPolicy
+from monitor.spotcheck.policy import Decision, SelectionPolicy
 from monitor.spotcheck.served_greedy import check_greedy_answer
 from storage.failopen import report_internal_error
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
@@ -76,6 +80,7 @@ class SpotcheckRun:
     spent_last_hour: float = 0.0
     compute_seconds: float = 0.0
     stopped: str | None = None  # budget | stop | time | oom
+    reference_period: int = 0  # candidates drawn at the reference-period rate
     by_model: dict[str, int] = field(default_factory=dict)
     # (sample id, drawn, inclusion probability) of every candidate this run decided and recorded
     decisions: list[tuple[str, bool, float]] = field(default_factory=list)
@@ -152,8 +157,8 @@ def _claim_candidates(session: Session, models: set[str], limit: int, worker: st
     )  # fmt: skip
     session.commit()
     q = (
-        select(Sample.id, Sample.model, Sample.prompt, Sample.answer, Sample.image_sha256, Score.p_correct,
-               ProbeVersion.threshold)  # fmt: skip
+        select(Sample.id, Sample.model, Sample.ts, Sample.prompt, Sample.answer, Sample.image_sha256,
+               Score.p_correct, ProbeVersion.threshold, ProbeVersion.id.label("pv_id"))  # fmt: skip
         .join(Score, Score.sample_id == Sample.id)
         .join(ProbeVersion, (ProbeVersion.id == Score.probe_version_id) & ProbeVersion.active.is_(True))
         .where(Sample.id.in_(ids), Sample.lease_owner == worker, ProbeVersion.model == Sample.model)
@@ -174,6 +179,25 @@ def _release_claim(session: Session, ids: list[str], worker: str) -> None:
         update(Sample).where(Sample.id.in_(ids), Sample.lease_owner == worker, Sample.spotcheck_status == "pending")
         .values(lease_owner=None, lease_expires_at=None).execution_options(synchronize_session=False)
     )  # fmt: skip
+
+
+def _in_reference_period(session: Session, settings: Settings, cands: list[Any]) -> np.ndarray:
+    """Which candidates fall in their probe version's reference period (its first
+    ``calibration.reference_n`` scored samples, :func:`monitor.calibration.reference.reference_period_end`)
+    while its active reference is the default one and its spot checks are not yet complete."""
+    from monitor.calibration.reference import active_reference, reference_period_end  # imports this package
+
+    out = np.zeros(len(cands), dtype=bool)
+    for pv_id in sorted({c.pv_id for c in cands}):
+        ref = active_reference(session, pv_id)
+        if ref is not None and (ref.pinned or ((ref.stats or {}).get("self_consistency") or {}).get("complete")):
+            continue
+        pv = session.get(ProbeVersion, pv_id)
+        since = pv.activated_at or pv.created_at
+        end = reference_period_end(session, pv, int(settings.calibration.reference_n))
+        for i, c in enumerate(cands):
+            out[i] |= c.pv_id == pv_id and c.ts >= since and (end is None or c.ts <= end)
+    return out
 
 
 def _spent_last_hour(session: Session, now: datetime) -> float:
@@ -244,11 +268,13 @@ def run_spotcheck(
     with sessions() as s:
         spent, per_check, arrivals = _cost_state(s, now, models, cfg.seconds_per_check_prior)
         cands = _claim_candidates(s, models, cfg.max_candidates_per_run, worker, lease, now)
-    run.candidates, run.spent_last_hour = len(cands), spent
+        in_ref = _in_reference_period(s, settings, cands) if cands else np.zeros(0, dtype=bool)
+    run.candidates, run.spent_last_hour, run.reference_period = len(cands), spent, int(in_ref.sum())
     if not cands:
         return run
+    groups = [(policy, ~in_ref), (replace(policy, rate=max(cfg.rate, cfg.reference_rate)), in_ref)]
     try:
-        _decide_and_check(sessions, settings, policy, cands, run, adapters, now, rng, worker, budget, started,
+        _decide_and_check(sessions, settings, groups, cands, run, adapters, now, rng, worker, budget, started,
                           should_stop, per_check, arrivals)
     finally:  # whatever this run did not decide goes back to the queue at once
         with sessions.begin() as s:
@@ -260,7 +286,19 @@ def run_spotcheck(
     return run
 
 
-def _decide_and_check(sessions: sessionmaker[Session], settings: Settings, policy: SelectionPolicy, cands: list[Any],
+def _decide(groups: list[tuple[SelectionPolicy, np.ndarray]], scores: np.ndarray, thresholds: np.ndarray,
+            rng: np.random.Generator, scale: float) -> list[Decision]:
+    """Each group of candidates drawn with its own policy (rate), all under the one budget ``scale``."""
+    out: list[Decision | None] = [None] * scores.size
+    for pol, mask in groups:
+        idx = np.flatnonzero(mask)
+        for j, d in zip(idx, pol.decide(scores[idx], thresholds[idx], rng, scale=scale)):
+            out[j] = replace(d, index=int(j))
+    return [d for d in out if d is not None]
+
+
+def _decide_and_check(sessions: sessionmaker[Session], settings: Settings,
+                      groups: list[tuple[SelectionPolicy, np.ndarray]], cands: list[Any],
                       run: SpotcheckRun, adapters: Mapping[str, Any] | None, now: datetime, rng: np.random.Generator,
                       worker: str, budget: float | None, started: float, should_stop: Callable[[], bool] | None,
                       per_check: float, arrivals: float) -> None:
@@ -268,8 +306,10 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings, polic
     lease = float(settings.scoring.lease_seconds)
     scores = np.array([np.nan if c.p_correct is None else c.p_correct for c in cands])
     thresholds = np.array([c.threshold for c in cands])
-    pi0, _ = policy.probabilities(scores, thresholds)
-    run.budget_scale = policy.budget_scale(
+    pi0 = np.zeros(len(cands))
+    for pol, mask in groups:
+        pi0[mask] = pol.probabilities(scores[mask], thresholds[mask])[0]
+    run.budget_scale = groups[0][0].budget_scale(
         candidates_per_hour=arrivals, seconds_per_check=per_check, spent_last_hour=run.spent_last_hour,
         mean_unscaled_pi=float(pi0.mean()),
     )
@@ -278,7 +318,7 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings, polic
         return
     if adapters is None:
         adapters = load_adapters(settings, {c.model for c in cands})
-    decisions = policy.decide(scores, thresholds, rng, scale=run.budget_scale)
+    decisions = _decide(groups, scores, thresholds, rng, run.budget_scale)
     handled = 0  # candidates no longer pending after this run (by us or another worker)
     renewed = time.monotonic()
 
