@@ -4,6 +4,13 @@ Normalisation follows the VQA / SQuAD evaluation habit: lower case, punctuation 
 articles dropped, number words written as digits, whitespace collapsed. An answer that starts
 with "yes" or "no" (``"Yes, there is a dog."``) is grouped with the bare word, because for a
 yes/no question the rest of the sentence restates the question.
+
+Free text groups by :func:`content_words`, the default answer equivalence of multi-token spot
+checks: the set of the normalised answer's content words, function words and the framing of a
+caption ("the image shows", "there is") dropped and plurals folded, so "A red circle and a blue
+star." and "There are a blue star and a red circle" are one answer. Negations ("no", "not") are
+content. A task that knows its answers better passes its own key (SynPOPE's
+:func:`monitor.synpope.judges.answer_key`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ __all__ = [
     "SPOTCHECK_CORRECT_AT",
     "spotcheck_correct",
     "normalize_answer",
+    "content_words",
     "GroupStats",
     "group_counts",
     "group_stats",
@@ -97,6 +105,38 @@ def normalize_answer(text: str, *, yes_no_prefix: bool = True) -> str:
     if yes_no_prefix and words and words[0] in _YES_NO:
         return words[0]
     return " ".join(words)
+
+
+_FUNCTION_WORDS = frozenset("""
+a an the this that these those there here it its it's is are was were be been being am do does did
+has have had having of in on at to for from by with without into onto over under near next beside
+behind above below between and or but also as so than then both either each all some any
+i we you he she they me us him her them my our your his their can could would should will shall may
+might must just very quite only image picture photo photograph scene shows show showing shown
+depicts depicting depicted contains containing see seen visible appear appears appearing
+""".split())
+_NEGATIONS = frozenset({"no", "not", "none", "nothing", "nobody", "never", "neither", "nor"})
+
+
+def _singular(w: str) -> str:
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("es") and w[-3] in "sxz" or w.endswith(("ches", "shes")):
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+def content_words(text: str) -> str:
+    """The default equivalence of free-text answers: sorted unique content words of
+    :func:`normalize_answer` (a bare "yes"/"no" stays itself; an answer of function words only
+    keeps its normalised text)."""
+    norm = normalize_answer(text)
+    if norm in _YES_NO:
+        return norm
+    words = sorted({_singular(w) for w in norm.split() if w in _NEGATIONS or w not in _FUNCTION_WORDS})
+    return " ".join(words) if words else norm
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from monitor.spotcheck.answers import GroupStats, group_stats, normalize_answer, stats_from_distribution
+from monitor.spotcheck.answers import GroupStats, content_words, group_stats, normalize_answer, stats_from_distribution
 from monitor.spotcheck.sampler import prefill, sample_shared_prefill
 
 __all__ = [
@@ -126,7 +126,9 @@ def run_spot_check(
     """Self-consistency of ``served_answer`` for one prompt (``input_ids`` ends where the answer starts).
 
     ``equivalence`` maps an answer to its group (for example a SynPOPE task's
-    :func:`monitor.synpope.judges.answer_key`); by default answers group by normalised text.
+    :func:`monitor.synpope.judges.answer_key`); by default sampled answers group by their content
+    words (:func:`~monitor.spotcheck.answers.content_words`). One-token answers keep the exact
+    first-token distribution over normalised tokens.
     """
     if one_token is None:
         one_token = is_one_token_answer(tokenizer, served_answer)
@@ -142,7 +144,7 @@ def run_spot_check(
         seeds=seeds, eos_token_ids=eos_token_ids, max_streams=max_streams,
     )  # fmt: skip
     answers = tokenizer.batch_decode(out.tokens, skip_special_tokens=True)
-    stats = group_stats(served_answer, answers, key=equivalence)
+    stats = group_stats(served_answer, answers, key=equivalence or content_words)
     return SpotCheckResult(
         one_token=False,
         k=k,

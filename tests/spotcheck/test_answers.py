@@ -61,3 +61,16 @@ def test_ties_count_as_agreeing_and_bad_masses_are_rejected():
         stats_from_distribution("a", {"a": 0.0})
     with pytest.raises(ValueError, match="no sampled answers"):
         group_stats("a", [])
+
+
+def test_free_text_groups_by_content_words():
+    from monitor.spotcheck.answers import content_words
+
+    same = ["A red circle and a blue star.", "There are a blue star and a red circle", "the image shows blue stars, red circles"]
+    assert {content_words(a) for a in same} == {"blue circle red star"}
+    assert content_words("two dogs") == content_words("There are 2 dogs.") == "2 dog"
+    assert content_words("There is no dog") != content_words("There is a dog")  # a negation is content
+    assert content_words("Yes, there is one.") == "yes" and content_words("the") == "the"
+    s = group_stats("A red circle.", ["red circle", "There is a red circle", "a blue star", "red circles"],
+                    key=content_words)
+    assert s.agreement == 0.75 and s.served_group == "circle red" and s.agrees_with_majority
