@@ -14,8 +14,12 @@ Transient fetch failures (timeouts, connection errors, 5xx) leave it pending for
 ``image_fetch.retry_seconds``, up to ``daemon.max_attempts`` claims.
 
 After a batch is written, the served tokens' log-probabilities of the samples the scorer
-recomputed go to the model's served-model check (:mod:`monitor.probe.served_check`), which fires
-or resolves ``served_model_mismatch``.
+recomputed go to the model's served-model check (:mod:`monitor.probe.served_check`), whose verdict
+fires or resolves ``served_model_mismatch``.
+
+A scorer that refuses its probe (:class:`~monitor.probe.stale.ProbeStaleError`, at load or before a
+batch: the served weights changed) fires ``probe_stale``; its samples stay pending, and the first
+load whose probe matches again resolves it (:mod:`alerts.builtin`).
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from alerts.builtin import raise_probe_stale, report_served_mismatch, resolve_probe_stale
 from monitor.config import ModelEntry, Settings
 from monitor.daemon import metrics
 from monitor.daemon.image_fetch import ImageFetcher, ImageUnavailable
 from monitor.daemon.leases import claim_samples, mark_failed, mark_image_unavailable, release_samples, write_scores
 from monitor.daemon.runner import JobContext
 from monitor.daemon.sample_images import load_images
+from monitor.probe.stale import ProbeStaleError
 from storage.failopen import report_internal_error
 from storage.models import ProbeVersion, Sample, utcnow
 
@@ -107,11 +113,24 @@ class ScoreJob:
             if not last or last[1] != msg:
                 logger.warning("model %s: scorer not available, its samples stay pending: %s", name, msg)
             self._load_errors[name] = (time.monotonic(), msg)
+            if isinstance(e, ProbeStaleError):
+                self._probe_stale(sessions, name, e)
             return None
         self._load_errors.pop(name, None)
         self._scorers[name] = scorer
         logger.info("model %s: scorer loaded (probe version %s)", name, scorer.probe_version_id)
+        with sessions() as s:
+            if resolve_probe_stale(s, self.settings.alerts, name):
+                logger.info("model %s: probe version %s matches the served model again; probe_stale resolved", name,
+                            scorer.probe_version_id)
+            s.commit()
         return scorer
+
+    def _probe_stale(self, sessions: sessionmaker[Session], name: str, err: ProbeStaleError) -> None:
+        """Fire (or keep firing) ``probe_stale`` for ``name``."""
+        with sessions() as s:
+            raise_probe_stale(s, self.settings.alerts, err, model_path=self.settings.models[name].path)
+            s.commit()
 
     def adapters(self) -> dict[str, Any] | None:
         """The loaded models by served name, when every configured model is loaded (else None)."""
@@ -210,8 +229,9 @@ class ScoreJob:
             if len(results) != len(group):
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(group)} samples")
         except Exception as e:
-            if type(e).__name__ == "ProbeStaleError":  # the served weights changed: not the samples' fault
+            if isinstance(e, ProbeStaleError):  # the served weights changed: not the samples' fault
                 logger.error("model %s: %s; its samples stay pending until a matching probe is active", name, e)
+                self._probe_stale(ctx.sessions, name, e)
                 self.forget(name)
                 self._load_errors[name] = (time.monotonic(), str(e))
                 with ctx.sessions() as s:
@@ -279,6 +299,6 @@ class ScoreJob:
                 compared += 1
         if compared:
             with ctx.sessions() as s:
-                check.report(s, self.settings.alerts)
+                report_served_mismatch(s, self.settings.alerts, check.verdict())
                 s.commit()
 

@@ -38,7 +38,7 @@ from collectors.exchange import token_logprobs
 from monitor.probe.artifact import ProbeArtifact
 from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, run_pass
 from monitor.probe.image_cache import SUPPORTED_FAMILIES, ImageFeatureCache
-from monitor.probe.stale import ProbeStaleError, check_fresh
+from monitor.probe.stale import check_fresh
 
 __all__ = ["ScoreItem", "ScorerOptions", "ProbeScorer", "captured_logprobs", "captured_answer_prob"]
 
@@ -99,7 +99,6 @@ class ProbeScorer:
         probe_version_id: int = 0,
         options: ScorerOptions = ScorerOptions(),
         current_fingerprint: Callable[[], str] | None = None,
-        on_stale: Callable[[ProbeStaleError], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         meta = artifact.meta
@@ -117,7 +116,6 @@ class ProbeScorer:
         self.pooling = meta.pooling
         # re-checked before every batch: a redeploy into the same folder must stop scoring
         self._current_fingerprint = current_fingerprint or (lambda: adapter.fingerprint)
-        self._on_stale = on_stale
         self._head = self._make_head()
         self._rng = rng or random.Random()  # draws the samples whose answer is recomputed
         self.image_cache = None
@@ -164,12 +162,7 @@ class ProbeScorer:
         ``vision_embedding`` (the decoder input pooled over the image tokens, from the same pass)."""
         if not items:
             return []
-        try:
-            self.check_fingerprint(self._current_fingerprint())
-        except ProbeStaleError as e:
-            if self._on_stale is not None:
-                self._on_stale(e)
-            raise
+        self.check_fingerprint(self._current_fingerprint())
         t0 = time.perf_counter()
         encs = self.encode(items)
         opts = self.options
