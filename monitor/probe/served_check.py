@@ -19,8 +19,9 @@ Each stream feeds a Bernoulli CUSUM on its exceedances (in-control rate ``p0``, 
 ``p1``; 20,000 checks at a true rate of 0.005 fire in 3% of runs, the same-weight rate measured is
 0 in 3,000): ``served_model_mismatch`` (critical) fires when either crosses ``threshold`` and
 resolves after ``clear_after`` agreeing checks in a row (:meth:`ServedModelCheck.verdict`; the
-daemon's jobs raise and resolve the alert with ``alerts.builtin.report_served_mismatch``). A changed ``system_fingerprint`` in the
-served responses is kept as a hint in the alert's metrics; it never fires by itself.
+daemon's jobs raise and resolve the alert with ``alerts.builtin.report_served_mismatch``). A
+changed ``system_fingerprint`` in the served responses is kept as a hint in the alert's metrics;
+it never fires by itself.
 
 State lives in the daemon process (one :class:`ServedModelCheck` per served model, shared by the
 score and spot-check jobs through :data:`CHECKS`); a restart starts the CUSUMs afresh.
