@@ -42,6 +42,7 @@ from monitor.daemon.image_fetch import ImageFetcher, ImageUnavailable
 from monitor.daemon.leases import claim_samples, mark_failed, mark_image_unavailable, release_samples, write_scores
 from monitor.daemon.runner import JobContext
 from monitor.daemon.sample_images import load_images
+from monitor.probe.score_result import ScoreResult
 from monitor.probe.stale import ProbeStaleError
 from storage.failopen import report_internal_error
 from storage.models import ProbeVersion, Sample, utcnow
@@ -70,16 +71,12 @@ class Scorer(Protocol):
 
     probe_version_id: int
 
-    def score(self, items: Sequence[ScoreInput]) -> list[dict[str, Any]]:
-        """One dict per item, in order: ``p_correct`` and optional ``answer_prob``,
-        ``attn_entropy``, ``attn_topk_mass``, ``latency_ms``, ``vision_embedding`` (the pooled
-        image-token output of the pass, recorded with the input features)."""
+    def score(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        """One result per item, in order."""
         ...
 
 
 ScorerFactory = Callable[[str, ModelEntry, Settings, sessionmaker[Session]], Scorer]
-
-_SCORE_FIELDS = ("p_correct", "answer_prob", "attn_entropy", "attn_topk_mass", "latency_ms")
 
 
 class ScoreJob:
@@ -244,12 +241,7 @@ class ScoreJob:
                 metrics.SAMPLES_FAILED.labels(name).inc(failed)
                 logger.error("model %s: %d samples failed %d times and were given up", name, failed, self.max_attempts)
             return 0
-        rows = []
-        for item, res in zip(group, results):
-            row = {k: res.get(k) for k in _SCORE_FIELDS}
-            row["p_correct"] = float(res["p_correct"])
-            row.update(sample_id=item.sample_id, probe_version_id=int(res.get("probe_version_id", scorer.probe_version_id)))
-            rows.append(row)
+        rows = [res.score_row(item.sample_id, scorer.probe_version_id) for item, res in zip(group, results)]
         try:
             with ctx.sessions() as s:
                 write_scores(s, ctx.worker, rows)
@@ -269,7 +261,7 @@ class ScoreJob:
             report_internal_error(logger, f"served-model check of {name}", e)
         return len(rows)
 
-    def _record_inputs(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[dict[str, Any]]) -> None:
+    def _record_inputs(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[ScoreResult]) -> None:
         """Input features from the bytes in hand (before retention may purge them); a failure costs
         only these features, never the scores already written."""
         from monitor.inputs.record import feature_row, record_features
@@ -281,7 +273,7 @@ class ScoreJob:
         except Exception as e:
             logger.warning("model %s: input features of %d samples not recorded: %s", name, len(group), e)
 
-    def _check_served(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[dict[str, Any]]) -> None:
+    def _check_served(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[ScoreResult]) -> None:
         """Compare the served log-probabilities with the scorer's recompute; fire or resolve the alert."""
         from monitor.probe.scorer import captured_logprobs
         from monitor.probe.served_check import CHECKS, MismatchParams
@@ -293,7 +285,7 @@ class ScoreJob:
         compared = 0
         for item, res in zip(group, results):
             check.observe_fingerprint(item.meta.get("system_fingerprint"))
-            served, recomputed = captured_logprobs(item.meta), res.get("recomputed_logprobs")
+            served, recomputed = captured_logprobs(item.meta), res.recomputed_logprobs
             if served is not None and recomputed is not None:
                 check.observe_logprobs(served, recomputed)
                 compared += 1

@@ -16,9 +16,9 @@ Free signals, decided here because the early-exit pass cannot see the LM head:
   price of the full pass (attention then comes from the last layer).
 
 Served-model check (:mod:`monitor.probe.served_check`): for ``recompute_share`` of the samples that
-carry captured log-probabilities (all of them with ``full_pass``, where it is free) the result
-also holds ``recomputed_logprobs``, the monitor's own log-probabilities of the served answer's
-tokens from a full pass, to compare with the served ones.
+carry captured log-probabilities (all of them with ``full_pass``, where it is free) the
+:class:`~monitor.probe.score_result.ScoreResult` also holds ``recomputed_logprobs``, the monitor's
+own log-probabilities of the served answer's tokens from a full pass, to compare with the served ones.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from collectors.exchange import token_logprobs
 from monitor.probe.artifact import ProbeArtifact
 from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, run_pass
 from monitor.probe.image_cache import SUPPORTED_FAMILIES, ImageFeatureCache
+from monitor.probe.score_result import ScoreResult
 from monitor.probe.stale import check_fresh
 
 __all__ = ["ScoreItem", "ScorerOptions", "ProbeScorer", "captured_logprobs", "captured_answer_prob"]
@@ -156,10 +157,8 @@ class ProbeScorer:
             encs.append(self.adapter.encode(image, it.prompt, it.answer))
         return encs
 
-    def score(self, items: Sequence[ScoreItem]) -> list[dict[str, Any]]:
-        """One dict per item, in order: ``p_correct``, ``answer_prob``, ``attn_entropy``,
-        ``attn_topk_mass``, ``latency_ms`` (the batch's wall time shared out per sample),
-        ``vision_embedding`` (the decoder input pooled over the image tokens, from the same pass)."""
+    def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
+        """One :class:`ScoreResult` per item, in order (``recomputed_logprobs`` only for the drawn ones)."""
         if not items:
             return []
         self.check_fingerprint(self._current_fingerprint())
@@ -185,19 +184,16 @@ class ProbeScorer:
             ans = captured_answer_prob(getattr(it, "meta", None))
             if ans is None and out.answer_prob is not None and math.isfinite(out.answer_prob[i]):
                 ans = float(out.answer_prob[i])
-            results.append(
-                {
-                    "p_correct": float(p[i]),
-                    "answer_prob": ans,
-                    "attn_entropy": _opt(out.attn_entropy, i),
-                    "attn_topk_mass": _opt(out.attn_topk_mass, i),
-                    "latency_ms": per_ms,
-                    "probe_version_id": self.probe_version_id,
-                    "vision_embedding": _row(out.image_embedding, i),
-                }
-            )
-            if i in recomputed:
-                results[-1]["recomputed_logprobs"] = recomputed[i]
+            results.append(ScoreResult(
+                p_correct=float(p[i]),
+                answer_prob=ans,
+                attn_entropy=_opt(out.attn_entropy, i),
+                attn_topk_mass=_opt(out.attn_topk_mass, i),
+                latency_ms=per_ms,
+                probe_version_id=self.probe_version_id,
+                vision_embedding=_row(out.image_embedding, i),
+                recomputed_logprobs=recomputed.get(i),
+            ))
         return results
 
     def _recompute(self, items: Sequence[ScoreItem], encs: list[Any], out: Any) -> dict[int, list[float]]:

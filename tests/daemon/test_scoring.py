@@ -10,6 +10,7 @@ from alerts.rules import PROBE_STALE
 from monitor.config import Settings
 from monitor.daemon.runner import JobContext
 from monitor.daemon.scoring import ScoreJob
+from monitor.probe.score_result import ScoreResult
 from monitor.probe.stale import ProbeStaleError
 from storage.db import session_factory
 from storage.models import Alert, ProbeVersion, Sample, Score
@@ -28,7 +29,7 @@ class _Scorer:
             raise ValueError("cannot decode")
         if self.behaviour == "stale":
             raise ProbeStaleError("m", "v1", "a" * 64, "b" * 64)  # the weights changed after the load
-        return [{"p_correct": 0.7} for _ in items]
+        return [ScoreResult(0.7) for _ in items]
 
 
 def _ctx(engine) -> JobContext:

@@ -130,11 +130,11 @@ def test_scorer_recomputes_the_served_answer_for_its_share(llava, synpope_items)
              for it, lp in zip(synpope_items, served)]
     every = ProbeScorer(llava, art, served_name="tiny-llava", options=ScorerOptions(recompute_share=1.0)).score(items)
     for res, lp in zip(every, served):
-        np.testing.assert_allclose(res["recomputed_logprobs"], lp, atol=1e-5)
+        np.testing.assert_allclose(res.recomputed_logprobs, lp, atol=1e-5)
     none = ProbeScorer(llava, art, served_name="tiny-llava").score(items)
-    assert not any("recomputed_logprobs" in r for r in none)
+    assert all(r.recomputed_logprobs is None for r in none)
     bare = ProbeScorer(llava, art, served_name="tiny-llava", options=ScorerOptions(recompute_share=1.0)).score(synpope_items)
-    assert not any("recomputed_logprobs" in r for r in bare)  # nothing captured: nothing to compare
+    assert all(r.recomputed_logprobs is None for r in bare)  # nothing captured: nothing to compare
     assert captured_logprobs({"answer_logprobs": [-0.1, True]}) is None
 
 
