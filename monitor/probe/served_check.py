@@ -126,7 +126,7 @@ class BernoulliCusum:
                 "exceeded": self.exceeded}
 
 
-@dataclass(frozen=True)
+@dataclass
 class MismatchVerdict:
     """The check's state now, as the ``served_model_mismatch`` alert carries it."""
 
