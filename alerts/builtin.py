@@ -1,53 +1,90 @@
-"""Built-in alert rules: alerts the monitor raises by itself, outside the configured ``alerts.rules``.
+"""Raising and resolving the built-in alerts (:mod:`alerts.rules`): ``probe_stale`` and ``served_model_mismatch``.
 
-``probe_stale`` and ``served_model_mismatch`` are not detector verdicts an operator tunes: they say
-the monitor's own evidence is void. They still go through :func:`alerts.lifecycle.evaluate` (dedupe,
-renotify, an outbox row per channel) with a config that holds only their rule (and no no-data rule),
-so the operator's channels and renotify interval apply to them like to every other alert.
+They are not detector verdicts an operator tunes: they say the monitor's own evidence is void.
+They still go through :func:`alerts.lifecycle.evaluate` (dedupe, renotify, an outbox row per
+channel) with their rule alone (``rules=[rule]``), so the operator's channels and renotify interval
+apply to them like to every other alert. The daemon's score and spot-check jobs call these helpers;
+the code that detects the condition (``monitor.probe.stale``, ``monitor.probe.served_check``) only
+raises an error or reports a verdict.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import logging
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
-__all__ = ["BuiltinRule", "BuiltinAlertsConfig", "builtin_config"]
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from alerts.lifecycle import Signal, Transition, evaluate
+from alerts.rules import PROBE_STALE, SERVED_MODEL_MISMATCH
+from alerts.settings import AlertsSettings
+from storage.models import Alert, utcnow
 
-@dataclass(frozen=True)
-class BuiltinRule:
-    """A rule whose detector name is the rule name; fires and resolves on the signal's status."""
+__all__ = ["StaleProbe", "MismatchVerdict", "raise_probe_stale", "resolve_probe_stale", "report_served_mismatch"]
 
-    name: str
-    severity: str = "critical"
-    resolve_after: int = 1  # the raising code does its own hysteresis
-    metric: str | None = None
-    op: str = "<"
-    threshold: float | None = None
-
-    @property
-    def detector(self) -> str:
-        return self.name
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BuiltinAlertsConfig:
-    """The alerts section, with only one built-in rule (and no no-data rule)."""
+class StaleProbe(Protocol):
+    """A probe refused because the served weights changed (``monitor.probe.stale.ProbeStaleError`` fits)."""
 
-    rules: tuple[Any, ...]
-    channels: tuple[Any, ...] = ()
-    renotify_minutes: float = 240.0
-    delivery_deadline_minutes: float = 60.0
-    no_data_minutes: float = 0.0
+    model: str
+    probe_version: str
+    expected: str  # the fingerprint the probe was trained on
+    actual: str  # the served model's fingerprint
 
 
-def builtin_config(rule: BuiltinRule, alerts_config: Any | None) -> BuiltinAlertsConfig:
-    """``alerts_config``'s channels and timings (defaults without one) with ``rule`` as the only rule."""
-    if alerts_config is None:
-        return BuiltinAlertsConfig(rules=(rule,))
-    return BuiltinAlertsConfig(
-        rules=(rule,),
-        channels=tuple(alerts_config.channels),
-        renotify_minutes=float(alerts_config.renotify_minutes),
-        delivery_deadline_minutes=float(alerts_config.delivery_deadline_minutes),
+class MismatchVerdict(Protocol):
+    """The served-model check's state now (``monitor.probe.served_check.MismatchVerdict`` fits)."""
+
+    model: str
+    status: Literal["firing", "clear", "partial"]
+    metrics: dict[str, Any]
+    detector_state: dict[str, Any]
+    summary: str
+
+
+def raise_probe_stale(session: Session, alerts_config: AlertsSettings, stale: StaleProbe, *,
+                      model_path: str | None = None, now: datetime | None = None) -> list[Transition]:
+    """Fire (or keep firing) the ``probe_stale`` alert for ``stale``; the caller commits."""
+    sig = Signal(
+        detector=PROBE_STALE.detector, model=stale.model, probe_version=stale.probe_version, status="firing",
+        metrics={"probe_fingerprint": stale.expected, "served_fingerprint": stale.actual},
+        detector_state={"name": "fingerprint_guard"},
+        evidence={"model_path": model_path} if model_path else {},
+        summary=str(stale),
     )
+    out = evaluate(session, alerts_config, [sig], now or utcnow(), rules=[PROBE_STALE])
+    for t in out:
+        log.error("%s (alert %s %s)", stale, t.alert_id, t.event)
+    return out
+
+
+def resolve_probe_stale(session: Session, alerts_config: AlertsSettings, model: str, *,
+                        now: datetime | None = None) -> int:
+    """Resolve firing ``probe_stale`` alerts of ``model`` (its probe is fresh again); returns how many."""
+    versions = session.scalars(
+        select(Alert.probe_version).where(Alert.rule == PROBE_STALE.name, Alert.model == model, Alert.state == "firing")
+    ).all()
+    if not versions:
+        return 0
+    sigs = [Signal(detector=PROBE_STALE.detector, model=model, probe_version=v, status="clear") for v in set(versions)]
+    return sum(t.event == "resolved" for t in evaluate(session, alerts_config, sigs, now or utcnow(), rules=[PROBE_STALE]))
+
+
+def report_served_mismatch(session: Session, alerts_config: AlertsSettings, verdict: MismatchVerdict, *,
+                           now: datetime | None = None) -> list[Transition]:
+    """Fire, renotify or resolve ``served_model_mismatch`` on ``verdict`` (nothing while it is partial);
+    the caller commits."""
+    if verdict.status == "partial":
+        return []
+    sig = Signal(detector=SERVED_MODEL_MISMATCH.detector, model=verdict.model, probe_version=None,
+                 status=verdict.status, metrics=verdict.metrics, detector_state=verdict.detector_state,
+                 summary=verdict.summary)
+    out = evaluate(session, alerts_config, [sig], now or utcnow(), rules=[SERVED_MODEL_MISMATCH])
+    for t in out:
+        (log.error if t.event != "resolved" else log.info)("%s %s (alert %s): %s", SERVED_MODEL_MISMATCH.name,
+                                                           t.event, t.alert_id, verdict.summary)
+    return out

@@ -15,7 +15,9 @@ towards resolving). :func:`evaluate` applies the configured rules (``alerts.rule
 
 Each transition queues one outbox row per configured channel in the same transaction
 (:func:`alerts.outbox.enqueue`), so a notification is never lost between the state change and the
-delivery. ``config`` is the ``alerts`` section of the settings (duck-typed: alerts/ imports only storage).
+delivery. ``config`` is the ``alerts`` section of the settings (:class:`alerts.settings.AlertsSettings`).
+A built-in rule (:mod:`alerts.rules`) is evaluated on its own with ``rules=[rule]``
+(:mod:`alerts.builtin`): the section's channels and timings apply to it, the configured rules do not.
 """
 
 from __future__ import annotations
@@ -24,20 +26,21 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.outbox import enqueue
 from alerts.payload import fingerprint
+from alerts.rules import NO_DATA, Rule
+from alerts.settings import AlertsSettings
 from storage.models import Alert
 
-__all__ = ["Signal", "Transition", "evaluate", "NO_DATA_RULE"]
+__all__ = ["Signal", "Transition", "evaluate"]
 
 log = logging.getLogger(__name__)
 
-NO_DATA_RULE = "no_data"
 Status = Literal["firing", "clear", "partial"]
 _RANK = {"firing": 2, "clear": 1, "partial": 0}
 
@@ -63,18 +66,7 @@ class Transition:
     rule: str
 
 
-@dataclass(frozen=True)
-class _NoDataRule:
-    name: str = NO_DATA_RULE
-    detector: str = "no_data"
-    severity: str = "warning"
-    metric: str | None = None
-    op: str = ">"
-    threshold: float | None = None
-    resolve_after: int = 1
-
-
-def _metric_status(rule: Any, sig: Signal) -> Status:
+def _metric_status(rule: Rule, sig: Signal) -> Status:
     """firing when the metric (and its whole CI, when known) is beyond the threshold."""
     if sig.status == "partial" or rule.metric is None or rule.threshold is None:
         return "partial"
@@ -89,13 +81,13 @@ def _metric_status(rule: Any, sig: Signal) -> Status:
     return "firing" if bound > rule.threshold else "clear"
 
 
-def _rule_status(rule: Any, sig: Signal) -> Status:
+def _rule_status(rule: Rule, sig: Signal) -> Status:
     return _metric_status(rule, sig) if rule.detector == "metric" else sig.status
 
 
-def _reads(rule: Any, sig: Signal) -> bool:
+def _reads(rule: Rule, sig: Signal) -> bool:
     """A ``detector: metric`` rule reads only the window of the ``source`` it names."""
-    return rule.detector != "metric" or sig.window.get("source") == getattr(rule, "source", None)
+    return rule.detector != "metric" or sig.window.get("source") == rule.source
 
 
 def _merge(sigs: list[tuple[Status, Signal]]) -> tuple[Status, Signal]:
@@ -114,11 +106,14 @@ def _fill(alert: Alert, sig: Signal) -> None:
     alert.evidence = {**sig.evidence, "summary": sig.summary}
 
 
-def evaluate(session: Session, config: Any, signals: Iterable[Signal], now: datetime) -> list[Transition]:
-    """Apply the rules to ``signals``; write alert rows and outbox rows (caller commits)."""
-    rules: list[Any] = list(config.rules)
-    if getattr(config, "no_data_minutes", 0):
-        rules.append(_NoDataRule())
+def evaluate(session: Session, config: AlertsSettings, signals: Iterable[Signal], now: datetime, *,
+             rules: Sequence[Rule] | None = None) -> list[Transition]:
+    """Apply the rules to ``signals``; write alert rows and outbox rows (caller commits).
+
+    ``rules``: the configured ones (``config.rules``, plus ``no_data`` when ``config.no_data_minutes``)
+    unless given."""
+    if rules is None:
+        rules = [*config.rules, *([NO_DATA] if config.no_data_minutes else [])]
     grouped: dict[tuple[str, str, str | None], list[tuple[Status, Signal]]] = {}
     for sig in signals:
         for rule in rules:

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alerts.channels import CHANNELS, channel_url
 from alerts.payload import SIGNATURE_HEADER, alert_payload, sign
+from alerts.settings import AlertsSettings, ChannelSettings
 from storage.failopen import report_internal_error
 from storage.models import Alert, AlertDelivery, utcnow
 
@@ -56,7 +57,7 @@ class DeliveryStats:
     claimed: int = 0
 
 
-def enqueue(session: Session, config: Any, alert: Alert, event: str, now: datetime) -> list[AlertDelivery]:
+def enqueue(session: Session, config: AlertsSettings, alert: Alert, event: str, now: datetime) -> list[AlertDelivery]:
     """Queue one delivery row per configured channel for ``alert``'s ``event`` (caller commits)."""
     expires = now + timedelta(minutes=2 * float(config.renotify_minutes)) if alert.state == "firing" else None
     payload = alert_payload(alert, event, now, expires_at=expires)
@@ -76,7 +77,7 @@ def enqueue(session: Session, config: Any, alert: Alert, event: str, now: dateti
     return rows
 
 
-def request_headers(channel: Any, delivery_id: str, event: str, body: bytes, now: datetime) -> dict[str, str]:
+def request_headers(channel: ChannelSettings, delivery_id: str, event: str, body: bytes, now: datetime) -> dict[str, str]:
     """The headers of one delivery attempt to ``channel`` (signed when it has a secret)."""
     headers = {
         "Content-Type": "application/json",
@@ -107,7 +108,7 @@ def _retry_after(resp: httpx.Response, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def _backoff(config: Any, attempts: int, rng: random.Random) -> float:
+def _backoff(config: AlertsSettings, attempts: int, rng: random.Random) -> float:
     """Exponential backoff with 'equal jitter': half fixed, half random, capped."""
     base = min(float(config.backoff_max_seconds), float(config.backoff_initial_seconds) * 2 ** max(0, attempts - 1))
     return base / 2 + rng.uniform(0, base / 2)
@@ -152,7 +153,7 @@ def _finish(factory: sessionmaker[Session], row_id: str, attempts: int, **values
 
 def deliver_due(
     session_factory: sessionmaker[Session],
-    config: Any,
+    config: AlertsSettings,
     now: datetime | None = None,
     *,
     client: httpx.Client | None = None,
@@ -183,7 +184,8 @@ def deliver_due(
     return stats
 
 
-def _deliver_one(factory, config, channels, http, row: AlertDelivery, now, started: float, rng,
+def _deliver_one(factory: sessionmaker[Session], config: AlertsSettings, channels: dict[str, ChannelSettings],
+                 http: httpx.Client, row: AlertDelivery, now: datetime, started: float, rng: random.Random,
                  stats: DeliveryStats, clock: Callable[[], datetime]) -> None:
     ch = channels.get(row.channel)
     if ch is None:

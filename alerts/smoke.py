@@ -17,6 +17,7 @@ import httpx
 from alerts.channels import CHANNELS, channel_url
 from alerts.outbox import request_headers
 from alerts.payload import alert_payload, fingerprint
+from alerts.settings import AlertsSettings
 from storage.models import Alert, utcnow
 
 __all__ = ["TEST_RULE", "ChannelCheck", "send_test_alert"]
@@ -43,7 +44,7 @@ def _test_payload(model: str) -> dict[str, Any]:
     return alert_payload(alert, "test", now)
 
 
-def send_test_alert(config: Any, model: str = "vlmwatch-test", channel: str | None = None) -> list[ChannelCheck]:
+def send_test_alert(config: AlertsSettings, model: str = "vlmwatch-test", channel: str | None = None) -> list[ChannelCheck]:
     """Send a test notification to every channel in ``config.channels`` (or only ``channel``)."""
     payload = _test_payload(model)
     out = []

@@ -189,7 +189,9 @@ def _default_rules() -> tuple[AlertRule, ...]:
     )
 
 
-class WebhookChannel(_Section):
+class ChannelConfig(_Section):
+    """One notification channel (``alerts.channels[]``), of any kind."""
+
     name: str  # channel name used in logs and delivery rows
     kind: Literal["webhook", "slack", "alertmanager"] = "webhook"
     url: str  # receiver URL (alertmanager: its base URL; /api/v2/alerts is appended)
@@ -199,7 +201,7 @@ class WebhookChannel(_Section):
 
 class AlertsConfig(_Section):
     rules: tuple[AlertRule, ...] = Field(default_factory=_default_rules)
-    channels: tuple[WebhookChannel, ...] = ()
+    channels: tuple[ChannelConfig, ...] = ()
     renotify_minutes: float = 240.0  # re-send a still-firing alert after this
     no_data_minutes: float = 120.0  # raise a no-data alert when no evidence arrives for this long
     delivery_deadline_minutes: float = 60.0  # give up on a delivery after this, and record it

@@ -14,8 +14,12 @@ Transient fetch failures (timeouts, connection errors, 5xx) leave it pending for
 ``image_fetch.retry_seconds``, up to ``daemon.max_attempts`` claims.
 
 After a batch is written, the served tokens' log-probabilities of the samples the scorer
-recomputed go to the model's served-model check (:mod:`monitor.probe.served_check`), which fires
-or resolves ``served_model_mismatch``.
+recomputed go to the model's served-model check (:mod:`monitor.probe.served_check`), whose verdict
+fires or resolves ``served_model_mismatch``.
+
+A scorer that refuses its probe (:class:`~monitor.probe.stale.ProbeStaleError`, at load or before a
+batch: the served weights changed) fires ``probe_stale``; its samples stay pending, and the first
+load whose probe matches again resolves it (:mod:`alerts.builtin`).
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from alerts.builtin import raise_probe_stale, report_served_mismatch, resolve_probe_stale
 from monitor import metrics
 from monitor.config import ModelEntry, Settings
 from monitor.daemon.image_fetch import ImageFetcher, ImageUnavailable
 from monitor.daemon.leases import claim_samples, mark_failed, mark_image_unavailable, release_samples, write_scores
 from monitor.daemon.runner import JobContext, JobResult
 from monitor.daemon.sample_images import load_images
+from monitor.probe.score_result import ScoreResult
+from monitor.probe.stale import ProbeStaleError
 from storage.failopen import report_internal_error
 from storage.models import ProbeVersion, Sample, utcnow
 
@@ -64,16 +71,12 @@ class Scorer(Protocol):
 
     probe_version_id: int
 
-    def score(self, items: Sequence[ScoreInput]) -> list[dict[str, Any]]:
-        """One dict per item, in order: ``p_correct`` and optional ``answer_prob``,
-        ``attn_entropy``, ``attn_topk_mass``, ``latency_ms``, ``vision_embedding`` (the pooled
-        image-token output of the pass, recorded with the input features)."""
+    def score(self, items: Sequence[ScoreInput]) -> list[ScoreResult]:
+        """One result per item, in order."""
         ...
 
 
 ScorerFactory = Callable[[str, ModelEntry, Settings, sessionmaker[Session]], Scorer]
-
-_SCORE_FIELDS = ("p_correct", "answer_prob", "attn_entropy", "attn_topk_mass", "latency_ms")
 
 
 class ScoreJob:
@@ -107,11 +110,24 @@ class ScoreJob:
             if not last or last[1] != msg:
                 logger.warning("model %s: scorer not available, its samples stay pending: %s", name, msg)
             self._load_errors[name] = (time.monotonic(), msg)
+            if isinstance(e, ProbeStaleError):
+                self._probe_stale(sessions, name, e)
             return None
         self._load_errors.pop(name, None)
         self._scorers[name] = scorer
         logger.info("model %s: scorer loaded (probe version %s)", name, scorer.probe_version_id)
+        with sessions() as s:
+            if resolve_probe_stale(s, self.settings.alerts, name):
+                logger.info("model %s: probe version %s matches the served model again; probe_stale resolved", name,
+                            scorer.probe_version_id)
+            s.commit()
         return scorer
+
+    def _probe_stale(self, sessions: sessionmaker[Session], name: str, err: ProbeStaleError) -> None:
+        """Fire (or keep firing) ``probe_stale`` for ``name``."""
+        with sessions() as s:
+            raise_probe_stale(s, self.settings.alerts, err, model_path=self.settings.models[name].path)
+            s.commit()
 
     def adapters(self) -> dict[str, Any] | None:
         """The loaded models by served name, when every configured model is loaded (else None)."""
@@ -210,8 +226,9 @@ class ScoreJob:
             if len(results) != len(group):
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(group)} samples")
         except Exception as e:
-            if type(e).__name__ == "ProbeStaleError":  # the served weights changed: not the samples' fault
+            if isinstance(e, ProbeStaleError):  # the served weights changed: not the samples' fault
                 logger.error("model %s: %s; its samples stay pending until a matching probe is active", name, e)
+                self._probe_stale(ctx.sessions, name, e)
                 self.forget(name)
                 self._load_errors[name] = (time.monotonic(), str(e))
                 with ctx.sessions() as s:
@@ -224,12 +241,7 @@ class ScoreJob:
                 metrics.SAMPLES_FAILED.labels(name).inc(failed)
                 logger.error("model %s: %d samples failed %d times and were given up", name, failed, self.max_attempts)
             return 0
-        rows = []
-        for item, res in zip(group, results):
-            row = {k: res.get(k) for k in _SCORE_FIELDS}
-            row["p_correct"] = float(res["p_correct"])
-            row.update(sample_id=item.sample_id, probe_version_id=int(res.get("probe_version_id", scorer.probe_version_id)))
-            rows.append(row)
+        rows = [res.score_row(item.sample_id, scorer.probe_version_id) for item, res in zip(group, results)]
         try:
             with ctx.sessions() as s:
                 write_scores(s, ctx.worker, rows)
@@ -249,7 +261,7 @@ class ScoreJob:
             report_internal_error(logger, f"served-model check of {name}", e)
         return len(rows)
 
-    def _record_inputs(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[dict[str, Any]]) -> None:
+    def _record_inputs(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[ScoreResult]) -> None:
         """Input features from the bytes in hand (before retention may purge them); a failure costs
         only these features, never the scores already written."""
         from monitor.inputs.record import feature_row, record_features
@@ -261,7 +273,7 @@ class ScoreJob:
         except Exception as e:
             logger.warning("model %s: input features of %d samples not recorded: %s", name, len(group), e)
 
-    def _check_served(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[dict[str, Any]]) -> None:
+    def _check_served(self, ctx: JobContext, name: str, group: list[ScoreInput], results: list[ScoreResult]) -> None:
         """Compare the served log-probabilities with the scorer's recompute; fire or resolve the alert."""
         from monitor.probe.scorer import captured_logprobs
         from monitor.probe.served_check import CHECKS, MismatchParams
@@ -273,12 +285,12 @@ class ScoreJob:
         compared = 0
         for item, res in zip(group, results):
             check.observe_fingerprint(item.meta.get("system_fingerprint"))
-            served, recomputed = captured_logprobs(item.meta), res.get("recomputed_logprobs")
+            served, recomputed = captured_logprobs(item.meta), res.recomputed_logprobs
             if served is not None and recomputed is not None:
                 check.observe_logprobs(served, recomputed)
                 compared += 1
         if compared:
             with ctx.sessions() as s:
-                check.report(s, self.settings.alerts)
+                report_served_mismatch(s, self.settings.alerts, check.verdict())
                 s.commit()
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from monitor.inputs.features import image_features, pack_embedding, text_features
+from monitor.probe.score_result import ScoreResult
 from storage.models import InputFeature, utcnow
 
 __all__ = ["FeatureSource", "feature_row", "record_features"]
@@ -30,8 +31,8 @@ class FeatureSource(Protocol):
     ts: datetime | None
 
 
-def feature_row(item: FeatureSource, result: dict[str, Any]) -> dict[str, Any]:
-    """An ``input_features`` row for one scored item; ``result`` may carry ``vision_embedding``."""
+def feature_row(item: FeatureSource, result: ScoreResult) -> dict[str, Any]:
+    """An ``input_features`` row for one scored item (with ``result.vision_embedding`` when it has one)."""
     feats = text_features(item.prompt, item.answer, item.route, item.meta)
     if item.image is not None:
         try:
@@ -41,7 +42,7 @@ def feature_row(item: FeatureSource, result: dict[str, Any]) -> dict[str, Any]:
             feats["format"] = "unreadable"
     else:
         feats["format"] = "none"
-    emb = result.get("vision_embedding")
+    emb = result.vision_embedding
     return {"sample_id": item.sample_id, "model": item.model, "ts": item.ts or utcnow(), "features": feats,
             "embedding": pack_embedding(emb) if emb is not None else None}
 

@@ -2,13 +2,11 @@
 
 Order matters: the served folder's fingerprint is checked against the probe *before* the model
 is loaded, so a stale model costs a hash (cached by file size and mtime), not a model load, each
-time the daemon retries it; the ``probe_stale`` alert is written then, and resolved by the first
-load whose probe matches again.
+time the daemon retries it. The score job turns the ``ProbeStaleError`` into the
+``probe_stale`` alert and resolves it on the first load whose probe matches again.
 """
 
 from __future__ import annotations
-
-import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,11 +15,10 @@ from monitor.config import ModelEntry, Settings
 from monitor.probe.artifact import load_artifact
 from monitor.probe.registry import active_probe, register_probe
 from monitor.probe.scorer import ProbeScorer, ScorerOptions
-from monitor.probe.stale import ProbeStaleError, check_fresh, raise_probe_stale, resolve_probe_stale
+from monitor.probe.stale import check_fresh
 
 __all__ = ["make_scorer", "scorer_options"]
 
-log = logging.getLogger(__name__)
 
 def scorer_options(settings: Settings) -> ScorerOptions:
     sc = settings.scoring
@@ -37,17 +34,11 @@ def scorer_options(settings: Settings) -> ScorerOptions:
     )
 
 
-def _stale(sessions: sessionmaker[Session], settings: Settings, err: ProbeStaleError, model_path: str) -> None:
-    with sessions() as s:
-        raise_probe_stale(s, err, alerts_config=settings.alerts, model_path=model_path)
-        s.commit()
-
-
 def make_scorer(name: str, entry: ModelEntry, settings: Settings, sessions: sessionmaker[Session]) -> ProbeScorer:
     """Load the probe (``entry.probe`` or the active one in storage) and the model; refuse a stale probe.
 
-    Raises ``LookupError`` when the model has no probe, :class:`ProbeStaleError` (after writing
-    the ``probe_stale`` alert) when the served weights are not the probe's model.
+    Raises ``LookupError`` when the model has no probe, :class:`~monitor.probe.stale.ProbeStaleError`
+    when the served weights are not the probe's model.
     """
     with sessions() as s:
         if entry.probe:
@@ -62,26 +53,14 @@ def make_scorer(name: str, entry: ModelEntry, settings: Settings, sessions: sess
                 )
             artifact = load_artifact(row.path)
         row_id, version = row.id, row.version
-    served_fp = folder_fingerprint(entry.path)
-    try:
-        check_fresh(name, version, artifact.meta.model_fingerprint, served_fp)
-    except ProbeStaleError as e:
-        _stale(sessions, settings, e, entry.path)
-        raise
-    with sessions() as s:
-        if resolve_probe_stale(s, name, alerts_config=settings.alerts):
-            log.info("model %s: probe %s matches the served model again; probe_stale resolved", name, version)
-        s.commit()
+    check_fresh(name, version, artifact.meta.model_fingerprint, folder_fingerprint(entry.path))
     # the spot checks use the same copy (monitor.spotcheck.job.load_adapters): one model in memory
     adapter = shared_vlm(entry.path, device=settings.scoring.device, dtype=settings.scoring.dtype)
 
     def current() -> str:
         return folder_fingerprint(entry.path)
 
-    def on_stale(err: ProbeStaleError) -> None:
-        _stale(sessions, settings, err, entry.path)
-
     return ProbeScorer(
         adapter, artifact, served_name=name, probe_version_id=row_id, options=scorer_options(settings),
-        current_fingerprint=current, on_stale=on_stale,
+        current_fingerprint=current,
     )

@@ -94,10 +94,7 @@ def _store_and_score(sessions: Any, adapter: Any, artifact: Any, pv_id: int, mod
                          options=ScorerOptions(batch_size=batch_size, device="cpu", attention_signals=False,
                                                image_cache_size=0))
     items = [ScoreInput(r.id, model, r.prompt, r.answer, r.image) for r in records]
-    rows = []
-    for res, item in zip(scorer.score(items), items):
-        rows.append({k: res.get(k) for k in ("p_correct", "answer_prob", "latency_ms")} |
-                    {"sample_id": item.sample_id, "probe_version_id": pv_id})
+    rows = [res.score_row(item.sample_id, pv_id) for res, item in zip(scorer.score(items), items)]
     with sessions() as s:
         write_scores(s, "recal-experiment", rows)
     return records[0].ts, records[-1].ts + timedelta(seconds=1)

@@ -41,6 +41,7 @@ from monitor.calibration.advice import recalibration_advice
 from monitor.calibration.evidence import HUMAN_SOURCES, EvidenceRow, as_arrays, dedupe_human, load_evidence
 from monitor.calibration.metrics import window_metrics
 from monitor.calibration.reference import active_reference
+from monitor.config import Settings
 from monitor.probe.artifact import ProbeArtifact, load_artifact, save_artifact
 from monitor.probe.calibrator_choice import MIN_PER_CLASS, choose_calibrator
 from monitor.probe.calibrators import CalibrationFitError, Calibrator, fit_calibrator, logit
@@ -97,7 +98,7 @@ def fresh_labels(session: Session, pv: ProbeVersion, *, since: datetime | None, 
     return dedupe_human(rows)[-max_labels:]
 
 
-def _metrics(p: np.ndarray, y: np.ndarray, threshold: float, settings: Any) -> dict[str, Any]:
+def _metrics(p: np.ndarray, y: np.ndarray, threshold: float, settings: Settings) -> dict[str, Any]:
     cal = settings.calibration
     m = window_metrics(p, y, threshold=threshold, bins=cal.bins, bootstrap=cal.bootstrap)
     return {k: m.get(k) for k in _METRIC_KEYS}
@@ -117,7 +118,7 @@ def _reference_metrics(session: Session, pv: ProbeVersion) -> tuple[dict[str, An
     return None, "none"
 
 
-def _check_model(session: Session, settings: Any, model: str) -> ProbeVersion:
+def _check_model(session: Session, settings: Settings, model: str) -> ProbeVersion:
     versions = list(session.scalars(select(ProbeVersion).where(ProbeVersion.model == model)))
     if model not in settings.models and not versions:
         known = sorted(set(settings.models) | set(session.scalars(select(ProbeVersion.model).distinct())))
@@ -156,7 +157,7 @@ def _labels_block(rows: list[EvidenceRow], since: datetime | None) -> dict[str, 
             "sha256": digest}
 
 
-def _out_dir(settings: Any, request: RecalibrationRequest, pv: ProbeVersion, version: str) -> Path:
+def _out_dir(settings: Settings, request: RecalibrationRequest, pv: ProbeVersion, version: str) -> Path:
     if request.out is not None:
         out = Path(request.out)
     elif settings.recalibration.probe_dir:
@@ -168,7 +169,7 @@ def _out_dir(settings: Any, request: RecalibrationRequest, pv: ProbeVersion, ver
     return out
 
 
-def recalibrate_probe(session: Session, settings: Any, request: RecalibrationRequest) -> RecalibrationResult:
+def recalibrate_probe(session: Session, settings: Settings, request: RecalibrationRequest) -> RecalibrationResult:
     """Recalibrate ``request.model``'s active probe (see the module docstring); the caller commits.
 
     Raises :class:`RecalibrationError` for a refusal; a retrain advice is a result (``status``
@@ -230,7 +231,7 @@ def recalibrate_probe(session: Session, settings: Any, request: RecalibrationReq
     return RecalibrationResult("activated" if activate else "registered", report, art)
 
 
-def _write_version(settings: Any, request: RecalibrationRequest, pv: ProbeVersion, artifact: ProbeArtifact,
+def _write_version(settings: Settings, request: RecalibrationRequest, pv: ProbeVersion, artifact: ProbeArtifact,
                    final: Calibrator, rows: list[EvidenceRow], report: dict[str, Any]) -> ProbeArtifact:
     old = artifact.meta
     head = final.fold(artifact.head)

@@ -16,9 +16,9 @@ Free signals, decided here because the early-exit pass cannot see the LM head:
   price of the full pass (attention then comes from the last layer).
 
 Served-model check (:mod:`monitor.probe.served_check`): for ``recompute_share`` of the samples that
-carry captured log-probabilities (all of them with ``full_pass``, where it is free) the result
-also holds ``recomputed_logprobs``, the monitor's own log-probabilities of the served answer's
-tokens from a full pass, to compare with the served ones.
+carry captured log-probabilities (all of them with ``full_pass``, where it is free) the
+:class:`~monitor.probe.score_result.ScoreResult` also holds ``recomputed_logprobs``, the monitor's
+own log-probabilities of the served answer's tokens from a full pass, to compare with the served ones.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from collectors.exchange import token_logprobs
 from monitor.probe.artifact import ProbeArtifact
 from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, run_pass
 from monitor.probe.image_cache import SUPPORTED_FAMILIES, ImageFeatureCache
-from monitor.probe.stale import ProbeStaleError, check_fresh
+from monitor.probe.score_result import ScoreResult
+from monitor.probe.stale import check_fresh
 
 __all__ = ["ScoreItem", "ScorerOptions", "ProbeScorer", "captured_logprobs", "captured_answer_prob"]
 
@@ -99,7 +100,6 @@ class ProbeScorer:
         probe_version_id: int = 0,
         options: ScorerOptions = ScorerOptions(),
         current_fingerprint: Callable[[], str] | None = None,
-        on_stale: Callable[[ProbeStaleError], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         meta = artifact.meta
@@ -117,7 +117,6 @@ class ProbeScorer:
         self.pooling = meta.pooling
         # re-checked before every batch: a redeploy into the same folder must stop scoring
         self._current_fingerprint = current_fingerprint or (lambda: adapter.fingerprint)
-        self._on_stale = on_stale
         self._head = self._make_head()
         self._rng = rng or random.Random()  # draws the samples whose answer is recomputed
         self.image_cache = None
@@ -158,18 +157,11 @@ class ProbeScorer:
             encs.append(self.adapter.encode(image, it.prompt, it.answer))
         return encs
 
-    def score(self, items: Sequence[ScoreItem]) -> list[dict[str, Any]]:
-        """One dict per item, in order: ``p_correct``, ``answer_prob``, ``attn_entropy``,
-        ``attn_topk_mass``, ``latency_ms`` (the batch's wall time shared out per sample),
-        ``vision_embedding`` (the decoder input pooled over the image tokens, from the same pass)."""
+    def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
+        """One :class:`ScoreResult` per item, in order (``recomputed_logprobs`` only for the drawn ones)."""
         if not items:
             return []
-        try:
-            self.check_fingerprint(self._current_fingerprint())
-        except ProbeStaleError as e:
-            if self._on_stale is not None:
-                self._on_stale(e)
-            raise
+        self.check_fingerprint(self._current_fingerprint())
         t0 = time.perf_counter()
         encs = self.encode(items)
         opts = self.options
@@ -192,19 +184,16 @@ class ProbeScorer:
             ans = captured_answer_prob(getattr(it, "meta", None))
             if ans is None and out.answer_prob is not None and math.isfinite(out.answer_prob[i]):
                 ans = float(out.answer_prob[i])
-            results.append(
-                {
-                    "p_correct": float(p[i]),
-                    "answer_prob": ans,
-                    "attn_entropy": _opt(out.attn_entropy, i),
-                    "attn_topk_mass": _opt(out.attn_topk_mass, i),
-                    "latency_ms": per_ms,
-                    "probe_version_id": self.probe_version_id,
-                    "vision_embedding": _row(out.image_embedding, i),
-                }
-            )
-            if i in recomputed:
-                results[-1]["recomputed_logprobs"] = recomputed[i]
+            results.append(ScoreResult(
+                p_correct=float(p[i]),
+                answer_prob=ans,
+                attn_entropy=_opt(out.attn_entropy, i),
+                attn_topk_mass=_opt(out.attn_topk_mass, i),
+                latency_ms=per_ms,
+                probe_version_id=self.probe_version_id,
+                vision_embedding=_row(out.image_embedding, i),
+                recomputed_logprobs=recomputed.get(i),
+            ))
         return results
 
     def _recompute(self, items: Sequence[ScoreItem], encs: list[Any], out: Any) -> dict[int, list[float]]:

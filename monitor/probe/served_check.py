@@ -18,8 +18,10 @@ wrong model. Two pieces of evidence compare production with the monitor's copy:
 Each stream feeds a Bernoulli CUSUM on its exceedances (in-control rate ``p0``, tuned to detect
 ``p1``; 20,000 checks at a true rate of 0.005 fire in 3% of runs, the same-weight rate measured is
 0 in 3,000): ``served_model_mismatch`` (critical) fires when either crosses ``threshold`` and
-resolves after ``clear_after`` agreeing checks in a row. A changed ``system_fingerprint`` in the
-served responses is kept as a hint in the alert's metrics; it never fires by itself.
+resolves after ``clear_after`` agreeing checks in a row (:meth:`ServedModelCheck.verdict`; the
+daemon's jobs raise and resolve the alert with ``alerts.builtin.report_served_mismatch``). A
+changed ``system_fingerprint`` in the served responses is kept as a hint in the alert's metrics;
+it never fires by itself.
 
 State lives in the daemon process (one :class:`ServedModelCheck` per served model, shared by the
 score and spot-check jobs through :data:`CHECKS`); a restart starts the CUSUMs afresh.
@@ -31,17 +33,13 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
-from sqlalchemy.orm import Session
-
-from alerts.builtin import BuiltinRule, builtin_config
-from storage.models import utcnow
+from monitor.config import ServedCheckConfig
 
 __all__ = [
-    "MISMATCH_RULE",
     "MismatchParams",
+    "MismatchVerdict",
     "BernoulliCusum",
     "ServedModelCheck",
     "ServedChecks",
@@ -53,8 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MISMATCH_RULE = "served_model_mismatch"
-_RULE = BuiltinRule(MISMATCH_RULE)
 _LOG_ODDS_CAP = 16.0  # |log-odds| beyond this (p within 1e-7 of 0 or 1) is float noise
 
 
@@ -71,7 +67,7 @@ class MismatchParams:
     clear_after: int = 50  # agreeing checks in a row that resolve a firing mismatch
 
     @classmethod
-    def from_config(cls, cfg: Any) -> MismatchParams:
+    def from_config(cls, cfg: ServedCheckConfig) -> MismatchParams:
         return cls(
             token_tolerance=cfg.token_tolerance, p0=cfg.same_weight_rate, p1=cfg.mismatch_rate,
             threshold=cfg.threshold, greedy_p0=cfg.greedy_same_weight_rate, greedy_p1=cfg.greedy_mismatch_rate,
@@ -131,6 +127,17 @@ class BernoulliCusum:
 
 
 @dataclass
+class MismatchVerdict:
+    """The check's state now, as the ``served_model_mismatch`` alert carries it."""
+
+    model: str
+    status: Literal["firing", "clear", "partial"]  # partial: never checked
+    metrics: dict[str, Any]
+    detector_state: dict[str, Any]
+    summary: str
+
+
+@dataclass
 class ServedModelCheck:
     """The mismatch test of one served model: its two CUSUMs, hysteresis and the fingerprint hint."""
 
@@ -183,13 +190,12 @@ class ServedModelCheck:
             self.firing = False  # agreement is back: both tests start afresh
             self.logprobs.value = self.greedy.value = 0.0
 
-    def signal(self) -> Any:
-        """The lifecycle signal now: firing, clear, or partial (never checked)."""
-        from alerts.lifecycle import Signal
-
+    def verdict(self) -> MismatchVerdict:
+        """The verdict now: firing, clear, or partial (never checked)."""
         with self.lock:
             checked = self.logprobs.checks + self.greedy.checks
-            status = "firing" if self.firing else ("clear" if checked else "partial")
+            status: Literal["firing", "clear", "partial"] = (
+                "firing" if self.firing else ("clear" if checked else "partial"))
             metrics = {
                 "logprob_checks": self.logprobs.checks, "logprob_exceeded": self.logprobs.exceeded,
                 "last_logprob_discrepancy": self.last_discrepancy, "token_tolerance": self.params.token_tolerance,
@@ -207,21 +213,7 @@ class ServedModelCheck:
             f"recompute by more than {self.params.token_tolerance} log-odds, {self.greedy.exceeded} of "
             f"{self.greedy.checks} greedy answers differ; every probe score of this model is about the wrong weights"
         )
-        return Signal(detector=MISMATCH_RULE, model=self.model, probe_version=None, status=status,
-                      metrics=metrics, detector_state=state, summary=summary)
-
-    def report(self, session: Session, alerts_config: Any | None = None, now: datetime | None = None) -> list[Any]:
-        """Fire, renotify or resolve the alert through the lifecycle (the caller commits)."""
-        from alerts.lifecycle import evaluate
-
-        sig = self.signal()
-        if sig.status == "partial":
-            return []
-        out = evaluate(session, builtin_config(_RULE, alerts_config), [sig], now or utcnow())
-        for t in out:
-            (log.error if t.event != "resolved" else log.info)("%s %s (alert %s): %s", MISMATCH_RULE, t.event,
-                                                               t.alert_id, sig.summary)
-        return out
+        return MismatchVerdict(self.model, status, metrics, state, summary)
 
 
 class ServedChecks:

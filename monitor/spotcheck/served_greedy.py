@@ -46,6 +46,7 @@ def check_greedy_answer(adapter: Any, image: Any, cand: Any, settings: Settings,
     if not cfg.enabled:
         return None
     try:
+        from alerts.builtin import report_served_mismatch
         from monitor.probe.greedy import greedy_answers
         from monitor.probe.served_check import CHECKS, MismatchParams
 
@@ -60,7 +61,7 @@ def check_greedy_answer(adapter: Any, image: Any, cand: Any, settings: Settings,
         if differ:
             log.info("sample %s: served %r, the monitor's greedy answer is %r", cand.id, cand.answer, greedy)
         with sessions() as s:
-            check.report(s, settings.alerts)
+            report_served_mismatch(s, settings.alerts, check.verdict())
             s.commit()
         return differ
     except Exception as e:

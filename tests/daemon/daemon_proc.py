@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.daemon.helpers import hash_score  # noqa: E402
+from monitor.probe.score_result import ScoreResult  # noqa: E402
 
 
 class HashScorer:
@@ -36,7 +37,7 @@ class HashScorer:
     def score(self, items):  # type: ignore[no-untyped-def]
         time.sleep(self.delay)
         os.write(self.fd, "".join(f"{it.sample_id}\n" for it in items).encode())
-        return [{"p_correct": hash_score(it.sample_id), "latency_ms": self.delay * 1000} for it in items]
+        return [ScoreResult(hash_score(it.sample_id), latency_ms=self.delay * 1000) for it in items]
 
 
 def main() -> int:

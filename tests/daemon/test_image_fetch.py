@@ -25,6 +25,7 @@ from monitor.daemon.image_fetch import FetchedImage, ImageFetcher, ImageUnavaila
 from monitor.daemon.retention import purge_images
 from monitor.daemon.runner import JobContext
 from monitor.daemon.scoring import ScoreJob
+from monitor.probe.score_result import ScoreResult
 from storage.db import session_factory
 from storage.models import Image, Sample, utcnow
 from storage.records import SampleRecord
@@ -205,7 +206,7 @@ class _RecordingScorer:
     def score(self, items):  # type: ignore[no-untyped-def]
         for it in items:
             self.seen[it.sample_id] = it.image
-        return [{"p_correct": 0.6} for _ in items]
+        return [ScoreResult(0.6) for _ in items]
 
 
 def _ingest(url: str, records: list[SampleRecord]) -> None:

@@ -6,16 +6,15 @@ import threading
 
 from sqlalchemy import select, update
 
+from alerts.rules import PROBE_STALE
 from monitor.config import Settings
 from monitor.daemon.runner import JobContext
 from monitor.daemon.scoring import ScoreJob
+from monitor.probe.score_result import ScoreResult
+from monitor.probe.stale import ProbeStaleError
 from storage.db import session_factory
-from storage.models import ProbeVersion, Sample, Score
+from storage.models import Alert, ProbeVersion, Sample, Score
 from tests.daemon.helpers import add_probe_version, ingest
-
-
-class ProbeStaleError(RuntimeError):
-    """Same name as monitor.probe.stale.ProbeStaleError: the job recognises it by name."""
 
 
 class _Scorer:
@@ -29,8 +28,8 @@ class _Scorer:
         if self.behaviour == "boom":
             raise ValueError("cannot decode")
         if self.behaviour == "stale":
-            raise ProbeStaleError("served weights changed")
-        return [{"p_correct": 0.7} for _ in items]
+            raise ProbeStaleError("m", "v1", "a" * 64, "b" * 64)  # the weights changed after the load
+        return [ScoreResult(0.7) for _ in items]
 
 
 def _ctx(engine) -> JobContext:
@@ -47,6 +46,8 @@ def test_poison_stale_and_probe_change(db_url: str, engine) -> None:
     def factory(name, entry, settings, sessions):  # type: ignore[no-untyped-def]
         with sessions() as s:
             active = s.scalar(select(ProbeVersion.id).where(ProbeVersion.model == name, ProbeVersion.active.is_(True)))
+        if behaviour["now"] == "stale" and made and made[-1].behaviour == "stale":
+            raise ProbeStaleError(name, "v1", "a" * 64, "b" * 64)  # the load checks the weights too
         made.append(_Scorer(int(active), behaviour["now"]))
         return made[-1]
 
@@ -68,10 +69,14 @@ def test_poison_stale_and_probe_change(db_url: str, engine) -> None:
         fresh = list(s.scalars(select(Sample).where(Sample.id >= "s00100")))
     assert {r.status for r in fresh} == {"pending"} and {r.attempts for r in fresh} == {0}
     assert all(r.lease_owner is None for r in fresh)
+    with sessions() as s:  # the score job turned the error into one probe_stale alert
+        stale = list(s.scalars(select(Alert).where(Alert.rule == PROBE_STALE.name)))
+    assert [(a.state, a.model, a.probe_version, a.severity) for a in stale] == [("firing", "m", "v1", "critical")]
 
     behaviour["now"] = "ok"
     assert job(_ctx(engine)).processed == 4
     with sessions() as s:
+        assert s.get(Alert, stale[0].id).state == "resolved"  # the next load with a matching probe
         assert {sc.probe_version_id for sc in s.scalars(select(Score))} == {pid}
         # a new probe version is activated: the job notices and reloads
         s.execute(update(ProbeVersion).values(active=False))

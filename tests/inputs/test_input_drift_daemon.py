@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from monitor.config import Settings
 from monitor.daemon import Daemon
+from monitor.probe.score_result import ScoreResult
 from storage.db import session_factory
 from storage.models import Alert, InputFeature, InputReference, ProbeVersion
 from storage.records import SampleRecord
@@ -58,7 +59,7 @@ class _Scorer:
             with Image.open(io.BytesIO(it.image)) as im:
                 px = np.asarray(im.convert("RGB"), dtype=np.float32)
             hist = np.concatenate([np.histogram(px[..., c], bins=8, range=(0, 255))[0] for c in range(3)]) / px[..., 0].size
-            out.append({"p_correct": (hash(it.sample_id) % 1000) / 1000.0, "vision_embedding": hist})
+            out.append(ScoreResult((hash(it.sample_id) % 1000) / 1000.0, vision_embedding=hist))
         return out
 
 

@@ -1,13 +1,17 @@
 """Probe registry (one active probe per model) and the stale-probe guard, on SQLite and PostgreSQL."""
 
+import threading
 
 import pytest
 from sqlalchemy import select
 
+from alerts.rules import PROBE_STALE
 from monitor.config import ModelEntry, Settings
+from monitor.daemon.runner import JobContext
+from monitor.daemon.scoring import ScoreJob
 from monitor.probe.factory import make_scorer
 from monitor.probe.registry import ProbeNotFoundError, activate_probe, active_probe, register_probe
-from monitor.probe.stale import STALE_RULE, ProbeStaleError
+from monitor.probe.stale import ProbeStaleError
 from storage.db import session_factory
 from storage.models import Alert, AlertDelivery, ProbeVersion
 from tests.probe.conftest import deploy_with_probe, make_artifact, redeploy
@@ -44,8 +48,10 @@ def test_stale_probe_stops_scoring_and_raises_probe_stale_alert(engine, db_url, 
     deploy, art, settings = deploy_with_probe(
         tmp_path, llava_dir, llava, sessions, storage={"url": db_url},
         alerts={"channels": [{"name": "ops", "url": "http://127.0.0.1:9/hook"}]})
-    entry = settings.models["tiny-llava"]
-    scorer = make_scorer("tiny-llava", entry, settings, sessions)
+    ctx = JobContext("score", "w", sessions, 30.0, threading.Event())
+    job = ScoreJob(settings, make_scorer)
+    job(ctx)  # loads the scorer (nothing pending)
+    scorer = job._scorers["tiny-llava"]
     assert len(scorer.score(synpope_items[:2])) == 2  # fresh probe: scores
 
     redeploy(deploy)
@@ -58,14 +64,18 @@ def test_stale_probe_stops_scoring_and_raises_probe_stale_alert(engine, db_url, 
         handle.remove()
     assert calls == []  # not one forward pass with the mismatched probe
 
-    with pytest.raises(ProbeStaleError):  # the daemon's next load attempt refuses too
-        make_scorer("tiny-llava", entry, settings, sessions)
+    for _ in range(2):  # the daemon's next load attempts refuse too, and the score job raises the alert
+        job.forget("tiny-llava")
+        job._load_errors.clear()
+        job(ctx)
+        assert "tiny-llava" not in job._scorers
     with sessions() as s:
-        alerts = s.scalars(select(Alert).where(Alert.rule == STALE_RULE)).all()
+        alerts = s.scalars(select(Alert).where(Alert.rule == PROBE_STALE.name)).all()
     assert len(alerts) == 1  # refreshed, not duplicated
     a = alerts[0]
     assert (a.state, a.model, a.severity, a.probe_version) == ("firing", "tiny-llava", "critical", art.meta.version)
     assert a.metrics["probe_fingerprint"] == llava.fingerprint != a.metrics["served_fingerprint"]
+    assert a.evidence["model_path"] == settings.models["tiny-llava"].path
     with sessions() as s:  # one outbox row for the configured channel: the alert is delivered like any other
         rows = s.scalars(select(AlertDelivery).where(AlertDelivery.alert_id == a.id)).all()
         assert [(r.channel, r.event) for r in rows] == [("ops", "firing")]
@@ -78,10 +88,12 @@ def test_stale_probe_stops_scoring_and_raises_probe_stale_alert(engine, db_url, 
     with sessions() as s:
         register_probe(s, "tiny-llava", fresh)
         s.commit()
-    scorer = make_scorer("tiny-llava", entry, settings, sessions)
-    assert len(scorer.score(synpope_items[:1])) == 1
+    job._load_errors.clear()
+    job(ctx)
+    assert len(job._scorers["tiny-llava"].score(synpope_items[:1])) == 1
     with sessions() as s:
         assert s.get(Alert, a.id).state == "resolved"
+    job.close()
 
 
 def test_factory_without_an_active_probe_says_how_to_get_one(engine, db_url, llava_dir):

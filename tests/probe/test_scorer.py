@@ -45,7 +45,7 @@ def test_early_exit_equals_full_pass_at_the_probe_layer(llava, artifact, synpope
     for pooling in ("answer", "prompt_last", "answer_mean"):
         np.testing.assert_allclose(early.features[pooling][:, 0], full.features[pooling][:, 2], atol=1e-5, rtol=0)
     # and the scorer's p_correct is the head on exactly that state
-    got = np.array([r["p_correct"] for r in scorer.score(synpope_items)])
+    got = np.array([r.p_correct for r in scorer.score(synpope_items)])
     want = artifact.head.predict(full.features["answer"][:, 2])
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got.std() > 1e-4  # the samples differ: the comparison is not trivially true
@@ -58,23 +58,23 @@ def test_scorer_results_keep_input_order_across_length_buckets(llava, artifact, 
     batched = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(batch_size=2)).score(synpope_items)
     single = [ProbeScorer(llava, artifact, served_name="m").score([it])[0] for it in synpope_items]
     for b, s in zip(batched, single):
-        assert b["p_correct"] == pytest.approx(s["p_correct"], abs=1e-5)
-        assert b["attn_entropy"] == pytest.approx(s["attn_entropy"], abs=1e-5)
-        assert 0 < b["attn_topk_mass"] <= 1 and b["latency_ms"] > 0
+        assert b.p_correct == pytest.approx(s.p_correct, abs=1e-5)
+        assert b.attn_entropy == pytest.approx(s.attn_entropy, abs=1e-5)
+        assert 0 < b.attn_topk_mass <= 1 and b.latency_ms > 0
 
 
 def test_answer_prob_from_captured_logprobs_or_full_pass(llava, artifact, synpope_items):
     items = synpope_items[:3]
     early = ProbeScorer(llava, artifact, served_name="m").score(items)
-    assert all(r["answer_prob"] is None for r in early)  # no LM head in the early-exit pass, nothing captured
+    assert all(r.answer_prob is None for r in early)  # no LM head in the early-exit pass, nothing captured
     full = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(full_pass=True)).score(items)
     for e, f in zip(early, full):
-        assert 0 < f["answer_prob"] < 1
-        assert f["p_correct"] == pytest.approx(e["p_correct"], abs=1e-5)
+        assert 0 < f.answer_prob < 1
+        assert f.p_correct == pytest.approx(e.p_correct, abs=1e-5)
     from dataclasses import replace
 
     captured = replace(items[0], meta={"logprobs": {"content": [{"token": "yes", "logprob": -0.25}]}})
-    assert ProbeScorer(llava, artifact, served_name="m").score([captured])[0]["answer_prob"] == pytest.approx(np.exp(-0.25))
+    assert ProbeScorer(llava, artifact, served_name="m").score([captured])[0].answer_prob == pytest.approx(np.exp(-0.25))
     assert captured_answer_prob({"answer_logprobs": [-1.0, -3.0]}) == pytest.approx(np.exp(-2.0))
     assert captured_answer_prob({"answer_logprobs": []}) is None
 
@@ -82,7 +82,7 @@ def test_answer_prob_from_captured_logprobs_or_full_pass(llava, artifact, synpop
 def test_torch_and_onnx_head_backends_agree(llava, artifact, synpope_items):
     a = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(head_backend="onnx")).score(synpope_items)
     b = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(head_backend="torch")).score(synpope_items)
-    assert max(abs(x["p_correct"] - y["p_correct"]) for x, y in zip(a, b)) < 1e-5
+    assert max(abs(x.p_correct - y.p_correct) for x, y in zip(a, b)) < 1e-5
 
 
 def test_scorer_refuses_a_probe_of_another_model(tmp_path, llava):
@@ -116,9 +116,9 @@ def test_image_feature_cache_skips_the_vision_tower_for_seen_images(llava, artif
     assert len(cached.image_cache) == 3 and cached.image_cache.hits == len(items) - 3 + 3
     assert len(tiny.image_cache) == 2  # the LRU stays within its bound
     for a, b in zip(want, got):
-        assert a["p_correct"] == pytest.approx(b["p_correct"], abs=1e-5)
-        assert a["attn_entropy"] == pytest.approx(b["attn_entropy"], abs=1e-5)
-    assert again[0]["p_correct"] == pytest.approx(want[0]["p_correct"], abs=1e-5)
+        assert a.p_correct == pytest.approx(b.p_correct, abs=1e-5)
+        assert a.attn_entropy == pytest.approx(b.attn_entropy, abs=1e-5)
+    assert again[0].p_correct == pytest.approx(want[0].p_correct, abs=1e-5)
     assert "get_image_features" not in vars(llava.model.model)  # the wrapper is gone after the pass
 
 
@@ -129,8 +129,8 @@ def test_samples_with_and_without_images_are_batched_apart(llava, artifact, synp
     batched = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(batch_size=8)).score(items)
     single = [ProbeScorer(llava, artifact, served_name="m").score([it])[0] for it in items]
     for b, s in zip(batched, single):
-        assert b["p_correct"] == pytest.approx(s["p_correct"], abs=1e-5)
-    assert batched[1]["attn_entropy"] is None and batched[0]["attn_entropy"] is not None  # no image, no map
+        assert b.p_correct == pytest.approx(s.p_correct, abs=1e-5)
+    assert batched[1].attn_entropy is None and batched[0].attn_entropy is not None  # no image, no map
     assert buckets([3, 1, 2, 5], 2, ["a", "b", "a", "b"]) == [[2, 0], [1, 3]]
 
 
@@ -149,15 +149,15 @@ def test_paligemma_scoring_with_the_image_cache(tmp_path, synpope_items):
     cached = scorer.score(items)
     assert scorer.image_cache.misses == 3 and scorer.image_cache.hits == len(items) - 3
     for a, b in zip(plain, cached):
-        assert a["p_correct"] == pytest.approx(b["p_correct"], abs=1e-5)
-        assert a["attn_topk_mass"] == pytest.approx(b["attn_topk_mass"], abs=1e-5)
+        assert a.p_correct == pytest.approx(b.p_correct, abs=1e-5)
+        assert a.attn_topk_mass == pytest.approx(b.attn_topk_mass, abs=1e-5)
 
 
 def test_vision_embedding_is_the_projector_output_pooled_over_the_image_tokens(llava, artifact, synpope_items):
     """No second pass: the scorer's ``vision_embedding`` is the decoder input (layer 0) at the image
     tokens, averaged — what a separate full forward reads there — and in input order across buckets."""
     scorer = ProbeScorer(llava, artifact, served_name="m", options=ScorerOptions(batch_size=2))
-    got = [r["vision_embedding"] for r in scorer.score(synpope_items)]
+    got = [r.vision_embedding for r in scorer.score(synpope_items)]
     encs = scorer.encode(synpope_items)
     for enc, vec in zip(encs, got):
         full = llava.forward([enc], layers=[0], stop_at=0).hidden[0][0]

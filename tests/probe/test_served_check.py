@@ -14,7 +14,8 @@ import pytest
 from monitor.fixtures.variants import perturbed_copy
 from monitor.probe.extract import run_pass
 from monitor.probe.scorer import ProbeScorer, ScorerOptions, captured_logprobs
-from monitor.probe.served_check import MISMATCH_RULE, MismatchParams, ServedModelCheck, logprob_discrepancy
+from alerts.rules import SERVED_MODEL_MISMATCH
+from monitor.probe.served_check import MismatchParams, ServedModelCheck, logprob_discrepancy
 from tests.probe.conftest import make_artifact
 
 SAME_WEIGHT_SAMPLES = 3000
@@ -55,7 +56,7 @@ def test_same_weights_in_bf16_never_fire_over_3000_samples(llava_dir, traffic, r
     assert d.max() > 0  # bf16 really differs from fp32: the comparison is not trivially exact
     assert d.max() < MismatchParams().token_tolerance
     assert check.logprobs.exceeded == 0 and not check.firing
-    assert check.signal().status == "clear"
+    assert check.verdict().status == "clear"
 
 
 @pytest.mark.parametrize("scale", [0.3, 0.1])
@@ -69,7 +70,7 @@ def test_other_weights_fire_within_200_samples(llava_dir, traffic, recomputed, s
         if check.firing and fired_at is None:
             fired_at = i + 1
     assert fired_at is not None, f"{check.logprobs.exceeded} of {n} exceeded"
-    assert check.signal().status == "firing"
+    assert check.verdict().status == "firing"
 
 
 def test_cusum_fires_on_three_disagreements_and_resolves_after_clear_after_agreements():
@@ -96,6 +97,8 @@ def test_log_odds_show_a_confident_token_moving():
 
 
 def test_mismatch_alert_fires_and_resolves_through_the_lifecycle(tmp_path):
+    from alerts.builtin import report_served_mismatch
+    from monitor.config import AlertsConfig
     from storage.db import make_engine, session_factory
     from storage.models import Alert, AlertDelivery
     from tests.daemon.helpers import sqlite_db
@@ -105,15 +108,15 @@ def test_mismatch_alert_fires_and_resolves_through_the_lifecycle(tmp_path):
     for _ in range(3):
         check.observe_logprobs([-3.0], [-0.1])
     with sessions() as s:
-        assert [t.event for t in check.report(s)] == ["firing"]
+        assert [t.event for t in report_served_mismatch(s, AlertsConfig(), check.verdict())] == ["firing"]
         s.commit()
         alert = s.query(Alert).one()
-        assert (alert.rule, alert.severity, alert.state) == (MISMATCH_RULE, "critical", "firing")
+        assert (alert.rule, alert.severity, alert.state) == (SERVED_MODEL_MISMATCH.name, "critical", "firing")
         assert alert.metrics["logprob_exceeded"] == 3
     for _ in range(3):
         check.observe_logprobs([-0.1], [-0.1])
     with sessions() as s:
-        assert [t.event for t in check.report(s)] == ["resolved"]
+        assert [t.event for t in report_served_mismatch(s, AlertsConfig(), check.verdict())] == ["resolved"]
         s.commit()
         assert s.query(Alert).one().state == "resolved"
         assert s.query(AlertDelivery).count() == 0  # no channels configured
@@ -127,11 +130,11 @@ def test_scorer_recomputes_the_served_answer_for_its_share(llava, synpope_items)
              for it, lp in zip(synpope_items, served)]
     every = ProbeScorer(llava, art, served_name="tiny-llava", options=ScorerOptions(recompute_share=1.0)).score(items)
     for res, lp in zip(every, served):
-        np.testing.assert_allclose(res["recomputed_logprobs"], lp, atol=1e-5)
+        np.testing.assert_allclose(res.recomputed_logprobs, lp, atol=1e-5)
     none = ProbeScorer(llava, art, served_name="tiny-llava").score(items)
-    assert not any("recomputed_logprobs" in r for r in none)
+    assert all(r.recomputed_logprobs is None for r in none)
     bare = ProbeScorer(llava, art, served_name="tiny-llava", options=ScorerOptions(recompute_share=1.0)).score(synpope_items)
-    assert not any("recomputed_logprobs" in r for r in bare)  # nothing captured: nothing to compare
+    assert all(r.recomputed_logprobs is None for r in bare)  # nothing captured: nothing to compare
     assert captured_logprobs({"answer_logprobs": [-0.1, True]}) is None
 
 

@@ -14,7 +14,8 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from monitor.probe.served_check import CHECKS, MISMATCH_RULE
+from alerts.rules import SERVED_MODEL_MISMATCH
+from monitor.probe.served_check import CHECKS
 
 PRE_SWAP = 60
 MAX_POST_SWAP = 200
@@ -48,7 +49,7 @@ def _mismatch_alerts(sessions) -> list:
     from storage.models import Alert
 
     with sessions() as s:
-        return list(s.scalars(select(Alert).where(Alert.rule == MISMATCH_RULE)))
+        return list(s.scalars(select(Alert).where(Alert.rule == SERVED_MODEL_MISMATCH.name)))
 
 
 def test_a_mid_traffic_swap_under_the_same_name_and_fingerprint_fires_within_200_samples(
@@ -102,7 +103,7 @@ def test_a_mid_traffic_swap_under_the_same_name_and_fingerprint_fires_within_200
             daemon.stop()
             proxy.stop()
     alerts = _mismatch_alerts(sessions)
-    assert len(alerts) == 1, f"no {MISMATCH_RULE} after {sent} swapped samples"
+    assert len(alerts) == 1, f"no {SERVED_MODEL_MISMATCH.name} after {sent} swapped samples"
     a: Alert = alerts[0]
     assert (a.state, a.severity, a.model) == ("firing", "critical", "tiny-llava")
     assert sent <= MAX_POST_SWAP and a.metrics["logprob_exceeded"] >= 3

@@ -28,7 +28,7 @@ def test_scorer_and_spot_checks_share_one_model_copy(engine, db_url, tmp_path, l
     items = synpope_items[:6]
     cands = [SimpleNamespace(id=it.sample_id, prompt=it.prompt, answer=it.answer) for it in items]
     images = [Image.open(io.BytesIO(it.image)).convert("RGB") for it in items]
-    want_scores = [r["p_correct"] for r in scorer.score(items)]
+    want_scores = [r.p_correct for r in scorer.score(items)]
     want_checks = [_check(spot, img, c, settings).stats.agreement for img, c in zip(images, cands)]
     got_scores: list[list[float]] = []
     got_checks: list[list[float]] = []
@@ -37,7 +37,7 @@ def test_scorer_and_spot_checks_share_one_model_copy(engine, db_url, tmp_path, l
     def scoring() -> None:
         try:
             for _ in range(3):
-                got_scores.append([r["p_correct"] for r in scorer.score(items)])
+                got_scores.append([r.p_correct for r in scorer.score(items)])
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 

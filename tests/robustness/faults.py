@@ -228,6 +228,7 @@ def pg_killed_while_scoring(tmp: Path, engine: Engine, n: int = 150) -> dict[str
     from monitor.config import Settings
     from monitor.daemon.runner import JobContext
     from monitor.daemon.scoring import ScoreJob
+    from monitor.probe.score_result import ScoreResult
     from storage.db import session_factory
     from storage.models import Sample, Score
     from tests.daemon.helpers import add_probe_version, hash_score, ingest
@@ -240,9 +241,9 @@ def pg_killed_while_scoring(tmp: Path, engine: Engine, n: int = 150) -> dict[str
     class Scorer:
         probe_version_id = pid
 
-        def score(self, items: Any) -> list[dict[str, Any]]:
+        def score(self, items: Any) -> list[ScoreResult]:
             time.sleep(0.01)  # a model's time, so kills land mid-batch too
-            return [{"p_correct": hash_score(it.sample_id)} for it in items]
+            return [ScoreResult(hash_score(it.sample_id)) for it in items]
 
     settings = Settings(storage={"url": url}, models={"m": {"path": "-"}},
                         scoring={"batch_size": 10, "lease_seconds": 1})

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from monitor.config import Settings
-from monitor.probe.served_check import CHECKS, MISMATCH_RULE
+from alerts.rules import SERVED_MODEL_MISMATCH
+from monitor.probe.served_check import CHECKS
 from monitor.spotcheck.job import run_spotcheck
 from storage.db import make_engine, session_factory
 from storage.models import Alert, Image, ProbeVersion, Sample, Score
@@ -78,7 +79,7 @@ def _run(sessions, adapter):
     run = run_spotcheck(sessions, _settings(), adapters={MODEL: adapter}, now=NOW, rng=np.random.default_rng(0))
     assert run.processed == N
     with sessions() as s:
-        return list(s.scalars(select(Alert).where(Alert.rule == MISMATCH_RULE)))
+        return list(s.scalars(select(Alert).where(Alert.rule == SERVED_MODEL_MISMATCH.name)))
 
 
 def _flip(answer: str) -> str:
