@@ -108,9 +108,12 @@ def test_two_daemons_keep_one_hourly_budget_between_them(tmp_path: Path, pg_serv
         logs = {w: _log(tmp_path, w) for w in WORKERS}
         actual = sum(sum(compute) for _, compute in logs.values())  # every check computed, kept or not
         assert actual == pytest.approx(sum(stored.values()), rel=1e-9)  # no check computed and thrown away
-        # both daemons checked, and no check started once the two together had spent the budget:
-        # beyond it only the one check each daemon had in flight (its last)
+        # both daemons ran their spot-check job against the one budget (on a loaded machine one of
+        # them may spend all of it before the other decides anything: then the other's runs after
+        # the spend are what shows the budget is shared), and no check started once the two together
+        # had spent the budget: beyond it only the one check each daemon had in flight (its last)
+        assert all(len(runs_of) > 0 for _, runs_of in logs.values()), {w: len(r) for w, (_, r) in logs.items()}
         last = {w: [sid for sid, (drawn, _) in decided.items() if drawn] for w, (decided, _) in logs.items()}
-        assert all(last.values()), {w: len(v) for w, v in last.items()}
-        assert pre + actual <= budget + sum(stored[v[-1]] for v in last.values()), (actual, budget, last)
+        assert any(last.values()), {w: len(v) for w, v in last.items()}
+        assert pre + actual <= budget + sum(stored[v[-1]] for v in last.values() if v), (actual, budget, last)
         assert count(url, "SELECT COUNT(*) FROM samples WHERE spotcheck_status='pending'") > 0  # left for later
