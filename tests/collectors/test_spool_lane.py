@@ -11,6 +11,14 @@ def _recs(n: int, size: int = 100, start: int = 0) -> list[bytes]:
     return [f"{i:08d}".encode() + b"x" * (size - 8) for i in range(start, start + n)]
 
 
+def _one_segment(tmp_path, n: int):
+    """Write ``n`` records to lane ``lane`` and close it; the path of its one segment file."""
+    w = SpoolWriter(tmp_path, "lane", max_bytes=10_000_000)
+    w.append(_recs(n))
+    w.close()
+    return next((tmp_path / "lane").glob("seg-*.log"))
+
+
 def test_append_read_commit_resume(tmp_path):
     w = SpoolWriter(tmp_path, "lane", max_bytes=10_000_000)
     assert w.append(_recs(10)) == 10
@@ -31,10 +39,7 @@ def test_append_read_commit_resume(tmp_path):
 
 
 def test_torn_tail_is_cut_and_never_read(tmp_path):
-    w = SpoolWriter(tmp_path, "lane", max_bytes=10_000_000)
-    w.append(_recs(3))
-    w.close()
-    seg = next((tmp_path / "lane").glob("seg-*.log"))
+    seg = _one_segment(tmp_path, 3)
     good = seg.stat().st_size
     with open(seg, "ab") as f:  # what a crash mid-write leaves: a header and half a payload
         f.write(b"VWS1" + (500).to_bytes(4, "little") + b"\0\0\0\0" + b"half")
@@ -49,10 +54,7 @@ def test_torn_tail_is_cut_and_never_read(tmp_path):
 
 
 def test_corrupted_record_fails_crc(tmp_path):
-    w = SpoolWriter(tmp_path, "lane", max_bytes=10_000_000)
-    w.append(_recs(3))
-    w.close()
-    seg = next((tmp_path / "lane").glob("seg-*.log"))
+    seg = _one_segment(tmp_path, 3)
     data = bytearray(seg.read_bytes())
     data[-5] ^= 0xFF  # flip a byte of the last payload
     seg.write_bytes(bytes(data))
