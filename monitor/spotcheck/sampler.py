@@ -125,7 +125,7 @@ class Decoder(Protocol):
     :class:`monitor.spotcheck.static_decode.StaticDecoder` (static cache, CUDA graphs)."""
 
     def __call__(self, model: torch.nn.Module, pre: Prefill, generators: Sequence[torch.Generator],
-                 params: DecodeParams) -> Decoded: ...
+                 params: DecodeParams, /) -> Decoded: ...
 
 
 @torch.inference_mode()

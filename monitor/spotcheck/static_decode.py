@@ -9,8 +9,9 @@ length is rounded up to a bucket, so different prompt lengths re-use one compile
 
 Streams that finished keep decoding padding (static shapes) and are ignored; the loop ends when
 all have finished. An instance is a :class:`monitor.spotcheck.sampler.Decoder`, like
-:func:`~monitor.spotcheck.sampler.decode_streams`, so it plugs into ``sample_shared_prefill(decode=...)``. The eager path is tested on CPU against
-the dynamic cache; the compiled path needs CUDA (its test is marked ``gpu``).
+:func:`~monitor.spotcheck.sampler.decode_streams`, so it plugs into
+``sample_shared_prefill(decode=...)``. The eager path is tested on CPU against the dynamic cache;
+the compiled path needs CUDA (its test is marked ``gpu``).
 """
 
 from __future__ import annotations
