@@ -18,7 +18,7 @@ The contract
   ``shutdown``) and exposed as Prometheus metrics.
 - SDK wrappers return the wrapped call's own value, raise its own exception untouched, and add
   microseconds at most; an error inside the collector is swallowed and reported through
-  :func:`storage.failopen.report_internal_error` (tests re-raise it).
+  ``storage.failopen.swallowed`` (tests re-raise it).
 - A sample accepted by the spool (written and fsync'd) survives a crash or a storage outage;
   the shipper delivers it with an idempotent id, so a restart never duplicates it.
 - A redaction hook runs before anything is stored; if it raises, the sample is dropped, never

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from collectors.metrics import CollectorMetrics
 from collectors.sample import CollectedSample, DropSample
-from storage.failopen import report_internal_error
+from storage.failopen import swallowed
 
 __all__ = ["Pipeline", "SampleSink", "Redactor", "load_redactor"]
 
@@ -94,13 +94,12 @@ class Pipeline:
         """In a forked child: a new queue (the old one's lock may be held) and a worker of its own."""
         if self._closed or self._pid == os.getpid():
             return
-        try:
+        with swallowed("restarting the collector worker after fork", log) as guard:
             if self._after_fork is not None:
                 self._sink = self._after_fork()
             self._start()
-        except Exception as e:  # never fail the host's fork; offer() then counts drops
+        if guard.error is not None:  # never fail the host's fork; offer() then counts drops
             self._closed = True
-            report_internal_error(log, "restarting the collector worker after fork", e)
 
     def offer(self, item: Any) -> bool:
         """Hand ``item`` to the worker without blocking; ``False`` (and a counted drop) if it cannot."""
@@ -124,39 +123,45 @@ class Pipeline:
         return self._q.qsize()
 
     def _one(self, item: Any) -> bytes | None:
-        try:
-            sample = self._build(item)
-        except DropSample as d:
-            self.metrics.drop(d.reason)
-            if d.reason != "sampled_out":
-                log.debug("sample dropped: %s", d)
+        sample = self._built(item)
+        if sample is not None and self._redact is not None:
+            sample = self._redacted(sample)
+        if sample is None:
             return None
-        except Exception as e:  # a bug in building must not stop the worker
-            report_internal_error(log, "building a sample", e)
-            self.metrics.drop("internal_error")
-            return None
-        if self._redact is not None:
-            try:
-                redacted = self._redact(sample)
-            except Exception as e:  # the hook's own failure: drop, never store raw
-                log.warning("redaction hook raised %r; sample dropped", e)
-                self.metrics.drop("redaction_failed")
-                return None
-            if redacted is None:
-                self.metrics.drop("redacted_out")
-                return None
-            if not isinstance(redacted, CollectedSample):
-                log.warning("redaction hook returned %s, not a CollectedSample; sample dropped",
-                            type(redacted).__name__)
-                self.metrics.drop("redaction_failed")
-                return None
-            sample = redacted
-        try:
+        with swallowed("serialising a sample", log):
             return sample.to_bytes()
-        except Exception as e:
-            report_internal_error(log, "serialising a sample", e)
-            self.metrics.drop("internal_error")
+        self.metrics.drop("internal_error")
+        return None
+
+    def _built(self, item: Any) -> CollectedSample | None:
+        with swallowed("building a sample", log):  # a bug in building must not stop the worker
+            try:
+                return self._build(item)
+            except DropSample as d:
+                self.metrics.drop(d.reason)
+                if d.reason != "sampled_out":
+                    log.debug("sample dropped: %s", d)
+                return None
+        self.metrics.drop("internal_error")
+        return None
+
+    def _redacted(self, sample: CollectedSample) -> CollectedSample | None:
+        assert self._redact is not None
+        try:
+            redacted = self._redact(sample)
+        except Exception as e:  # the hook's own failure: drop, never store raw
+            log.warning("redaction hook raised %r; sample dropped", e)
+            self.metrics.drop("redaction_failed")
             return None
+        if redacted is None:
+            self.metrics.drop("redacted_out")
+            return None
+        if not isinstance(redacted, CollectedSample):
+            log.warning("redaction hook returned %s, not a CollectedSample; sample dropped",
+                        type(redacted).__name__)
+            self.metrics.drop("redaction_failed")
+            return None
+        return redacted
 
     def _run(self) -> None:
         while True:
@@ -172,11 +177,10 @@ class Pipeline:
             items = [b for b in batch if b is not _STOP and not isinstance(b, threading.Event)]
             payloads = [p for p in (self._one(b) for b in items) if p is not None]
             if payloads:
-                try:
+                with swallowed("spool append", log) as guard:  # disk full, permissions: keep serving
                     n = self._sink.append(payloads)
                     self.metrics.spooled.labels(self.metrics.source).inc(n)
-                except Exception as e:  # disk full, permissions: lose the samples, keep serving
-                    report_internal_error(log, "spool append", e)
+                if guard.error is not None:  # the samples are lost
                     self.metrics.drop("spool_error", len(payloads))
             self.metrics.queue_depth.labels(self.metrics.source).set(self._q.qsize())
             for mark in marks:

@@ -17,16 +17,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import httptools
 
-from collectors.sampling import crc32_update, hash_fraction
+from collectors.metrics import CONTENT_TYPE_LATEST, CollectorMetrics
+from collectors.sampling import SamplingPolicy, crc32_update, hash_fraction
 
-if TYPE_CHECKING:
-    from collectors.proxy import ProxyServer
-
-__all__ = ["ClientConnection", "Exchange", "error_response"]
+__all__ = ["ClientConnection", "Exchange", "RelaySettings", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,27 @@ def error_response(status: int, reason: str, message: str, kind: str) -> bytes:
         "Connection: close\r\nX-Vlmwatch-Proxy: error\r\n\r\n"
     ).encode()
     return head + body
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """What the relay needs from the proxy that runs it (built by :class:`collectors.proxy.ProxyServer`)."""
+
+    upstream_url: str  # for messages; ``upstream_host``/``upstream_port`` are where it connects
+    upstream_host: str
+    upstream_port: int
+    connect_timeout: float
+    read_timeout: float
+    max_body_bytes: int  # a candidate's request or response body over this is not kept
+    route_names: Mapping[bytes, str]  # sampled request paths -> route name
+    metrics_path: bytes  # answered locally on a connection that starts with ``GET <path>``; b"": none
+    policy: SamplingPolicy
+    metrics: CollectorMetrics
+    hand_off: Callable[[Exchange], None]  # a complete candidate exchange, to the sampling worker
+    metrics_prefix: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics_prefix", b"GET " + self.metrics_path if self.metrics_path else b"")
 
 
 class Exchange:
@@ -126,7 +147,7 @@ class _Upstream(asyncio.Protocol):
         ex = self.ex
         if ex is not None and ex.candidate and ex.resp_chunks is not None:
             ex.resp_size += len(body)
-            if ex.resp_size > self.client.server.max_body_bytes:
+            if ex.resp_size > self.client.relay.max_body_bytes:
                 ex.resp_chunks = None
                 ex.too_large = True
             else:
@@ -156,9 +177,11 @@ class _Upstream(asyncio.Protocol):
 class ClientConnection(asyncio.Protocol):
     """Client side of one proxied connection."""
 
-    def __init__(self, server: ProxyServer) -> None:
-        self.server = server
-        self.loop = server.loop
+    def __init__(self, relay: RelaySettings, loop: asyncio.AbstractEventLoop,
+                 connections: set[ClientConnection]) -> None:
+        self.relay = relay
+        self.loop = loop
+        self.connections = connections  # the proxy's open connections (its sweeper and shutdown)
         self.transport: Any = None
         self.parser: Any = httptools.HttpRequestParser(self)
         self.cur: Exchange | None = None
@@ -177,11 +200,11 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=_BUFFER_LIMIT)  # type: ignore[attr-defined]
-        self.server.connections.add(self)
+        self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.server.connections.discard(self)
+        self.connections.discard(self)
         if self.up is not None:
             self.up.close()  # the client is gone: let the upstream stop generating
         self.inflight.clear()
@@ -203,12 +226,12 @@ class ClientConnection(asyncio.Protocol):
         if self.blind:
             self._forward(data)
             return
-        srv = self.server
+        relay = self.relay
         if (
-            srv.metrics_prefix
+            relay.metrics_prefix
             and self.cur is None
             and not self.inflight
-            and data.startswith(srv.metrics_prefix)
+            and data.startswith(relay.metrics_prefix)
         ):
             self.local_mode = True
         local = self.local_mode
@@ -238,7 +261,7 @@ class ClientConnection(asyncio.Protocol):
         ex = self.cur
         if ex is None:
             return
-        srv = self.server
+        relay = self.relay
         method = self.parser.get_method()
         path = ex.url.split(b"?", 1)[0]
         if self.local_mode:
@@ -247,7 +270,7 @@ class ClientConnection(asyncio.Protocol):
         if method == b"HEAD" or method == b"CONNECT":  # no body despite Content-Length / a tunnel
             self.go_blind(method.decode())
             return
-        ex.route = srv.route_names.get(path, "")
+        ex.route = relay.route_names.get(path, "")
         if ex.route and method == b"POST":
             ex.sampling = True
         self.inflight.append(ex)
@@ -259,7 +282,7 @@ class ClientConnection(asyncio.Protocol):
         ex.crc = crc32_update(ex.crc, body)
         ex.size += len(body)
         if ex.chunks is not None:
-            if ex.size > self.server.max_body_bytes:
+            if ex.size > self.relay.max_body_bytes:
                 ex.chunks = None
                 ex.too_large = True
             else:
@@ -270,17 +293,17 @@ class ClientConnection(asyncio.Protocol):
         self.cur = None
         if ex is None:
             return
-        srv = self.server
+        relay = self.relay
         if ex.local:
             self._answer_locally(ex)
             return
-        srv.metrics.request(ex.route or "other")
+        relay.metrics.request(ex.route or "other")
         if ex.sampling:
             ex.fraction = hash_fraction(ex.crc, ex.size)
-            if srv.policy.maybe(ex.fraction):
+            if relay.policy.maybe(ex.fraction):
                 ex.candidate = True
             else:
-                srv.metrics.drop("sampled_out")
+                relay.metrics.drop("sampled_out")
         if self.state == _FAILED:
             self._send_failure()
 
@@ -302,17 +325,17 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.pause_reading()
 
     async def _connect(self) -> None:
-        srv = self.server
+        relay = self.relay
         try:
             up, proto = await asyncio.wait_for(
-                self.loop.create_connection(lambda: _Upstream(self), srv.upstream_host, srv.upstream_port),
-                srv.connect_timeout,
+                self.loop.create_connection(lambda: _Upstream(self), relay.upstream_host, relay.upstream_port),
+                relay.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as e:
             what = "timed out" if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
-            srv.metrics.upstream_errors.labels("connect").inc()
-            log.warning("upstream %s unreachable: %s", srv.upstream_url, what)
-            self.fail(f"upstream {srv.upstream_url} unreachable ({what})")
+            relay.metrics.upstream_errors.labels("connect").inc()
+            log.warning("upstream %s unreachable: %s", relay.upstream_url, what)
+            self.fail(f"upstream {relay.upstream_url} unreachable ({what})")
             return
         if self.closing:
             up.close()
@@ -356,26 +379,26 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
             return
         if self.inflight or self.cur is not None:
-            self.server.metrics.upstream_errors.labels("closed").inc()
-            self.fail(f"upstream {self.server.upstream_url} closed the connection before answering"
+            self.relay.metrics.upstream_errors.labels("closed").inc()
+            self.fail(f"upstream {self.relay.upstream_url} closed the connection before answering"
                       + (f" ({exc})" if exc else ""))
             return
         self.state = _NONE  # an idle keep-alive connection closed by the upstream: reopen on demand
 
     def timed_out(self, now: float) -> bool:
-        """Called by the server's sweeper; True if the upstream stayed silent too long."""
+        """Called by the proxy's sweeper; True if the upstream stayed silent too long."""
         if not self.inflight or self.state != _CONNECTED or self.blind or self.cur is not None:
             return False
-        if now - self.last_up < self.server.read_timeout:
+        if now - self.last_up < self.relay.read_timeout:
             return False
-        self.server.metrics.upstream_errors.labels("timeout").inc()
-        log.warning("upstream %s silent for %.0f s; answering 502", self.server.upstream_url, now - self.last_up)
-        self.fail(f"upstream {self.server.upstream_url} did not answer within {self.server.read_timeout:g} s")
+        self.relay.metrics.upstream_errors.labels("timeout").inc()
+        log.warning("upstream %s silent for %.0f s; answering 502", self.relay.upstream_url, now - self.last_up)
+        self.fail(f"upstream {self.relay.upstream_url} did not answer within {self.relay.read_timeout:g} s")
         return True
 
     def response_done(self, ex: Exchange) -> None:
         if ex.candidate:
-            self.server.hand_off(ex)
+            self.relay.hand_off(ex)
 
     def go_blind(self, why: str) -> None:
         if not self.blind:
@@ -385,12 +408,12 @@ class ClientConnection(asyncio.Protocol):
             self.cur = None
 
     def _answer_locally(self, ex: Exchange) -> None:
-        srv = self.server
+        relay = self.relay
         path = ex.url.split(b"?", 1)[0]
-        if path == srv.metrics_path_b and self.parser.get_method() == b"GET":
-            body = srv.metrics.render()
+        if path == relay.metrics_path and self.parser.get_method() == b"GET":
+            body = relay.metrics.render()
             status = "200 OK"
-            ctype = srv.metrics_content_type
+            ctype = CONTENT_TYPE_LATEST
         else:
             body = b"only GET /metrics is answered on a connection that starts with it\n"
             status = "404 Not Found"

@@ -39,7 +39,7 @@ from collectors.pipeline import Pipeline, Redactor
 from collectors.sample import CollectedImage, CollectedSample, DropSample, new_sample_id
 from collectors.sampling import DEFAULT_ROUTE, SamplingPolicy, hash_fraction
 from collectors.spool import SpoolWriter
-from storage.failopen import report_internal_error
+from storage.failopen import swallowed
 
 __all__ = ["SdkCollector", "watch_openai", "watch_vlm"]
 
@@ -162,10 +162,8 @@ def _plain(obj: Any) -> Any:
 
 
 def _offer(collector: SdkCollector, item: tuple[Any, ...]) -> None:
-    try:
+    with swallowed("sdk hook", log):  # never the caller's problem
         collector.offer(item)
-    except Exception as e:  # never the caller's problem
-        report_internal_error(log, "sdk hook", e)
 
 
 def _tee_stream(collector: SdkCollector, stream: Any, kwargs: dict[str, Any], t0: float) -> None:
@@ -195,7 +193,7 @@ def _appending(inner: Any, chunks: list[Any]) -> Any:
 
 
 def _after_openai(collector: SdkCollector, kwargs: dict[str, Any], result: Any, t0: float) -> None:
-    try:
+    with swallowed("openai hook", log):
         model = kwargs.get("model")
         if isinstance(model, str) and collector.policy.rate(model, DEFAULT_ROUTE) <= 0.0:
             collector.metrics.drop("sampled_out")
@@ -204,8 +202,6 @@ def _after_openai(collector: SdkCollector, kwargs: dict[str, Any], result: Any, 
             _tee_stream(collector, result, dict(kwargs), t0)
         else:
             collector.offer(("openai", dict(kwargs), result, None, t0, (time.time() - t0) * 1e3))
-    except Exception as e:
-        report_internal_error(log, "openai hook", e)
 
 
 def watch_openai(client: Any, collector: SdkCollector) -> Any:
@@ -253,12 +249,10 @@ def watch_vlm(
             p0 = time.perf_counter()
             result = fn(*args, **kwargs)
             ms = (time.perf_counter() - p0) * 1e3
-            try:
+            with swallowed("vlm hook", log):
                 bound = sig.bind_partial(*args, **kwargs)
                 item = ("vlm", model, bound.arguments.get(image_arg), bound.arguments.get(prompt_arg), result, t0, ms)
                 collector.offer(item)
-            except Exception as e:
-                report_internal_error(log, "vlm hook", e)
             return result
 
         return wrapper  # type: ignore[return-value]

@@ -25,7 +25,7 @@ from collectors.proxy import ProxyServer, parse_listen, serve
 from collectors.sampling import SamplingPolicy
 from collectors.spool import SpoolWriter
 
-__all__ = ["CollectorOptions", "run_proxy", "run_tail", "start_shipper_process", "tail_lane"]
+__all__ = ["CollectorOptions", "ProxyOptions", "run_proxy", "run_tail", "start_shipper_process", "tail_lane"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,18 @@ class CollectorOptions:
     redact_hook: str = ""
     log_level: str = "INFO"
     background_nice: int = DEFAULT_BACKGROUND_NICE  # sampler and shipper processes yield the CPU to the request path
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """What ``vlmwatch proxy`` adds to :class:`CollectorOptions` (see :class:`collectors.proxy.ProxyServer`)."""
+
+    upstream_url: str
+    listen: str  # HOST:PORT
+    max_body_bytes: int = 25_000_000
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    metrics_path: str = "/metrics"
 
 
 def _shipper_main(spool_dir: str, storage_url: str, password_env: str | None, interval: float,
@@ -111,20 +123,10 @@ def _check_spool_dir(path: str) -> None:
         raise ValueError(f"spool directory {p} is not writable")
 
 
-def run_proxy(
-    opts: CollectorOptions,
-    *,
-    upstream_url: str,
-    listen: str,
-    max_body_bytes: int = 25_000_000,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 600.0,
-    metrics_path: str = "/metrics",
-    ready: Any = None,
-) -> int:
+def run_proxy(opts: CollectorOptions, proxy: ProxyOptions, *, ready: Any = None) -> int:
     from collectors.sampler_process import start_sampler
 
-    host, port = parse_listen(listen)
+    host, port = parse_listen(proxy.listen)
     policy = SamplingPolicy(opts.sample_rate, opts.rates)
     _check_spool_dir(opts.spool_dir)
     load_redactor(opts.redact_hook)  # fail fast on a bad hook; the sampler process imports it again
@@ -134,9 +136,9 @@ def run_proxy(
                             spool_max_bytes=opts.spool_max_bytes, sample_rate=opts.sample_rate, rates=opts.rates,
                             max_image_bytes=opts.max_image_bytes, redact_hook=opts.redact_hook,
                             queue_size=opts.queue_size, log_level=opts.log_level, nice=opts.background_nice)
-    server = ProxyServer(upstream_url, policy=policy, pipeline=sampler, metrics=metrics,
-                         connect_timeout=connect_timeout, read_timeout=read_timeout,
-                         max_body_bytes=max_body_bytes, metrics_path=metrics_path)
+    server = ProxyServer(proxy.upstream_url, policy=policy, pipeline=sampler, metrics=metrics,
+                         connect_timeout=proxy.connect_timeout, read_timeout=proxy.read_timeout,
+                         max_body_bytes=proxy.max_body_bytes, metrics_path=proxy.metrics_path)
     shipper = start_shipper_process(opts, metrics)
     try:
         serve(server, host, port, ready)

@@ -17,21 +17,20 @@ __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from collectors.service import run_proxy
+    from collectors.service import ProxyOptions, run_proxy
     from monitor.commands import CommandError
     from monitor.commands._collector import collector_options
 
     s, opts = collector_options(args, proxy_queue=True)
     try:
-        return run_proxy(
-            opts,
+        return run_proxy(opts, ProxyOptions(
             upstream_url=args.upstream or s.proxy.upstream_url,
             listen=args.listen or s.proxy.listen,
             max_body_bytes=s.proxy.max_body_bytes,
             connect_timeout=s.proxy.connect_timeout_seconds,
             read_timeout=s.proxy.read_timeout_seconds,
             metrics_path=s.proxy.metrics_path,
-        )
+        ))
     except (ValueError, OSError) as e:
         raise CommandError(str(e), command="proxy") from None
 

@@ -121,17 +121,6 @@ def prompt_inputs(adapter: Any, image: Any, prompt: str) -> tuple[Any, dict[str,
     return ids, extra
 
 
-def _eos_ids(adapter: Any) -> list[int]:
-    ids: set[int] = set()
-    eos = getattr(adapter.model.generation_config, "eos_token_id", None)
-    for v in eos if isinstance(eos, (list, tuple)) else [eos]:
-        if v is not None:
-            ids.add(int(v))
-    if adapter.tokenizer.eos_token_id is not None:
-        ids.add(int(adapter.tokenizer.eos_token_id))
-    return sorted(ids)
-
-
 def _claim_candidates(session: Session, models: set[str], limit: int, worker: str, lease_seconds: float,
                       now: datetime) -> list[Any]:
     """Claim up to ``limit`` pending candidates (oldest first) for ``worker`` and commit the lease."""
@@ -397,6 +386,7 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings,
 
 
 def _check(ad: Any, image: Any, cand: Any, settings: Settings) -> Any:
+    from monitor.adapter.generation import eos_ids
     from monitor.spotcheck.check import run_spot_check, stream_seeds
 
     cfg = settings.spotcheck
@@ -406,5 +396,5 @@ def _check(ad: Any, image: Any, cand: Any, settings: Settings) -> Any:
         return run_spot_check(
             ad.model, ad.tokenizer, ids, extra, cand.answer, k=cfg.k, temperature=cfg.temperature,
             max_new_tokens=cfg.max_new_tokens, seeds=stream_seeds(cand.id, cfg.k, cfg.seed),
-            eos_token_ids=_eos_ids(ad), max_streams=max_streams,
+            eos_token_ids=sorted(eos_ids(ad.model, ad.tokenizer)), max_streams=max_streams,
         )  # fmt: skip

@@ -17,15 +17,18 @@ import copy
 import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 __all__ = [
     "Prefill",
     "SampledStreams",
+    "DecodeParams",
+    "Decoded",
+    "Decoder",
     "cache_kwarg",
     "prefill",
     "decode_streams",
@@ -102,6 +105,29 @@ class SampledStreams:
     step_logits: list[torch.Tensor] | None = field(default=None, repr=False)  # per stream [steps, V]
 
 
+@dataclass(frozen=True)
+class DecodeParams:
+    """How each stream is decoded (the same for every chunk of streams)."""
+
+    temperature: float
+    max_new_tokens: int
+    eos_token_ids: Sequence[int] = ()
+    min_new_tokens: int = 0  # EOS is masked out before this many tokens
+    record_logits: bool = False
+
+
+# per stream: generated ids (EOS and after removed), ended with EOS, step logits [steps, V] (or None)
+Decoded = tuple[list[list[int]], list[bool], list[torch.Tensor] | None]
+
+
+class Decoder(Protocol):
+    """Decodes ``len(generators)`` streams from a prefill: :func:`decode_streams` (dynamic cache) or
+    :class:`monitor.spotcheck.static_decode.StaticDecoder` (static cache, CUDA graphs)."""
+
+    def __call__(self, model: torch.nn.Module, pre: Prefill, generators: Sequence[torch.Generator],
+                 params: DecodeParams, /) -> Decoded: ...
+
+
 @torch.inference_mode()
 def prefill(model: torch.nn.Module, input_ids: torch.Tensor, extra: Mapping[str, Any] | None = None) -> Prefill:
     """Run the image+prompt pass once at batch 1 and keep its cache."""
@@ -134,22 +160,35 @@ def _draw(logits: torch.Tensor, temperature: float, gens: Sequence[torch.Generat
     return torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=g).view(1) for i, g in enumerate(gens)])
 
 
+def eos_tensor(params: DecodeParams, device: torch.device) -> torch.Tensor:
+    """The EOS ids as a long tensor on ``device`` (empty: no EOS)."""
+    return torch.tensor(sorted(set(params.eos_token_ids)), dtype=torch.long, device=device)
+
+
+def next_tokens(logits: torch.Tensor, step: int, eos: torch.Tensor, params: DecodeParams,
+                gens: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step's draw for each row, EOS masked before ``min_new_tokens``; and which rows drew EOS."""
+    scores = logits
+    if step < params.min_new_tokens and eos.numel():
+        scores = logits.clone()
+        scores[:, eos] = float("-inf")
+    nxt = _draw(scores, params.temperature, gens)
+    done = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
+    return nxt, done
+
+
+def stacked(logs: list[list[torch.Tensor]] | None) -> list[torch.Tensor] | None:
+    """Per-stream step logits as one [steps, V] tensor each (None when not recorded)."""
+    return [torch.stack(x) if x else torch.empty(0) for x in logs] if logs is not None else None
+
+
 @torch.inference_mode()
-def decode_streams(
-    model: torch.nn.Module,
-    pre: Prefill,
-    generators: Sequence[torch.Generator],
-    *,
-    temperature: float,
-    max_new_tokens: int,
-    eos_token_ids: Sequence[int] = (),
-    min_new_tokens: int = 0,
-    record_logits: bool = False,
-) -> tuple[list[list[int]], list[bool], list[torch.Tensor] | None]:
+def decode_streams(model: torch.nn.Module, pre: Prefill, generators: Sequence[torch.Generator],
+                   params: DecodeParams) -> Decoded:
     """Decode ``len(generators)`` streams from a copy of the prefill cache; the prefill is untouched."""
     n = len(generators)
     device = pre.logits.device
-    eos = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long, device=device)
+    eos = eos_tensor(params, device)
     cache = copy.deepcopy(pre.cache)
     cache.batch_repeat_interleave(n)
     kw = cache_kwarg(model)
@@ -157,25 +196,20 @@ def decode_streams(
     gens = list(generators)
     tokens: list[list[int]] = [[] for _ in range(n)]
     finished = [False] * n
-    logs: list[list[torch.Tensor]] | None = [[] for _ in range(n)] if record_logits else None
+    logs: list[list[torch.Tensor]] | None = [[] for _ in range(n)] if params.record_logits else None
     logits = pre.logits.unsqueeze(0).expand(n, -1)
-    for step in range(max_new_tokens):
+    for step in range(params.max_new_tokens):
         if logs is not None:
             for row, s in enumerate(active.tolist()):
                 logs[s].append(logits[row].detach().float().cpu())
-        scores = logits
-        if step < min_new_tokens and eos.numel():
-            scores = logits.clone()
-            scores[:, eos] = float("-inf")
-        nxt = _draw(scores, temperature, gens)
-        done = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
+        nxt, done = next_tokens(logits, step, eos, params, gens)
         nxt_l, done_l = nxt.tolist(), done.tolist()
         for row, s in enumerate(active.tolist()):
             if done_l[row]:
                 finished[s] = True
             else:
                 tokens[s].append(nxt_l[row])
-        if step == max_new_tokens - 1:
+        if step == params.max_new_tokens - 1:
             break
         if any(done_l):  # drop finished streams from the batch
             keep = (~done).nonzero().view(-1)
@@ -189,8 +223,7 @@ def decode_streams(
         out = model(input_ids=nxt.unsqueeze(1), use_cache=True, **{kw: cache})
         cache = _out_cache(out)
         logits = out.logits[:, -1].float()
-    step_logits = [torch.stack(x) if x else torch.empty(0) for x in logs] if logs is not None else None
-    return tokens, finished, step_logits
+    return tokens, finished, stacked(logs)
 
 
 def sample_shared_prefill(
@@ -206,7 +239,7 @@ def sample_shared_prefill(
     min_new_tokens: int = 0,
     max_streams: int | None = None,
     record_logits: bool = False,
-    decode: Callable[..., tuple[list[list[int]], list[bool], list[torch.Tensor] | None]] = decode_streams,
+    decode: Decoder = decode_streams,
 ) -> SampledStreams:
     """Prefill once, then decode ``k`` streams in chunks of at most ``max_streams``.
 
@@ -219,6 +252,8 @@ def sample_shared_prefill(
         raise ValueError(f"need one seed per stream: k={k}, got {len(seeds)} seeds")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    params = DecodeParams(temperature=temperature, max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
+                          min_new_tokens=min_new_tokens, record_logits=record_logits)
     pre = prefill(model, input_ids, extra)
     device = pre.logits.device
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
@@ -234,11 +269,7 @@ def sample_shared_prefill(
         states = [g.get_state() for g in gens[start : start + n]]
         try:
             with DeviceTimer(device) as t:
-                tk, fin, lg = decode(
-                    model, pre, gens[start : start + n], temperature=temperature,
-                    max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
-                    min_new_tokens=min_new_tokens, record_logits=record_logits,
-                )  # fmt: skip
+                tk, fin, lg = decode(model, pre, gens[start : start + n], params)
         except Exception as e:
             if not is_oom(e) or n == 1:
                 raise

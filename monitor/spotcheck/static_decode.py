@@ -8,9 +8,10 @@ with every prompt); its keys and values are copied into the K rows of a pooled s
 length is rounded up to a bucket, so different prompt lengths re-use one compiled graph.
 
 Streams that finished keep decoding padding (static shapes) and are ignored; the loop ends when
-all have finished. The interface equals :func:`monitor.spotcheck.sampler.decode_streams`, so an
-instance plugs into ``sample_shared_prefill(decode=...)``. The eager path is tested on CPU against
-the dynamic cache; the compiled path needs CUDA (its test is marked ``gpu``).
+all have finished. An instance is a :class:`monitor.spotcheck.sampler.Decoder`, like
+:func:`~monitor.spotcheck.sampler.decode_streams`, so it plugs into
+``sample_shared_prefill(decode=...)``. The eager path is tested on CPU against the dynamic cache;
+the compiled path needs CUDA (its test is marked ``gpu``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from monitor.spotcheck.sampler import Prefill, _draw, cache_kwarg
+from monitor.spotcheck.sampler import DecodeParams, Decoded, Prefill, cache_kwarg, eos_tensor, next_tokens, stacked
 
 __all__ = ["StaticDecoder", "CACHE_BUCKET"]
 
@@ -31,7 +32,7 @@ CACHE_BUCKET = 256  # static cache lengths are rounded up to this, bounding the 
 
 
 class StaticDecoder:
-    """Callable like ``decode_streams``; keeps one static cache per (streams, length bucket)."""
+    """A :class:`~monitor.spotcheck.sampler.Decoder`; keeps one static cache per (streams, length bucket)."""
 
     def __init__(self, model: torch.nn.Module, *, compile: bool = True, bucket: int = CACHE_BUCKET) -> None:
         self.model = model
@@ -73,36 +74,20 @@ class StaticDecoder:
         return cache
 
     @torch.inference_mode()
-    def __call__(
-        self,
-        model: torch.nn.Module,
-        pre: Prefill,
-        generators: Sequence[torch.Generator],
-        *,
-        temperature: float,
-        max_new_tokens: int,
-        eos_token_ids: Sequence[int] = (),
-        min_new_tokens: int = 0,
-        record_logits: bool = False,
-    ) -> tuple[list[list[int]], list[bool], list[torch.Tensor] | None]:
+    def __call__(self, model: torch.nn.Module, pre: Prefill, generators: Sequence[torch.Generator],
+                 params: DecodeParams) -> Decoded:
         if model is not self.model:
             raise ValueError("StaticDecoder was built for another model")
         n = len(generators)
-        device = pre.logits.device
-        eos = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long, device=device)
-        cache = self._cache(pre, n, max_new_tokens)
+        eos = eos_tensor(params, pre.logits.device)
+        cache = self._cache(pre, n, params.max_new_tokens)
         tokens: list[list[int]] = [[] for _ in range(n)]
         finished = [False] * n
-        logs: list[list[torch.Tensor]] | None = [[] for _ in range(n)] if record_logits else None
+        logs: list[list[torch.Tensor]] | None = [[] for _ in range(n)] if params.record_logits else None
         logits = pre.logits.unsqueeze(0).expand(n, -1)
-        for step in range(max_new_tokens):
-            scores = logits
-            if step < min_new_tokens and eos.numel():
-                scores = logits.clone()
-                scores[:, eos] = float("-inf")
-            nxt = _draw(scores, temperature, generators)
-            done = torch.isin(nxt, eos).tolist() if eos.numel() else [False] * n
-            for s, (tok, d) in enumerate(zip(nxt.tolist(), done)):
+        for step in range(params.max_new_tokens):
+            nxt, done = next_tokens(logits, step, eos, params, generators)
+            for s, (tok, d) in enumerate(zip(nxt.tolist(), done.tolist())):
                 if finished[s]:
                     continue
                 if logs is not None:
@@ -111,10 +96,9 @@ class StaticDecoder:
                     finished[s] = True
                 else:
                     tokens[s].append(tok)
-            if step == max_new_tokens - 1 or all(finished):
+            if step == params.max_new_tokens - 1 or all(finished):
                 break
             out = self.forward(input_ids=nxt.unsqueeze(1), use_cache=True, **{self._kw: cache})
             # CUDA-graph outputs live in buffers the next replay overwrites: copy them out
             logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
-        step_logits = [torch.stack(x) if x else torch.empty(0) for x in logs] if logs is not None else None
-        return tokens, finished, step_logits
+        return tokens, finished, stacked(logs)

@@ -190,6 +190,7 @@ def test_metrics_endpoint_counts_requests_and_drops(canned, make_proxy):
     _, port = canned
     proxy = make_proxy(f"http://127.0.0.1:{port}")
     raw_http(proxy.port, post(b"not json"))
+    assert proxy.dropped("bad_json") == 1  # the worker counts it after the response: wait for it
     (resp,), _ = raw_http(proxy.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
     assert resp.status == 200 and resp.header(b"content-type").startswith(b"text/plain")
     text = resp.body.decode()

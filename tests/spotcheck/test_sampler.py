@@ -159,11 +159,11 @@ def test_prefill_runs_once_at_batch_one(llava):
 def test_out_of_memory_splits_the_streams_and_keeps_the_answers(llama):
     seen = []
 
-    def small_device(model, pre, gens, **kw):
+    def small_device(model, pre, gens, params):
         seen.append(len(gens))
         if len(gens) > 3:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return decode_streams(model, pre, gens, **kw)
+        return decode_streams(model, pre, gens, params)
 
     seeds = list(range(100, 110))
     ref = sample_shared_prefill(llama, PROMPT, k=10, temperature=1.0, max_new_tokens=5, seeds=seeds, eos_token_ids=[EOS])
@@ -177,7 +177,7 @@ def test_out_of_memory_splits_the_streams_and_keeps_the_answers(llama):
 
 
 def test_other_errors_are_not_swallowed(llama):
-    def broken(model, pre, gens, **kw):
+    def broken(model, pre, gens, params):
         raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
