@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = [
     "FAMILIES",
@@ -52,7 +55,7 @@ def supported_architectures() -> str:
     return ", ".join(f"{s.class_name} (model_type {s.model_type!r})" for s in FAMILIES.values())
 
 
-def detect_family(config: Any) -> FamilySpec:
+def detect_family(config: PretrainedConfig) -> FamilySpec:
     """The family of a loaded ``PretrainedConfig``; :class:`UnsupportedModelError` otherwise."""
     model_type = getattr(config, "model_type", None)
     for spec in FAMILIES.values():
@@ -87,7 +90,7 @@ def final_norm(model: Any) -> Any:
     return _language_model(model).norm
 
 
-def image_token_id(config: Any) -> int | None:
+def image_token_id(config: PretrainedConfig) -> int | None:
     for key in ("image_token_id", "image_token_index"):
         value = getattr(config, key, None)
         if value is not None:

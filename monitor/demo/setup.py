@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
 
 __all__ = ["ensure_fixture", "ensure_probe", "write_config", "Ports"]
 
@@ -147,7 +150,7 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
         engine.dispose()
 
 
-def pin_reference(url: str, settings: Any, model: str, window: tuple[Any, Any], say: Say, timeout: float = 300.0) -> None:
+def pin_reference(url: str, settings: Settings, model: str, window: tuple[Any, Any], say: Say, timeout: float = 300.0) -> None:
     """Once the daemon has scored the reference set, pin it as the probe's reference."""
     import time
 
