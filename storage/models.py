@@ -187,6 +187,8 @@ class SpotCheck(Base):
     entropy: Mapped[float] = mapped_column(Float)  # over answer groups (nats)
     majority_answer: Mapped[str | None] = mapped_column(Text)
     groups: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # group -> count or probability
+    # free text: each content word of the served answer -> share of the K samples that use it
+    support: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     inclusion_prob: Mapped[float] = mapped_column(Float)  # selection probability, for unbiased estimates
     reason: Mapped[str] = mapped_column(String(16))  # boundary | uniform
     compute_seconds: Mapped[float] = mapped_column(Float)

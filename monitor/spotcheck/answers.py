@@ -28,6 +28,7 @@ __all__ = [
     "spotcheck_correct",
     "normalize_answer",
     "content_words",
+    "word_support",
     "GroupStats",
     "group_counts",
     "group_stats",
@@ -137,6 +138,17 @@ def content_words(text: str) -> str:
         return norm
     words = sorted({_singular(w) for w in norm.split() if w in _NEGATIONS or w not in _FUNCTION_WORDS})
     return " ".join(words) if words else norm
+
+
+def word_support(served_answer: str, sampled: Iterable[str]) -> dict[str, float]:
+    """SelfCheckGPT-style support: for each content word of the served answer, the share of the
+    sampled answers whose content words include it (a word the model names in only a few of its
+    samples is a likely hallucination). Empty for a yes/no answer or no samples."""
+    served = content_words(served_answer)
+    bags = [set(content_words(a).split()) for a in sampled]
+    if served in _YES_NO or not bags:
+        return {}
+    return {w: sum(w in b for b in bags) / len(bags) for w in served.split()}
 
 
 @dataclass(frozen=True)

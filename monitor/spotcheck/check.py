@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from monitor.spotcheck.answers import GroupStats, content_words, group_stats, normalize_answer, stats_from_distribution
+from monitor.spotcheck.answers import (GroupStats, content_words, group_stats, normalize_answer, stats_from_distribution,
+                                       word_support)
 from monitor.spotcheck.sampler import prefill, sample_shared_prefill
 
 __all__ = [
@@ -46,6 +47,7 @@ class SpotCheckResult:
     answers: list[str]  # the K decoded answers (empty for one-token)
     compute_seconds: float
     oom_splits: int = 0
+    support: dict[str, float] | None = None  # free text: content word -> share of the K answers using it
 
 
 def is_one_token_answer(tokenizer: Any, answer: str) -> bool:
@@ -152,4 +154,5 @@ def run_spot_check(
         answers=[a.strip() for a in answers],
         compute_seconds=out.compute_seconds,
         oom_splits=out.oom_splits,
+        support=word_support(served_answer, answers),
     )

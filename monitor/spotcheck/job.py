@@ -373,7 +373,7 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings,
             st = result.stats
             s.add(SpotCheck(
                 sample_id=cand.id, k=result.k, one_token=result.one_token, agreement=st.agreement,
-                entropy=st.entropy, majority_answer=st.majority_group, groups=st.groups,
+                entropy=st.entropy, majority_answer=st.majority_group, groups=st.groups, support=result.support,
                 inclusion_prob=dec.inclusion_prob, reason=dec.reason, compute_seconds=result.compute_seconds,
                 created_at=now,
             ))  # fmt: skip

@@ -74,3 +74,11 @@ def test_free_text_groups_by_content_words():
     s = group_stats("A red circle.", ["red circle", "There is a red circle", "a blue star", "red circles"],
                     key=content_words)
     assert s.agreement == 0.75 and s.served_group == "circle red" and s.agrees_with_majority
+
+
+def test_word_support_is_the_share_of_samples_naming_each_served_word():
+    from monitor.spotcheck.answers import word_support
+
+    sampled = ["a red circle and a blue star", "red circle", "There is a red circle and a green square", "blue stars"]
+    assert word_support("A red circle and a blue star.", sampled) == {"blue": 0.5, "circle": 0.75, "red": 0.75, "star": 0.5}
+    assert word_support("Yes, there is.", ["yes", "no"]) == {} and word_support("red", []) == {}

@@ -81,6 +81,10 @@ def test_checks_are_stored_as_spot_checks_and_self_consistency_labels(engine, ad
         assert samples[sid].spotcheck_status == "done"
         assert c.one_token == (served in ("yes", "no"))
         assert c.k == (0 if c.one_token else 4)
+        if c.one_token:
+            assert c.support is None
+        else:  # each content word of the served answer, with the share of the K samples that use it
+            assert set(c.support) == set(group.split()) and all(0.0 <= v <= 1.0 for v in c.support.values())
         total = sum(c.groups.values())
         assert total == pytest.approx(1.0 if c.one_token else 4.0)
     again = run_spotcheck(sessions, _settings(), adapters={MODEL: adapter}, now=NOW)

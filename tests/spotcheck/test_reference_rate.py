@@ -20,6 +20,7 @@ from monitor.calibration.reference import ensure_default_reference
 from monitor.config import Settings
 from monitor.detect.readiness import needs
 from monitor.spotcheck import job
+from monitor.spotcheck.check import SpotCheckResult
 from monitor.spotcheck.job import run_spotcheck
 from storage.db import session_factory
 from storage.models import ProbeVersion, Sample, Score, SpotCheck
@@ -32,7 +33,7 @@ SPOT_DETECTORS = ("cusum_disagreement:self_consistency", "cusum_residual:self_co
 def _fake_check(ad, image, cand, settings):
     agreement = 0.9 if int(cand.id[1:]) % 5 else 0.2
     stats = SimpleNamespace(agreement=agreement, entropy=0.3, majority_group="yes", groups={"yes": agreement})
-    return SimpleNamespace(stats=stats, k=10, one_token=True, compute_seconds=2.0)
+    return SpotCheckResult(one_token=True, k=10, stats=stats, answers=[], compute_seconds=2.0)
 
 
 @pytest.fixture

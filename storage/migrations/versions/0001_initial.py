@@ -273,6 +273,7 @@ def upgrade() -> None:
     sa.Column('entropy', sa.Float(), nullable=False),
     sa.Column('majority_answer', sa.Text(), nullable=True),
     sa.Column('groups', sa.JSON(), nullable=True),
+    sa.Column('support', sa.JSON(), nullable=True),
     sa.Column('inclusion_prob', sa.Float(), nullable=False),
     sa.Column('reason', sa.String(length=16), nullable=False),
     sa.Column('compute_seconds', sa.Float(), nullable=False),
