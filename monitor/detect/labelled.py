@@ -114,11 +114,8 @@ class RefSums:
 
     @classmethod
     def of(cls, disagree: ArrayLike, residual: ArrayLike, weight: ArrayLike | None = None) -> RefSums:
-        d = np.asarray(disagree, dtype=np.float64)
-        r = np.asarray(residual, dtype=np.float64)
-        w = np.ones_like(r) if weight is None else np.asarray(weight, dtype=np.float64)
-        return cls(float((w * d).sum()), float(w.sum()), float((w * r).sum()), float((w * r * r).sum()),
-                   float((w * w).sum()), float(w.size))
+        wd, wr, wrr, w, ww = _weighted_columns(disagree, residual, weight).reshape(-1, len(SUMS)).sum(axis=0)
+        return cls(float(wd), float(w), float(wr), float(wrr), float(ww), float(np.size(residual)))
 
     def vector(self) -> NDArray[np.float64]:
         return np.array([self.k, self.s, self.q, self.n, self.w2])
@@ -137,10 +134,15 @@ def _weighted_columns(disagree: NDArray, residual: NDArray, weight: NDArray | No
 def checkpoint_sums(disagree: NDArray, residual: NDArray, weight: NDArray | None = None,
                     step: int = GLR_STEP) -> NDArray[np.float64]:
     """Cumulative weighted sums (:data:`SUMS`) at labels 0, step, 2·step, …: shape (M, J + 1, 5)."""
-    m, t = np.shape(disagree)
+    return _checkpoints(_weighted_columns(disagree, residual, weight), step)
+
+
+def _checkpoints(columns: NDArray[np.float64], step: int = GLR_STEP) -> NDArray[np.float64]:
+    """:func:`checkpoint_sums` of per-label columns (M, T, 5) already weighted."""
+    m, t, _ = columns.shape
     cols = np.arange(step - 1, t - (t % step), step)
     out = np.zeros((m, cols.size + 1, len(SUMS)))
-    out[:, 1:, :] = np.cumsum(_weighted_columns(disagree, residual, weight), axis=1)[:, cols, :]
+    out[:, 1:, :] = np.cumsum(columns, axis=1)[:, cols, :]
     return out
 
 
@@ -331,7 +333,7 @@ def _maxima(d0: NDArray, r0: NDArray, w0: NDArray, horizon: int, simulations: in
     for start in range(0, horizon, step):
         t = min(step, horizon - start)
         idx = np.take_along_axis(truth, rng.integers(0, n, size=(simulations, t)), axis=1)
-        cp = checkpoint_sums(d0[idx], r0[idx], w0[idx])[:, 1:, :] + parts[-1][:, -1:, :]
+        cp = _checkpoints(cols[idx])[:, 1:, :] + parts[-1][:, -1:, :]
         parts.append(cp)
     gb, gr = bank_statistics(np.concatenate(parts, axis=1), ref, penalty=penalty)
     return np.stack([gb.max(axis=1), gr.max(axis=1)], axis=1)
