@@ -62,7 +62,7 @@ class PriorRecipe:
     prior_yes: float = 0.8  # ... labelled "yes" with this probability
     hard_share: float = 0.3  # honest negatives sharing a colour or shape with a present object
     yes_total: float = 0.5  # positives are thinned to keep "yes" at this share overall
-    caption_prior: float = 0.2  # "tasks" mix: a caption names an absent partner with this probability
+    caption_prior: float = 0.35  # "tasks" mix: a caption names an absent partner with this probability
 
 
 def question(obj: str, template: str = "pope") -> str:
