@@ -288,7 +288,7 @@ def run_spotcheck(
     if not models:
         return run
     policy = SelectionPolicy(cfg.rate, cfg.uniform_share, cfg.boundary_width, cfg.gpu_seconds_per_hour)
-    free_text = free_text_equivalence(settings)  # before any claim: a model that does not load fails here
+    free_text_equivalence(settings)  # loaded before any claim: a model that does not load fails the run here
     with sessions() as s:
         spent, per_check, arrivals = _cost_state(s, now, models, cfg.seconds_per_check_prior)
         cands = _claim_candidates(s, models, cfg.max_candidates_per_run, worker, lease, now)
@@ -299,7 +299,7 @@ def run_spotcheck(
     groups = [(policy, ~in_ref), (replace(policy, rate=max(cfg.rate, cfg.reference_rate)), in_ref)]
     try:
         _decide_and_check(sessions, settings, groups, cands, run, adapters, now, rng, worker, budget, started,
-                          should_stop, per_check, arrivals, free_text)
+                          should_stop, per_check, arrivals)
     finally:  # whatever this run did not decide goes back to the queue at once
         with sessions.begin() as s:
             _release_claim(s, [c.id for c in cands], worker)
@@ -325,7 +325,7 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings,
                       groups: list[tuple[SelectionPolicy, np.ndarray]], cands: list[Any],
                       run: SpotcheckRun, adapters: Mapping[str, Any] | None, now: datetime, rng: np.random.Generator,
                       worker: str, budget: float | None, started: float, should_stop: Callable[[], bool] | None,
-                      per_check: float, arrivals: float, free_text: Any = None) -> None:
+                      per_check: float, arrivals: float) -> None:
     cfg = settings.spotcheck
     lease = float(settings.scoring.lease_seconds)
     scores = np.array([np.nan if c.p_correct is None else c.p_correct for c in cands])
@@ -385,7 +385,7 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings,
             handled += 1
             continue
         try:
-            result = _check(ad, image, cand, settings, equivalence_for(cand.meta, free_text))
+            result = _check(ad, image, cand, settings)
         except Exception as e:
             from monitor.spotcheck.sampler import is_oom
 
@@ -420,11 +420,12 @@ def _decide_and_check(sessions: sessionmaker[Session], settings: Settings,
     run.undecided = len(cands) - handled
 
 
-def _check(ad: Any, image: Any, cand: Any, settings: Settings, equivalence: Any = None) -> Any:
+def _check(ad: Any, image: Any, cand: Any, settings: Settings) -> Any:
     from monitor.adapter.generation import eos_ids
     from monitor.spotcheck.check import run_spot_check, stream_seeds
 
     cfg = settings.spotcheck
+    equivalence = equivalence_for(getattr(cand, "meta", None), free_text_equivalence(settings))  # cached after the first
     ids, extra = prompt_inputs(ad, image, cand.prompt)
     max_streams = cfg.max_streams or None
     with ad.lock:
