@@ -115,7 +115,10 @@ def check_layout(path: str | Path) -> EmbeddingLayout:
     modules = _read_json(root / "modules.json", "the sentence-transformers module list")
     if not isinstance(modules, list) or not modules or not all(isinstance(m, dict) for m in modules):
         raise EmbeddingModelError(f"embedding model {root}: modules.json must be a non-empty list of modules")
-    modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    try:
+        modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    except (TypeError, ValueError):
+        raise EmbeddingModelError(f"embedding model {root}: modules.json has a module whose idx is not a number") from None
     types = [str(m.get("type", "")) for m in modules]
     if types[0] != TRANSFORMER:
         raise EmbeddingModelError(f"embedding model {root}: the first module in modules.json must be {TRANSFORMER}, "
@@ -145,7 +148,12 @@ def check_layout(path: str | Path) -> EmbeddingLayout:
     sbert: dict[str, Any] = {}
     if (tdir / "sentence_bert_config.json").is_file():
         sbert = _read_json(tdir / "sentence_bert_config.json", "max_seq_length") or {}
+        if not isinstance(sbert, dict):
+            raise EmbeddingModelError(f"embedding model {tdir}: sentence_bert_config.json must be a JSON object")
     max_len = sbert.get("max_seq_length")
+    if max_len is not None and (not isinstance(max_len, int) or max_len <= 0):
+        raise EmbeddingModelError(f"embedding model {tdir}: sentence_bert_config.json max_seq_length must be a "
+                                  f"positive integer, got {max_len!r}")  # fmt: skip
     return EmbeddingLayout(root=root, transformer_dir=tdir, pooling=pooling, normalize=NORMALIZE in extra,
                            max_seq_length=int(max_len) if max_len else None,
                            do_lower_case=bool(sbert.get("do_lower_case", False)))  # fmt: skip
