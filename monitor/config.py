@@ -78,6 +78,27 @@ class ScoringConfig(_Section):
     head_backend: str = "onnx"  # onnx (ONNX Runtime, CUDA provider when present) | torch
 
 
+class EquivalenceConfig(_Section):
+    """How the spot checks group free-text answers that no SynPOPE task judge knows."""
+
+    kind: Literal["content_words", "embedding"] = "content_words"  # content_words: same set of content words (monitor.spotcheck.answers.content_words); embedding: cosine similarity of a local sentence-embedding model
+    path: str = ""  # kind=embedding: sentence-transformers model folder (modules.json, 1_Pooling/, weights, tokenizer), loaded offline
+    threshold: float = Field(0.85, ge=-1.0, le=1.0)  # kind=embedding: an answer joins a group when its cosine similarity to the group's first member is at least this
+
+    @model_validator(mode="after")
+    def _embedding_folder(self) -> "EquivalenceConfig":
+        if self.kind == "content_words":
+            if self.path:
+                raise ValueError("path is only read with kind: embedding")
+            return self
+        if not self.path:
+            raise ValueError("kind: embedding needs path: a sentence-transformers model folder")
+        from monitor.spotcheck.embedding_equivalence import check_layout
+
+        check_layout(self.path)  # EmbeddingModelError (a ValueError) names the path and what is missing
+        return self
+
+
 class SpotcheckConfig(_Section):
     k: int = 10  # sampled answers per spot check
     temperature: float = 1.0  # sampling temperature for the K answers
@@ -91,6 +112,7 @@ class SpotcheckConfig(_Section):
     seconds_per_check_prior: float = 2.0  # expected compute seconds of one check until measured checks exist
     max_streams: int = 0  # decode at most this many of the K streams at once (0 = all; halved on out-of-memory)
     seed: int = 0  # salt of the per-sample RNG seeds: a check is reproducible from its sample id
+    equivalence: EquivalenceConfig = EquivalenceConfig()  # grouping of free-text answers (SynPOPE samples use their task's judge)
 
 
 class ServedCheckConfig(_Section):

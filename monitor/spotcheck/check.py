@@ -15,7 +15,7 @@ import logging
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -25,6 +25,7 @@ from monitor.spotcheck.sampler import prefill, sample_shared_prefill
 
 __all__ = [
     "SpotCheckResult",
+    "SetEquivalence",
     "is_one_token_answer",
     "vocab_groups",
     "exact_group_distribution",
@@ -48,6 +49,17 @@ class SpotCheckResult:
     compute_seconds: float
     oom_splits: int = 0
     support: dict[str, float] | None = None  # free text: content word -> share of the K answers using it
+
+
+@runtime_checkable
+class SetEquivalence(Protocol):
+    """An equivalence that needs all the answers of a check at once (an embedding model's grouping,
+    :class:`monitor.spotcheck.embedding_equivalence.EmbeddingEquivalence`): ``grouping(answers)``
+    returns the key of each; ``last_seconds`` is the compute that grouping took."""
+
+    last_seconds: float
+
+    def grouping(self, answers: list[str]) -> Callable[[str], str]: ...
 
 
 def is_one_token_answer(tokenizer: Any, answer: str) -> bool:
@@ -123,13 +135,15 @@ def run_spot_check(
     eos_token_ids: list[int],
     one_token: bool | None = None,
     max_streams: int | None = None,
-    equivalence: Callable[[str], str] | None = None,
+    equivalence: Callable[[str], str] | SetEquivalence | None = None,
 ) -> SpotCheckResult:
     """Self-consistency of ``served_answer`` for one prompt (``input_ids`` ends where the answer starts).
 
     ``equivalence`` maps an answer to its group (for example a SynPOPE task's
     :func:`monitor.synpope.judges.answer_key`); by default sampled answers group by their content
-    words (:func:`~monitor.spotcheck.answers.content_words`). One-token answers keep the exact
+    words (:func:`~monitor.spotcheck.answers.content_words`). A :class:`SetEquivalence` (the
+    embedding model of ``spotcheck.equivalence.kind: embedding``) groups the served and sampled
+    answers together, its compute added to ``compute_seconds``. One-token answers keep the exact
     first-token distribution over normalised tokens.
     """
     if one_token is None:
@@ -146,13 +160,19 @@ def run_spot_check(
         seeds=seeds, eos_token_ids=eos_token_ids, max_streams=max_streams,
     )  # fmt: skip
     answers = tokenizer.batch_decode(out.tokens, skip_special_tokens=True)
-    stats = group_stats(served_answer, answers, key=equivalence or content_words)
+    extra_seconds = 0.0
+    if isinstance(equivalence, SetEquivalence):
+        key = equivalence.grouping([served_answer, *answers])
+        extra_seconds = float(equivalence.last_seconds)
+    else:
+        key = equivalence or content_words
+    stats = group_stats(served_answer, answers, key=key)
     return SpotCheckResult(
         one_token=False,
         k=k,
         stats=stats,
         answers=[a.strip() for a in answers],
-        compute_seconds=out.compute_seconds,
+        compute_seconds=out.compute_seconds + extra_seconds,
         oom_splits=out.oom_splits,
         support=word_support(served_answer, answers),
     )

@@ -24,7 +24,13 @@
    inclusion probability and reason) and a ``labels`` row, source ``self_consistency``,
    ``correct`` = :func:`monitor.spotcheck.answers.spotcheck_correct` (agreement >= 0.5, the one
    definition the evidence loader uses too), ``value`` = agreement.
-4. A greedily served candidate's answer is compared with the monitor's greedy answer
+4. Answer equivalence (:func:`equivalence_for`): a SynPOPE sample (``meta.task`` one of
+   :data:`monitor.synpope.judges.TASK_JUDGES` and ``meta.objects`` its scene, as ``synpope
+   generate`` writes) groups by its task's judge (``answer_key``); any other free text by
+   ``spotcheck.equivalence``: its content words by default, or a local sentence-embedding model
+   (``kind: embedding``, :mod:`monitor.spotcheck.embedding_equivalence`), loaded before any
+   candidate is claimed, so a folder that does not load fails the run, never a check.
+5. A greedily served candidate's answer is compared with the monitor's greedy answer
    (:mod:`monitor.spotcheck.served_greedy`, the ``served_model_mismatch`` check).
 
 Writes are conditional on the sample still being ``pending`` and claimed by this worker, so two
@@ -55,7 +61,8 @@ from monitor.spotcheck.served_greedy import check_greedy_answer
 from storage.failopen import report_internal_error
 from storage.models import Image, Label, ProbeVersion, Sample, Score, SpotCheck, utcnow
 
-__all__ = ["SpotcheckRun", "run_spotcheck", "load_adapters", "prompt_inputs"]
+__all__ = ["SpotcheckRun", "run_spotcheck", "load_adapters", "prompt_inputs", "free_text_equivalence",
+           "equivalence_for"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +117,33 @@ def load_adapters(settings: Settings, names: set[str]) -> dict[str, Any]:
     return out
 
 
+def free_text_equivalence(settings: Settings) -> Any:
+    """The configured equivalence of free text no task judge knows: None for ``content_words``
+    (:func:`monitor.spotcheck.check.run_spot_check`'s default), else the embedding model's
+    grouping (loaded once per process; :class:`~monitor.spotcheck.embedding_equivalence.EmbeddingModelError`
+    names the folder when it cannot be loaded)."""
+    eq = settings.spotcheck.equivalence
+    if eq.kind == "content_words":
+        return None
+    from monitor.spotcheck.embedding_equivalence import load_embedding_equivalence
+
+    return load_embedding_equivalence(eq.path, eq.threshold)
+
+
+def equivalence_for(meta: Mapping[str, Any] | None, free_text: Any) -> Any:
+    """A SynPOPE sample's task judge key (``meta.task`` a SynPOPE task, ``meta.objects`` its scene),
+    else ``free_text`` (:func:`free_text_equivalence`)."""
+    task = (meta or {}).get("task") if isinstance(meta, Mapping) else None
+    if isinstance(task, str) and isinstance(meta.get("objects"), list):  # type: ignore[union-attr]
+        from functools import partial
+
+        from monitor.synpope.judges import TASK_JUDGES, answer_key
+
+        if task in TASK_JUDGES:
+            return partial(answer_key, task)
+    return free_text
+
+
 def prompt_inputs(adapter: Any, image: Any, prompt: str) -> tuple[Any, dict[str, Any]]:
     """``input_ids`` [1, T] ending where the answer starts, and the model kwargs for the prefill."""
     enc = adapter.encode(image, prompt, None)
@@ -146,7 +180,7 @@ def _claim_candidates(session: Session, models: set[str], limit: int, worker: st
     )  # fmt: skip
     session.commit()
     q = (
-        select(Sample.id, Sample.model, Sample.ts, Sample.prompt, Sample.answer, Sample.image_sha256,
+        select(Sample.id, Sample.model, Sample.ts, Sample.prompt, Sample.answer, Sample.image_sha256, Sample.meta,
                Score.p_correct, ProbeVersion.threshold, ProbeVersion.id.label("pv_id"))  # fmt: skip
         .join(Score, Score.sample_id == Sample.id)
         .join(ProbeVersion, (ProbeVersion.id == Score.probe_version_id) & ProbeVersion.active.is_(True))
@@ -254,6 +288,7 @@ def run_spotcheck(
     if not models:
         return run
     policy = SelectionPolicy(cfg.rate, cfg.uniform_share, cfg.boundary_width, cfg.gpu_seconds_per_hour)
+    free_text_equivalence(settings)  # loaded before any claim: a model that does not load fails the run here
     with sessions() as s:
         spent, per_check, arrivals = _cost_state(s, now, models, cfg.seconds_per_check_prior)
         cands = _claim_candidates(s, models, cfg.max_candidates_per_run, worker, lease, now)
@@ -390,11 +425,12 @@ def _check(ad: Any, image: Any, cand: Any, settings: Settings) -> Any:
     from monitor.spotcheck.check import run_spot_check, stream_seeds
 
     cfg = settings.spotcheck
+    equivalence = equivalence_for(getattr(cand, "meta", None), free_text_equivalence(settings))  # cached after the first
     ids, extra = prompt_inputs(ad, image, cand.prompt)
     max_streams = cfg.max_streams or None
     with ad.lock:
         return run_spot_check(
             ad.model, ad.tokenizer, ids, extra, cand.answer, k=cfg.k, temperature=cfg.temperature,
             max_new_tokens=cfg.max_new_tokens, seeds=stream_seeds(cand.id, cfg.k, cfg.seed),
-            eos_token_ids=sorted(eos_ids(ad.model, ad.tokenizer)), max_streams=max_streams,
+            eos_token_ids=sorted(eos_ids(ad.model, ad.tokenizer)), max_streams=max_streams, equivalence=equivalence,
         )  # fmt: skip
