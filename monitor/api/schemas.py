@@ -155,6 +155,7 @@ class AlertOut(BaseModel):
     severity: str
     model: str
     probe_version: str | None
+    task: str | None = None  # the task slice the alert is about; None: the overall alert
     window: dict[str, Any] | None
     metrics: dict[str, Any] | None
     detector: dict[str, Any] | None

@@ -141,11 +141,13 @@ def _window_evidence(session: Session, model: str, probe_version_id: int, start:
 
 
 def windows_around(session: Session, model: str, probe_version_id: int, source: str, at: datetime,
-                   before: int = 18, after: int = 6) -> list[CalibrationWindow]:
-    """Time windows of one source up to ``at`` (``before`` of them) and just after it (``after``)."""
+                   before: int = 18, after: int = 6, task: str | None = None) -> list[CalibrationWindow]:
+    """Time windows of one source (overall, or of ``task``) up to ``at`` (``before`` of them) and just
+    after it (``after``)."""
     base = select(CalibrationWindow).where(
         CalibrationWindow.model == model, CalibrationWindow.probe_version_id == probe_version_id,
-        CalibrationWindow.kind == "time", CalibrationWindow.source == source, CalibrationWindow.task == OVERALL_TASK)
+        CalibrationWindow.kind == "time", CalibrationWindow.source == source,
+        CalibrationWindow.task == (task or OVERALL_TASK))
     older = list(session.scalars(base.where(CalibrationWindow.window_start <= at)
                                  .order_by(CalibrationWindow.window_start.desc()).limit(before)))
     newer = list(session.scalars(base.where(CalibrationWindow.window_start > at)
