@@ -399,15 +399,21 @@ def detect_probe(session: Session, settings: Settings, pv: ProbeVersion, now: da
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_spotcheck"))
     signals.append(_window_drift_signal(session, settings, pv, ref, now))
     signals += [_metric_signal(session, pv, source) for source in METRIC_SOURCES]
-    # the task slices: labelled detectors for the tasks the reference holds, metric rules for those with windows
-    for task in reference_tasks(ref):
-        for source in SOURCES:
+    # the task slices: labelled detectors for the tasks the reference holds, metric rules for those with
+    # windows; a slice that holds all of the overall evidence would repeat the overall one and is left out
+    for source in SOURCES:
+        for task in reference_tasks(ref, source):
             signals += _labelled_signals(session, settings, pv, ref, source, task)
-    window_tasks = session.scalars(select(CalibrationWindow.task).where(
+    window_tasks = sorted(session.scalars(select(CalibrationWindow.task).where(
         CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
-        CalibrationWindow.task != OVERALL_TASK).distinct())
-    for task in sorted(window_tasks):
-        signals += [_metric_signal(session, pv, source, task) for source in METRIC_SOURCES]
+        CalibrationWindow.task != OVERALL_TASK).distinct()))
+    for source in METRIC_SOURCES if window_tasks else ():
+        overall = _newest_rolling(session, pv, source, None)
+        for task in window_tasks:
+            row = _newest_rolling(session, pv, source, task)
+            if row is None or (overall is not None and (row.n, row.window_start) == (overall.n, overall.window_start)):
+                continue  # no window of the task for this source, or it is the overall one
+            signals.append(_metric_signal(session, pv, source, task))
     if float(settings.alerts.no_data_minutes) > 0:
         signals.append(_no_data_signal(session, settings, pv, now))
     return signals

@@ -52,9 +52,15 @@ def split_slice(name: str) -> tuple[str, str | None]:
     return base, task or None
 
 
-def reference_tasks(ref: Reference | None) -> list[str]:
-    """The tasks the reference holds evidence of (the task slices that can be tuned)."""
-    return sorted(((ref.stats or {}).get("tasks") or {}) if ref is not None else ())
+def reference_tasks(ref: Reference | None, source: str | None = None) -> list[str]:
+    """The tasks the reference holds evidence of (the task slices that can be tuned); with ``source``,
+    those whose part of that source's reference is not all of it (a task that is all of it would
+    only repeat the overall detector, and its alerts)."""
+    tasks = ((ref.stats or {}).get("tasks") or {}) if ref is not None else {}
+    if source is None:
+        return sorted(tasks)
+    total = int(((ref.stats or {}).get(source) or {}).get("n", 0)) if ref is not None else 0
+    return sorted(t for t, v in tasks.items() if source in v and int(v[source].get("n", 0)) < total)
 
 
 def _complete(ref: Reference, source: str, min_n: int, task: str | None = None) -> dict[str, Any] | None:
@@ -152,7 +158,7 @@ def tune_detectors(session_factory: sessionmaker[Session], settings: Settings, m
             if ref is None:
                 log.warning("no reference for %s probe %s yet: nothing to tune", pv.model, pv.version)
                 continue
-            sliced = [slice_name(f"cusum_disagreement:{s}", t) for t in reference_tasks(ref) for s in SOURCES]
+            sliced = [slice_name(f"cusum_disagreement:{s}", t) for s in SOURCES for t in reference_tasks(ref, s)]
             for det in (*DETECTORS, *sliced):
                 if any(r.detector == det and r.probe_version_id == pv.id for r in out):
                     continue  # tuned with its labelled pair

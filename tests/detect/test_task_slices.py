@@ -97,3 +97,15 @@ def test_a_shift_in_one_task_alerts_on_that_slice_only(world, fast_settings):
         if [state for state, _ in _alerts(world, "describe")] == ["resolved"]:
             break
     assert [state for state, _ in _alerts(world, "describe")] == ["resolved"] and _alerts(world, "yesno") == []
+
+
+def test_a_task_that_is_all_the_traffic_adds_no_second_detector(world, fast_settings):
+    settings = fast_settings()
+    now = utcnow()
+    world.add(*_stream(600, seed=5), task="yesno")  # yes/no only: its slice would repeat the overall one
+    run_calibrate(world.factory, settings, now)
+    res = run_detect(world.factory, settings, now)
+    assert {(sig.detector, sig.task, sig.window.get("source")) for sig in res.signals if sig.task} == set()
+    with world.factory() as s:
+        assert not [n for n in s.scalars(select(DetectorState.detector)) if "@" in n]
+        assert set(s.scalars(select(CalibrationWindow.task).distinct())) == {"", "yesno"}  # its windows exist
