@@ -240,6 +240,8 @@ class DatabaseCollector:
                              .where(DetectorState.probe_version_id.in_(sorted(by_id)),
                                     DetectorState.detector.not_in(CURSOR_ROWS)))
             for pv_id, name, state in rows:
+                if "@" in name:  # a task slice's detector (monitor.detect.tune.slice_name): its alerts carry the task
+                    continue
                 p = by_id[pv_id]
                 kind, _, source = name.partition(":")
                 for key, value in detector_reading(name, state or {}).items():
