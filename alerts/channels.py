@@ -45,7 +45,8 @@ class SlackChannel:
     def render(self, payload: Mapping[str, Any]) -> bytes:
         state = str(payload.get("state", "")).upper()
         icon = ":white_check_mark:" if payload.get("state") == "resolved" else _EMOJI.get(str(payload.get("severity")), "")
-        head = f"{icon} [{state}] {payload.get('rule')} — {payload.get('model')} (probe {payload.get('probe_version')})"
+        task = f", task {payload['task']}" if payload.get("task") else ""
+        head = f"{icon} [{state}] {payload.get('rule')} — {payload.get('model')} (probe {payload.get('probe_version')}{task})"
         lines = [head.strip()]
         if payload.get("summary"):
             lines.append(str(payload["summary"]))
@@ -70,6 +71,8 @@ class AlertmanagerChannel:
             "fingerprint": str(payload.get("fingerprint")),
             "source": "vlmwatch",
         }
+        if payload.get("task"):  # a task slice's alert: its own label set, so Alertmanager keeps it apart
+            labels["task"] = str(payload["task"])
         annotations = {
             "summary": str(payload.get("summary") or f"{payload.get('rule')} on {payload.get('model')}"),
             "vlmwatch_alert_id": str(payload.get("id")),

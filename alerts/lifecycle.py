@@ -4,7 +4,8 @@ A :class:`Signal` is one detector's verdict for one served model × probe versio
 evaluation: ``firing``, ``clear`` or ``partial`` (too little evidence: never fires, never counts
 towards resolving). :func:`evaluate` applies the configured rules (``alerts.rules``):
 
-* fingerprint = rule + model + probe version; at most one open (firing) alert per fingerprint;
+* fingerprint = rule + model + probe version (+ the signal's ``task`` for a task slice: the overall
+  alert and each task's are distinct, fire and resolve on their own); at most one open (firing) alert per fingerprint;
   a condition that keeps firing updates that alert instead of opening another (dedupe);
 * hysteresis: an alert resolves after ``resolve_after`` consecutive clear evaluations;
 * renotify: a still-firing alert is sent again after ``renotify_minutes``;
@@ -56,6 +57,7 @@ class Signal:
     window: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)  # reference, sample ids
     summary: str = ""
+    task: str | None = None  # the task slice the detector watched; None: every sample (overall)
 
 
 @dataclass(frozen=True)
@@ -114,18 +116,20 @@ def evaluate(session: Session, config: AlertsSettings, signals: Iterable[Signal]
     unless given."""
     if rules is None:
         rules = [*config.rules, *([NO_DATA] if config.no_data_minutes else [])]
-    grouped: dict[tuple[str, str, str | None], list[tuple[Status, Signal]]] = {}
+    grouped: dict[tuple[str, str, str | None, str | None], list[tuple[Status, Signal]]] = {}
     for sig in signals:
         for rule in rules:
             if rule.detector == sig.detector and _reads(rule, sig):
-                grouped.setdefault((rule.name, sig.model, sig.probe_version), []).append((_rule_status(rule, sig), sig))
+                key = (rule.name, sig.model, sig.probe_version, sig.task)
+                grouped.setdefault(key, []).append((_rule_status(rule, sig), sig))
     by_name = {r.name: r for r in rules}
     out: list[Transition] = []
     renotify = timedelta(minutes=float(config.renotify_minutes))
-    for (rule_name, model, probe_version), sigs in grouped.items():
+    for (rule_name, model, probe_version, task), sigs in grouped.items():
         rule = by_name[rule_name]
         status, sig = _merge(sigs)
-        fp = fingerprint(rule_name, model, probe_version)
+        fp = fingerprint(rule_name, model, probe_version, task)
+        where = f" task={task}" if task else ""
         alert = session.scalars(
             select(Alert).where(Alert.fingerprint == fp, Alert.state == "firing").order_by(Alert.started_at.desc())
         ).first()
@@ -133,14 +137,15 @@ def evaluate(session: Session, config: AlertsSettings, signals: Iterable[Signal]
             if alert is None:
                 alert = Alert(
                     id=uuid.uuid4().hex, fingerprint=fp, rule=rule_name, state="firing", severity=rule.severity,
-                    model=model, probe_version=probe_version, clear_count=0, started_at=now, last_notified_at=now,
+                    model=model, probe_version=probe_version, task=task, clear_count=0, started_at=now,
+                    last_notified_at=now,
                 )
                 _fill(alert, sig)
                 session.add(alert)
                 session.flush()
                 enqueue(session, config, alert, "firing", now)
                 out.append(Transition(alert.id, fp, "firing", rule_name))
-                log.warning("alert firing: %s model=%s probe=%s (%s)", rule_name, model, probe_version, sig.summary)
+                log.warning("alert firing: %s model=%s probe=%s%s (%s)", rule_name, model, probe_version, where, sig.summary)
                 continue
             alert.clear_count = 0
             _fill(alert, sig)
@@ -157,6 +162,6 @@ def evaluate(session: Session, config: AlertsSettings, signals: Iterable[Signal]
                 alert.metrics = {**(alert.metrics or {}), "at_resolve": sig.metrics}
                 enqueue(session, config, alert, "resolved", now)
                 out.append(Transition(alert.id, fp, "resolved", rule_name))
-                log.info("alert resolved: %s model=%s probe=%s", rule_name, model, probe_version)
+                log.info("alert resolved: %s model=%s probe=%s%s", rule_name, model, probe_version, where)
     session.flush()
     return out

@@ -34,10 +34,11 @@ SIGNATURE_HEADER = "X-Vlmwatch-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300  # receivers refuse signatures further than this from their clock
 
 
-def fingerprint(rule: str, model: str, probe_version: str | None) -> str:
-    """Stable identity of an alert condition: rule + model + probe version."""
-    raw = "\x00".join((rule, model, probe_version or ""))
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+def fingerprint(rule: str, model: str, probe_version: str | None, task: str | None = None) -> str:
+    """Stable identity of an alert condition: rule + model + probe version (+ task, for a task slice's
+    alert: distinct from the overall one, which keeps the fingerprint it had before tasks existed)."""
+    parts = (rule, model, probe_version or "") + ((task,) if task else ())
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -55,6 +56,7 @@ def alert_payload(alert: Alert, event: str, now: datetime, expires_at: datetime 
         "severity": alert.severity,
         "model": alert.model,
         "probe_version": alert.probe_version,
+        "task": alert.task,  # the task slice (collectors.tasks); null: the overall alert
         "window": alert.window,
         "metrics": alert.metrics,
         "detector": alert.detector,

@@ -55,6 +55,7 @@ class CollectedSample:
     response_id: str | None = None
     image: CollectedImage | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # explicit task (a tailed line's `task`); else inferred when stored (storage.tasks)
 
     def to_bytes(self) -> bytes:
         """Spool payload: one JSON line of metadata, then the raw image bytes (no base64 round trip)."""
@@ -63,6 +64,8 @@ class CollectedSample:
             "model": self.model, "route": self.route, "prompt": self.prompt, "answer": self.answer,
             "response_id": self.response_id, "image": None, "meta": self.meta,
         }
+        if self.task is not None:  # spool records without it (older collectors) read back as None
+            d["task"] = self.task
         data = b""
         img = self.image
         if img is not None:

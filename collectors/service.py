@@ -42,6 +42,7 @@ class CollectorOptions:
     queue_size: int = 1000
     max_image_bytes: int = 20_000_000
     redact_hook: str = ""
+    tasks: list[dict[str, str | None]] = field(default_factory=list)  # collectors.tasks (storage.tasks), applied by the shipper
     log_level: str = "INFO"
     background_nice: int = DEFAULT_BACKGROUND_NICE  # sampler and shipper processes yield the CPU to the request path
 
@@ -59,17 +60,19 @@ class ProxyOptions:
 
 
 def _shipper_main(spool_dir: str, storage_url: str, password_env: str | None, interval: float,
-                  max_image_bytes: int, level: str, nice: int, values: Any = None) -> None:
+                  max_image_bytes: int, level: str, nice: int, values: Any = None,
+                  tasks: list[dict[str, str | None]] | None = None) -> None:
     stop = threading.Event()  # before the slow imports: a SIGTERM while starting still gets the final round
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     become_background(nice)
     from collectors.shipper import Shipper
+    from storage.tasks import TaskRules
     import storage.db, storage.repo_samples  # noqa: F401,E401 - imported at start, not in the first round
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shipper = Shipper(spool_dir, storage_url, password_env=password_env, interval=interval,
-                      max_image_bytes=max_image_bytes, stop=stop)
+                      max_image_bytes=max_image_bytes, stop=stop, tasks=TaskRules.from_config(tasks or ()))
     if values is not None:  # the collector's /metrics serves these
         from collectors.metrics import publish_shipper
 
@@ -97,7 +100,7 @@ def start_shipper_process(opts: CollectorOptions, metrics: CollectorMetrics | No
     proc = ctx.Process(
         target=_shipper_main,
         args=(opts.spool_dir, opts.storage_url, opts.storage_password_env, opts.ship_interval,
-              opts.max_image_bytes, opts.log_level, opts.background_nice, values),
+              opts.max_image_bytes, opts.log_level, opts.background_nice, values, opts.tasks),
         name="vlmwatch-shipper",
         daemon=True,
     )

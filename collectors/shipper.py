@@ -52,6 +52,7 @@ def to_record(sample: CollectedSample) -> Any:
         image_url=img.url if img is not None and img.data is None else None,
         response_id=sample.response_id,
         meta=sample.meta or None,
+        task=sample.task,
     )
 
 
@@ -69,7 +70,9 @@ class Shipper:
         metrics: CollectorMetrics | None = None,
         engine: Any = None,
         stop: threading.Event | None = None,  # set to end run() (after one last round)
+        tasks: Any = None,  # collectors.tasks patterns (storage.tasks.TaskRules): a sample's task when it has none
     ) -> None:
+        self.tasks = tasks
         self.spool_dir = Path(spool_dir)
         self.storage_url = storage_url
         self.password_env = password_env  # env var with the DB password (storage.password_env)
@@ -126,7 +129,7 @@ class Shipper:
                     dead.append((p, None, f"unreadable spool record: {e!r}"))
                 else:
                     kept.append(p)
-            result = ingest_isolated(self._sessions(), records, max_image_bytes=self.max_image_bytes)
+            result = ingest_isolated(self._sessions(), records, max_image_bytes=self.max_image_bytes, tasks=self.tasks)
             dead += [(kept[rej.index], rej.key, rej.reason) for rej in result.rejected]
             if dead:
                 self._dead_letter(reader, dead)

@@ -298,8 +298,9 @@ class Tailer:
         image = self._image(d.get("image"))
         meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
         rid = d.get("response_id") if isinstance(d.get("response_id"), str) else None
+        task = d.get("task") if isinstance(d.get("task"), str) and d.get("task") else None
         return CollectedSample(id=sample_id(rid), source="tailer", ts=_parse_ts(d.get("ts")), model=model, route=route,
-                               prompt=prompt, answer=answer, response_id=rid, image=image, meta=meta)
+                               prompt=prompt, answer=answer, response_id=rid, image=image, meta=meta, task=task)
 
     def _line_id(self, offset: int, text: bytes, response_id: str | None) -> str:
         """Id of a line that has none of its own (see the module docstring)."""
@@ -320,9 +321,10 @@ class Tailer:
             raise DropSample("sampled_out")
         ans = answer_from_json(d.get("response"))
         image = load_image_ref(image_ref, self.max_image_bytes)
+        task = d.get("task") if isinstance(d.get("task"), str) and d.get("task") else None
         return CollectedSample(id=sample_id(ans.response_id), source="tailer", ts=_parse_ts(d.get("ts")), model=model,
                                route=route, prompt=prompt, answer=ans.text, response_id=ans.response_id, image=image,
-                               meta=with_answer_meta(meta, ans))
+                               meta=with_answer_meta(meta, ans), task=task)
 
     def _image(self, value: Any) -> CollectedImage | None:
         if value is None:

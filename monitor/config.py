@@ -243,6 +243,32 @@ class ProxyConfig(_Section):
     metrics_path: str = "/metrics"  # answered by the proxy itself (Prometheus); "" relays it upstream too
 
 
+class TaskPattern(_Section):
+    """One ``collectors.tasks`` entry: a sample whose prompt (and route) match belongs to task ``name``."""
+
+    name: str  # task name (letters, digits, _ . -): the calibration windows, detectors and alerts of that slice
+    prompt_regex: str | None = None  # Python regex searched in the prompt, case-insensitive
+    route_regex: str | None = None  # ... in the route (request path); with both, both must match
+
+
+class CollectorsConfig(_Section):
+    # ordered task patterns: the first match names a sample's task; an explicit `task` in the record wins;
+    # no match = no task (counted only overall). Applied when samples are stored (shipper, ingest, API).
+    tasks: tuple[TaskPattern, ...] = ()
+
+    @field_validator("tasks")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[TaskPattern, ...]) -> tuple[TaskPattern, ...]:
+        from storage.tasks import TaskRules
+
+        TaskRules.from_config(value)  # ValueError names the entry and the bad pattern
+        names = [t.name for t in value]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"task name(s) {dup} appear more than once; give one entry per task (a regex can use |)")
+        return value
+
+
 class SpoolConfig(_Section):
     dir: str = "vlmwatch-spool"  # append-only, fsync'd spool of accepted samples
     max_bytes: int = 1_000_000_000  # oldest records are dropped (and counted) beyond this
@@ -302,6 +328,7 @@ class Settings(BaseSettings):
     recalibration: RecalibrationConfig = RecalibrationConfig()
     alerts: AlertsConfig = AlertsConfig()
     proxy: ProxyConfig = ProxyConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
     spool: SpoolConfig = SpoolConfig()
     api: ApiConfig = ApiConfig()
     daemon: DaemonConfig = DaemonConfig()
@@ -318,6 +345,12 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # env overrides the YAML values passed as init kwargs
         return (env_settings, init_settings)
+
+    def task_rules(self) -> Any:
+        """The compiled ``collectors.tasks`` patterns (:class:`storage.tasks.TaskRules`)."""
+        from storage.tasks import TaskRules
+
+        return TaskRules.from_config(self.collectors.tasks)
 
     def secret(self, env_name: str | None) -> str | None:
         """Read a secret from the environment by the variable name a ``*_env`` key holds."""

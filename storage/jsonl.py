@@ -2,7 +2,7 @@
 
 Samples file, one object a line: ``id``, ``ts`` (ISO 8601), ``model``, ``image`` (path relative
 to the file, data URL, base64 or http(s) URL), ``prompt``, ``answer``; optional ``label`` (bool),
-``response_id``, ``route``, ``meta`` (object). Other keys (SynPOPE's ``truth``, ...) are kept in
+``response_id``, ``route``, ``task`` (the sample's task; wins over ``collectors.tasks``), ``meta`` (object). Other keys (SynPOPE's ``truth``, ...) are kept in
 ``meta``. Labels file: ``sample_id`` or ``response_id``, ``correct`` (bool), optional ``source``
 (default human) and ``value``. Each parser raises :class:`LineError` with the reason.
 """
@@ -38,6 +38,7 @@ class _SampleLine(BaseModel):
     label: StrictBool | None = None
     response_id: str | None = None
     route: str = DEFAULT_ROUTE
+    task: str | None = None
     meta: dict[str, Any] | None = None
 
 
@@ -104,7 +105,7 @@ def parse_sample_line(text: str, base_dir: Path, max_image_bytes: int, source: s
     return SampleRecord(
         id=str(line.id), ts=ts, model=line.model, prompt=line.prompt, answer=line.answer, route=line.route,
         source=source, image=ref.data, image_url=ref.url, response_id=line.response_id, label=line.label,
-        meta=meta or None,
+        meta=meta or None, task=line.task,
     )
 
 

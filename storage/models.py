@@ -49,10 +49,12 @@ __all__ = [
     "InputReference",
     "SAMPLE_STATUSES",
     "LABEL_SOURCES",
+    "OVERALL_TASK",
 ]
 
 SAMPLE_STATUSES = ("pending", "scored", "failed", "image_unavailable", "stale", "skipped")
 LABEL_SOURCES = ("human", "ground_truth", "self_consistency")
+OVERALL_TASK = ""  # CalibrationWindow.task of the overall windows (every sample, with a task or not)
 
 
 def utcnow() -> datetime:
@@ -137,6 +139,9 @@ class Sample(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     spotcheck_status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|selected|done|skipped
+    # the sample's task (yesno, describe, ...): given at ingest, else inferred from the prompt or route
+    # by the configured patterns (collectors.tasks, storage.tasks); NULL = no task, counted only in the overall calibration windows and detectors
+    task: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
@@ -230,7 +235,8 @@ class LabelRevision(Base):
 
 
 class CalibrationWindow(Base):
-    """One calibration-history row: a window of samples with evidence, for one evidence source."""
+    """One calibration-history row: a window of samples with evidence, for one evidence source,
+    overall (``task`` = ``""``, :data:`OVERALL_TASK`) or of one task's samples."""
 
     __tablename__ = "calibration_windows"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -238,6 +244,7 @@ class CalibrationWindow(Base):
     probe_version_id: Mapped[int] = mapped_column(ForeignKey("probe_versions.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # time | rolling
     source: Mapped[str] = mapped_column(String(32))  # human | self_consistency | combined
+    task: Mapped[str] = mapped_column(String(64), default="")  # "" = overall (every sample)
     window_start: Mapped[datetime] = mapped_column(index=True)
     window_end: Mapped[datetime] = mapped_column()
     n: Mapped[int] = mapped_column(Integer)
@@ -250,7 +257,7 @@ class CalibrationWindow(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)  # everything, with CIs
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (
-        UniqueConstraint("model", "probe_version_id", "kind", "source", "window_start", name="uq_calwin"),
+        UniqueConstraint("model", "probe_version_id", "kind", "source", "task", "window_start", name="uq_calwin"),
     )
 
 
@@ -311,6 +318,7 @@ class Alert(Base):
     severity: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(256))
     probe_version: Mapped[str | None] = mapped_column(String(128))
+    task: Mapped[str | None] = mapped_column(String(64))  # the task slice the alert is about; NULL = overall
     window: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detector: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -406,7 +414,7 @@ Index("ix_samples_model_ts", Sample.model, Sample.ts, Sample.id)
 Index("ix_samples_status_model_ts", Sample.status, Sample.model, Sample.ts)
 # the newest window of a probe version x kind x source (/metrics at every scrape, the detect job's alert context)
 Index("ix_calwin_latest", CalibrationWindow.probe_version_id, CalibrationWindow.kind, CalibrationWindow.source,
-      CalibrationWindow.window_end)
+      CalibrationWindow.task, CalibrationWindow.window_end)
 # one active reference per probe version: two jobs creating the default one at once make one row
 Index("uq_references_active", Reference.probe_version_id, unique=True,
       sqlite_where=text("active"), postgresql_where=text("active"))

@@ -87,6 +87,7 @@ class SampleRecord:
     ``id`` is chosen by the collector and makes ingest idempotent (sent twice, stored once).
     Give the image as raw ``image`` bytes, or as ``image_url`` (http/https, not fetched at ingest).
     ``label`` (answer correct?) becomes a label row with the ingest's label source.
+    ``task``: the sample's task when the sender knows it (it wins over the configured patterns).
     """
 
     id: str
@@ -101,6 +102,7 @@ class SampleRecord:
     response_id: str | None = None
     label: bool | None = None
     meta: dict[str, Any] | None = None
+    task: str | None = None  # explicit task; None: inferred at ingest by the task patterns (storage.tasks)
 
     def __post_init__(self) -> None:
         _make_storable(self, _SAMPLE_TEXT)

@@ -31,6 +31,7 @@ from storage.images import ImageError, inspect_image, url_key
 from storage.models import LABEL_SOURCES, Image, Label, Sample, utcnow
 from storage.records import Rejected, SampleRecord
 from storage.repo_labels import join_waiting_labels
+from storage.tasks import TaskRules, check_task_name
 
 __all__ = ["IngestResult", "ingest_samples", "ingest_isolated", "refused_by_storage", "DEFAULT_LABEL_SOURCE"]
 
@@ -75,6 +76,11 @@ def _check(rec: SampleRecord) -> str | None:
             return "field 'ts' is out of range: in UTC it falls outside years 1 to 9999"
     if rec.label is not None and not isinstance(rec.label, bool):
         return "field 'label' must be true or false"
+    if rec.task is not None:
+        try:
+            check_task_name(rec.task, "field 'task'")
+        except ValueError as e:
+            return str(e)
     if rec.image is not None and rec.image_url is not None:
         return "give either image bytes or image_url, not both"
     if rec.meta is not None:
@@ -129,8 +135,12 @@ def ingest_samples(
     *,
     max_image_bytes: int = 20_000_000,
     label_source: str = DEFAULT_LABEL_SOURCE,
+    tasks: TaskRules | None = None,
 ) -> IngestResult:
-    """Store ``records`` idempotently in the caller's transaction. Never raises for a bad record."""
+    """Store ``records`` idempotently in the caller's transaction. Never raises for a bad record.
+
+    Each sample's task is its record's ``task``, else the first of ``tasks`` (``collectors.tasks``)
+    matching its prompt / route, else None."""
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be one of {', '.join(LABEL_SOURCES)}, not {label_source!r}")
     result = IngestResult()
@@ -176,6 +186,7 @@ def ingest_samples(
             "source": rec.source, "ts": ts, "received_at": now, "prompt": rec.prompt, "answer": rec.answer,
             "image_sha256": image_key, "status": "pending", "attempts": 0, "error": None, "lease_owner": None,
             "lease_expires_at": None, "spotcheck_status": "pending", "meta": rec.meta,
+            "task": rec.task if tasks is None else tasks.task_of(rec.prompt, rec.route, rec.task),
         })
         if rec.label is not None:
             labels[rec.id] = rec.label
@@ -249,6 +260,7 @@ def ingest_isolated(
     *,
     max_image_bytes: int = 20_000_000,
     label_source: str = DEFAULT_LABEL_SOURCE,
+    tasks: TaskRules | None = None,
 ) -> IngestResult:
     """:func:`ingest_samples` in transactions of its own; records the database refuses are isolated.
 
@@ -263,7 +275,7 @@ def ingest_isolated(
         try:
             with sessions.begin() as session:
                 part = ingest_samples(session, [records[i] for i in idx], max_image_bytes=max_image_bytes,
-                                      label_source=label_source)
+                                      label_source=label_source, tasks=tasks)
         except Exception as e:
             if not refused_by_storage(e):
                 raise

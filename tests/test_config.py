@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.config import ConfigError, ModelEntry, Settings, ChannelConfig, load_config
+from monitor.config import ConfigError, ModelEntry, Settings, ChannelConfig, TaskPattern, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.yaml"
@@ -54,7 +54,8 @@ def test_example_and_model_agree_key_for_key_with_the_same_defaults():
 def test_example_documents_the_fields_of_entries_that_default_to_empty():
     # models: {} and alerts.channels: [] have no entries by default; the example shows one, commented
     text = EXAMPLE.read_text()
-    for model_cls, section in ((ModelEntry, "models"), (ChannelConfig, "alerts.channels")):
+    for model_cls, section in ((ModelEntry, "models"), (ChannelConfig, "alerts.channels"),
+                               (TaskPattern, "collectors.tasks")):
         for name in model_cls.model_fields:
             assert f"#    {name}:" in text or f"#  - {name}:" in text, f"{section}: field {name!r} not shown in the example"
 

@@ -41,7 +41,7 @@ from monitor.api.schemas import (
     UtcDatetime,
 )
 from monitor.config import Settings
-from storage.models import Alert, CalibrationWindow, Label, Sample
+from storage.models import Alert, OVERALL_TASK, CalibrationWindow, Label, Sample
 
 __all__ = ["create_app", "DaemonStatus"]
 
@@ -97,7 +97,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon_statu
     def post_samples(body: SamplesIn) -> SamplesOut:
         from monitor.api.ingest import ingest_batch
 
-        out = ingest_batch(sessions, body.samples, max_image_bytes=settings.storage.max_image_bytes)
+        out = ingest_batch(sessions, body.samples, max_image_bytes=settings.storage.max_image_bytes,
+                           tasks=settings.task_rules())
         metrics.API_INGESTED.labels("accepted").inc(out.accepted)
         metrics.API_INGESTED.labels("duplicate").inc(out.duplicates)
         metrics.API_INGESTED.labels("rejected").inc(len(out.rejected))
@@ -164,12 +165,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None, daemon_statu
         source: QueryText | None = Query(None, description="human | self_consistency | combined"),
         kind: QueryText | None = Query(None, description="time | rolling"),
         probe_version_id: int | None = Query(None, ge=1, le=MAX_INT),
+        task: QueryText | None = Query(None, description="a task's windows (collectors.tasks); omitted: the overall ones"),
         since: UtcDatetime | None = None,
         until: UtcDatetime | None = None,
         include_partial: bool = True,
         limit: int = Query(500, ge=1, le=10_000),
     ) -> list[CalibrationRow]:
-        q = select(CalibrationWindow)
+        q = select(CalibrationWindow).where(CalibrationWindow.task == (task or OVERALL_TASK))
         for col, val in ((CalibrationWindow.model, model), (CalibrationWindow.source, source),
                          (CalibrationWindow.kind, kind), (CalibrationWindow.probe_version_id, probe_version_id)):
             if val is not None:

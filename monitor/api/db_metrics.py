@@ -6,7 +6,8 @@ reports the database's truth, not one process's memory. One read runs a handful 
 queries and is cached for ``api.metrics_cache_seconds``, so a scrape storm reads once.
 
 Exported (labels: ``model``, ``probe_version`` = the probe's version string, ``source`` =
-human | self_consistency | combined, ``task`` = "all" until windows are sliced by task,
+human | self_consistency | combined, ``task`` = "all" for the overall windows, else the task's name
+(``collectors.tasks``),
 ``window`` = rolling | time):
 
 * ``vlmwatch_calibration_<stat>`` and ``..._ci_lower`` / ``..._ci_upper`` of the newest window of
@@ -48,7 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from monitor.config import Settings
 from monitor.inputs.summary import input_drift_metrics
 from storage.models import (
-    Alert, AlertDelivery, CalibrationWindow, DetectorState, Label, ProbeVersion, Sample, SpotCheck, utcnow,
+    OVERALL_TASK, Alert, AlertDelivery, CalibrationWindow, DetectorState, Label, ProbeVersion, Sample, SpotCheck, utcnow,
 )
 
 __all__ = ["DatabaseCollector", "CALIBRATION_STATS", "detector_reading"]
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_KINDS = ("rolling", "time")
 WINDOW_SOURCES = ("human", "self_consistency", "combined")
-ALL_TASKS = "all"  # the task label until calibration windows carry a task
+ALL_TASKS = "all"  # the task label of the overall windows
 DELIVERY_STATUSES = ("pending", "sending", "gave_up")  # the outbox rows still open or failed ('sent' grows forever)
 CURSOR_ROWS = ("calibrate",)  # detector_states rows that are job cursors, not detectors
 
@@ -172,24 +173,25 @@ class DatabaseCollector:
         end = GaugeMetricFamily("vlmwatch_calibration_window_end_timestamp_seconds",
                                 "End of the window (time: its end; rolling: its newest sample)", labels=_CAL_LABELS)
         for p in probes:
-            for kind in WINDOW_KINDS:
-                for source in WINDOW_SOURCES:
-                    row = s.scalars(select(CalibrationWindow).where(
-                        CalibrationWindow.probe_version_id == p.id, CalibrationWindow.kind == kind,
-                        CalibrationWindow.source == source,
-                    ).order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc()).limit(1)).first()
-                    if row is None:
-                        continue
-                    labels = [p.model, p.version, source, ALL_TASKS, kind]
-                    m = row.metrics or {}
-                    for name, (key, ci_key, _) in CALIBRATION_STATS.items():
-                        ci = m.get(ci_key) or [None, None]
-                        for suffix, value in (("", m.get(key)), ("_ci_lower", ci[0]), ("_ci_upper", ci[1])):
-                            if value is not None:
-                                fams[name + suffix].add_metric(labels, float(value))
-                    n.add_metric(labels, float(row.n))
-                    partial.add_metric(labels, float(row.partial))
-                    end.add_metric(labels, row.window_end.timestamp())
+            tasks = [OVERALL_TASK, *sorted(t for t in s.scalars(select(CalibrationWindow.task).where(
+                CalibrationWindow.probe_version_id == p.id).distinct()) if t != OVERALL_TASK)]
+            for kind, source, task in ((k, src, t) for k in WINDOW_KINDS for src in WINDOW_SOURCES for t in tasks):
+                row = s.scalars(select(CalibrationWindow).where(
+                    CalibrationWindow.probe_version_id == p.id, CalibrationWindow.kind == kind,
+                    CalibrationWindow.source == source, CalibrationWindow.task == task,
+                ).order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc()).limit(1)).first()
+                if row is None:
+                    continue
+                labels = [p.model, p.version, source, task or ALL_TASKS, kind]
+                m = row.metrics or {}
+                for name, (key, ci_key, _) in CALIBRATION_STATS.items():
+                    ci = m.get(ci_key) or [None, None]
+                    for suffix, value in (("", m.get(key)), ("_ci_lower", ci[0]), ("_ci_upper", ci[1])):
+                        if value is not None:
+                            fams[name + suffix].add_metric(labels, float(value))
+                n.add_metric(labels, float(row.n))
+                partial.add_metric(labels, float(row.partial))
+                end.add_metric(labels, row.window_end.timestamp())
         return [*fams.values(), n, partial, end]
 
     def _scoring(self, s: Session, now: datetime, models: set[str]) -> Iterable[Metric]:
@@ -238,6 +240,8 @@ class DatabaseCollector:
                              .where(DetectorState.probe_version_id.in_(sorted(by_id)),
                                     DetectorState.detector.not_in(CURSOR_ROWS)))
             for pv_id, name, state in rows:
+                if "@" in name:  # a task slice's detector (monitor.detect.tune.slice_name): its alerts carry the task
+                    continue
                 p = by_id[pv_id]
                 kind, _, source = name.partition(":")
                 for key, value in detector_reading(name, state or {}).items():

@@ -44,7 +44,7 @@ def _to_record(smp: SampleIn, max_bytes: int, source: str) -> Any:
     data, url = (None, None) if smp.image is None else _decode_image(smp.image, max_bytes)
     kw: dict[str, Any] = dict(
         id=smp.id, model=smp.model, prompt=smp.prompt, answer=smp.answer, source=source,
-        image=data, image_url=url, response_id=smp.response_id, label=smp.label, meta=smp.meta,
+        image=data, image_url=url, response_id=smp.response_id, label=smp.label, meta=smp.meta, task=smp.task,
     )
     if smp.ts is not None:
         kw["ts"] = smp.ts if smp.ts.tzinfo is not None else smp.ts.replace(tzinfo=timezone.utc)
@@ -54,10 +54,12 @@ def _to_record(smp: SampleIn, max_bytes: int, source: str) -> Any:
 
 
 def ingest_batch(
-    sessions: sessionmaker[Session], samples: Sequence[SampleIn], *, max_image_bytes: int, source: str = "api"
+    sessions: sessionmaker[Session], samples: Sequence[SampleIn], *, max_image_bytes: int, source: str = "api",
+    tasks: Any = None,
 ) -> SamplesOut:
     """Store ``samples`` idempotently (by id), in transactions of its own: a record the database
-    refuses comes back by index and the rest of the batch is stored; refusals sorted by index."""
+    refuses comes back by index and the rest of the batch is stored; refusals sorted by index.
+    ``tasks``: the ``collectors.tasks`` patterns (:class:`storage.tasks.TaskRules`) for samples without a ``task``."""
     from storage.images import ImageError
     from storage.repo_samples import ingest_isolated
 
@@ -72,7 +74,7 @@ def ingest_batch(
             continue
         records.append(rec)
         positions.append(i)
-    res = ingest_isolated(sessions, records, max_image_bytes=max_image_bytes)
+    res = ingest_isolated(sessions, records, max_image_bytes=max_image_bytes, tasks=tasks)
     for r in res.rejected:
         idx = positions[r.index] if 0 <= r.index < len(positions) else r.index
         rejected.append(RejectedOut(index=idx, id=r.key, reason=r.reason))

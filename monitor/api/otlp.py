@@ -141,7 +141,8 @@ def export_spans(sessions: sessionmaker[Session], spans: list[Span], settings: S
                                                              for x in e.errors())))
     accepted = duplicates = 0
     if samples:
-        out = ingest_batch(sessions, samples, max_image_bytes=settings.storage.max_image_bytes, source="otlp")
+        out = ingest_batch(sessions, samples, max_image_bytes=settings.storage.max_image_bytes, source="otlp",
+                           tasks=settings.task_rules())
         accepted, duplicates = out.accepted, out.duplicates
         for r in out.rejected:
             reason = "bad_image" if "image" in r.reason else "rejected"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "UtcDatetime",
@@ -63,6 +63,7 @@ class SampleIn(_In):
     label: bool | None = Field(None, description="answer correct? stored as a ground_truth label")
     response_id: str | None = Field(None, max_length=128)
     route: str | None = Field(None, max_length=256)
+    task: str | None = Field(None, max_length=64, description="the sample's task; wins over collectors.tasks")
     meta: dict[str, Any] | None = None
 
 
@@ -128,6 +129,7 @@ class CalibrationRow(BaseModel):
     probe_version_id: int
     kind: str
     source: str
+    task: str | None  # None: the overall window (every sample)
     window_start: datetime
     window_end: datetime
     n: int
@@ -139,6 +141,11 @@ class CalibrationRow(BaseModel):
     mean_score: float | None
     metrics: dict[str, Any]
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _overall_is_none(cls, v: Any) -> Any:
+        return v or None  # storage marks the overall windows with ""
+
 
 class AlertOut(BaseModel):
     id: str
@@ -148,6 +155,7 @@ class AlertOut(BaseModel):
     severity: str
     model: str
     probe_version: str | None
+    task: str | None = None  # the task slice the alert is about; None: the overall alert
     window: dict[str, Any] | None
     metrics: dict[str, Any] | None
     detector: dict[str, Any] | None

@@ -61,6 +61,7 @@ class EvidenceRow:
     source: str  # human | self_consistency
     label_source: str  # human | ground_truth | self_consistency
     inclusion_prob: float = 1.0  # probability the row was selected (spot checks); 1 for labels
+    task: str | None = None  # the sample's task (Sample.task); None: no task
 
     @property
     def weight(self) -> float:
@@ -74,7 +75,7 @@ class EvidenceRow:
 
 def _human_query(probe_version_id: int, model: str, first_only: bool):
     q = (
-        select(Label.id, Label.sample_id, Sample.ts, Score.p_correct, Label.correct, Label.source)
+        select(Label.id, Label.sample_id, Sample.ts, Score.p_correct, Label.correct, Label.source, Sample.task)
         .join(Sample, Sample.id == Label.sample_id)
         .join(Score, and_(Score.sample_id == Label.sample_id, Score.probe_version_id + 0 == probe_version_id))
         .where(Label.source.in_(HUMAN_SOURCES), Sample.model == model)
@@ -89,7 +90,7 @@ def _human_query(probe_version_id: int, model: str, first_only: bool):
 def _sc_query(probe_version_id: int, model: str):
     q = (
         select(SpotCheck.id, SpotCheck.sample_id, Sample.ts, Score.p_correct, SpotCheck.agreement,
-               SpotCheck.inclusion_prob)
+               SpotCheck.inclusion_prob, Sample.task)
         .join(Sample, Sample.id == SpotCheck.sample_id)
         .join(Score, and_(Score.sample_id == SpotCheck.sample_id, Score.probe_version_id + 0 == probe_version_id))
         .where(Sample.model == model)
@@ -111,12 +112,14 @@ def load_evidence(
     newest: int | None = None,
     oldest: int | None = None,
     scored_after: int | None = None,
+    task: str | None = None,
 ) -> list[EvidenceRow]:
     """Evidence rows of one source for ``model`` scored by ``probe_version_id``.
 
     Filters: sample time in [start, end); row id > ``after_id`` or in ``ids`` (either matches when
     both are given); ``scored_after``: only rows whose score id is greater; ``newest``/``oldest`` = only the last/first N by sample time. Rows come in id
-    order unless ``newest``/``oldest`` is given (then by sample time).
+    order unless ``newest``/``oldest`` is given (then by sample time). ``task``: only samples of that
+    task (None: every sample, the overall view).
     """
     if source == "human":
         q, id_col = _human_query(probe_version_id, model, first_only)
@@ -126,6 +129,8 @@ def load_evidence(
         raise ValueError(f"unknown evidence source {source!r}; expected one of {SOURCES}")
     if scored_after is not None:
         q = q.where(Score.id > scored_after)
+    if task is not None:
+        q = q.where(Sample.task == task)
     if start is not None:
         q = q.where(Sample.ts >= start)
     if end is not None:
@@ -163,10 +168,10 @@ def _rows(session: Session, q: Any, source: str) -> list[EvidenceRow]:
     rows: list[EvidenceRow] = []
     for r in session.execute(q):
         if source == "human":
-            rows.append(EvidenceRow(r[0], r[1], r[2], float(r[3]), bool(r[4]), "human", r[5]))
+            rows.append(EvidenceRow(r[0], r[1], r[2], float(r[3]), bool(r[4]), "human", r[5], task=r[6]))
         else:
             rows.append(EvidenceRow(r[0], r[1], r[2], float(r[3]), spotcheck_correct(r[4]),
-                                    "self_consistency", "self_consistency", _inclusion(r[0], r[5])))
+                                    "self_consistency", "self_consistency", _inclusion(r[0], r[5]), task=r[6]))
     return rows
 
 

@@ -8,6 +8,12 @@ re-running is idempotent and late evidence updates the windows it belongs to; so
 verdict (a label revision, ``monitor.calibration.revisions``, cursor ``revision_cursor``). Windows with fewer
 than ``calibration.min_labels`` samples are stored with ``partial=True`` and never fire.
 
+Per task: every window is computed overall (``task`` = ``""``, :data:`~storage.models.OVERALL_TASK`:
+every sample, with a task or not) and again for each task whose samples it holds (``Sample.task``,
+given at ingest or inferred by ``collectors.tasks``), the time windows of the task's samples in the
+same interval and the rolling window of the task's last ``rolling_n``. Readers that do not ask for a
+task read the overall rows.
+
 Spot-check rows are weighted by 1 / inclusion probability (``EvidenceRow.weight``), so a
 self-consistency window estimates the metric over every scored sample in it; ``combined`` mixes
 the two sources with the fixed ``calibration.combined_shares`` (``evidence.combine``).
@@ -28,12 +34,12 @@ from monitor.calibration.evidence import EvidenceRow, as_arrays, combine, dedupe
 from monitor.calibration.metrics import window_metrics
 from monitor.calibration.reference import active_reference, ensure_default_reference
 from monitor.calibration.revisions import load_revisions
-from storage.models import CalibrationWindow, DetectorState, LabelRevision, ProbeVersion, Score, utcnow
+from storage.models import OVERALL_TASK, CalibrationWindow, DetectorState, LabelRevision, ProbeVersion, Score, utcnow
 
 if TYPE_CHECKING:
     from monitor.config import CalibrationConfig, Settings
 
-__all__ = ["parse_duration", "window_start", "run_calibrate", "calibrate_probe", "CURSOR_NAME"]
+__all__ = ["parse_duration", "window_start", "run_calibrate", "calibrate_probe", "tasks_of", "CURSOR_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,15 @@ def _by_source(human: list[EvidenceRow], sc: list[EvidenceRow], cal: Calibration
             "combined": combine(h, c, cal.combined_shares)}
 
 
+def tasks_of(*row_lists: list[EvidenceRow]) -> list[str]:
+    """The tasks (sorted, no None) of the samples behind the rows: the task slices they touch."""
+    return sorted({r.task for rows in row_lists for r in rows if r.task})
+
+
+def _only(rows: list[EvidenceRow], task: str) -> list[EvidenceRow]:
+    return [r for r in rows if r.task == task]
+
+
 def _cursor(session: Session, pv: ProbeVersion) -> DetectorState:
     st = session.scalars(select(DetectorState).filter_by(model=pv.model, probe_version_id=pv.id,
                                                          detector=CURSOR_NAME)).first()
@@ -128,25 +143,33 @@ def calibrate_probe(session: Session, settings: Settings, pv: ProbeVersion, now:
     ref_id = ref.id if ref is not None else None
     written = 0
     starts = sorted({window_start(r.ts, width) for r in new_h + new_sc + late + revised})
+    cal = settings.calibration
+
+    def write(kind: str, task: str, human: list[EvidenceRow], sc: list[EvidenceRow],
+              bounds: tuple[datetime, datetime] | None = None, newest: int | None = None) -> int:
+        done = 0
+        for source, (rows, weights) in _by_source(human, sc, cal, newest=newest).items():
+            if rows:
+                start, end = bounds or (rows[0].ts, rows[-1].ts)
+                key = dict(model=pv.model, probe_version_id=pv.id, kind=kind, source=source, task=task,
+                           window_start=start)
+                _upsert(session, key, _window_row(rows, weights, pv, cal, start, end, ref_id))
+                done += 1
+        return done
+
     for ws in starts:
         we = ws + width
-        groups = _by_source(load_evidence(session, pv.model, pv.id, "human", start=ws, end=we),
-                            load_evidence(session, pv.model, pv.id, "self_consistency", start=ws, end=we),
-                            settings.calibration)
-        for source, (rows, weights) in groups.items():
-            if rows:
-                key = dict(model=pv.model, probe_version_id=pv.id, kind="time", source=source, window_start=ws)
-                _upsert(session, key, _window_row(rows, weights, pv, settings.calibration, ws, we, ref_id))
-                written += 1
-    n = int(settings.calibration.rolling_n)
-    groups = _by_source(load_evidence(session, pv.model, pv.id, "human", newest=2 * n),
-                        load_evidence(session, pv.model, pv.id, "self_consistency", newest=n), settings.calibration,
-                        newest=n)
-    for source, (rows, weights) in groups.items():
-        if rows:
-            key = dict(model=pv.model, probe_version_id=pv.id, kind="rolling", source=source, window_start=rows[0].ts)
-            _upsert(session, key, _window_row(rows, weights, pv, settings.calibration, rows[0].ts, rows[-1].ts, ref_id))
-            written += 1
+        h = load_evidence(session, pv.model, pv.id, "human", start=ws, end=we)
+        c = load_evidence(session, pv.model, pv.id, "self_consistency", start=ws, end=we)
+        written += write("time", OVERALL_TASK, h, c, (ws, we))
+        for task in tasks_of(h, c):  # the same interval, one task's samples
+            written += write("time", task, _only(h, task), _only(c, task), (ws, we))
+    n = int(cal.rolling_n)
+    written += write("rolling", OVERALL_TASK, load_evidence(session, pv.model, pv.id, "human", newest=2 * n),
+                     load_evidence(session, pv.model, pv.id, "self_consistency", newest=n), newest=n)
+    for task in tasks_of(new_h, new_sc, late, revised):  # the rolling windows of the tasks with new evidence
+        written += write("rolling", task, load_evidence(session, pv.model, pv.id, "human", newest=2 * n, task=task),
+                         load_evidence(session, pv.model, pv.id, "self_consistency", newest=n, task=task), newest=n)
     st.cursor = max([st.cursor] + [r.row_id for r in new_h])
     st.state = {**new_state, "spotcheck_cursor": max([sc_cursor] + [r.row_id for r in new_sc])}
     return written

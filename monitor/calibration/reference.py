@@ -12,6 +12,9 @@
 
 ``stats[source]`` holds n, the disagreement count and rate at the probe threshold, the window
 metrics, and bounded samples of scores and residuals that tuning simulates from.
+``stats["tasks"][task][source]`` holds the same for the reference's samples of each task
+(``Sample.task``), frozen with the source's overall part: what a task slice's detectors
+(``monitor.detect``) are tuned on and compared against.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     from monitor.config import CalibrationConfig, Settings
 
 __all__ = [
-    "source_stats", "active_reference", "ensure_default_reference", "set_reference", "CalibrationReferenceError",
+    "source_stats", "task_stats", "active_reference", "ensure_default_reference", "set_reference", "CalibrationReferenceError",
     "reference_period_end",
 ]
 
@@ -74,6 +77,16 @@ def source_stats(rows: list[EvidenceRow], threshold: float, cal: CalibrationConf
         "first_ts": rows[0].ts.isoformat() if rows else None,
         "last_ts": rows[-1].ts.isoformat() if rows else None,
     }
+
+
+def task_stats(stats: dict[str, Any], source: str, rows: list[EvidenceRow], threshold: float,
+               cal: CalibrationConfig, complete: bool) -> dict[str, Any]:
+    """``stats["tasks"]`` with ``source``'s part of each task replaced by the stats of ``rows`` of that task."""
+    tasks = {t: dict(v) for t, v in (stats.get("tasks") or {}).items()}
+    for t in sorted({r.task for r in rows if r.task}):
+        part = [r for r in rows if r.task == t]
+        tasks.setdefault(t, {})[source] = {**source_stats(part, threshold, cal, None), "complete": complete}
+    return tasks
 
 
 def active_reference(session: Session, probe_version_id: int) -> Reference | None:
@@ -166,6 +179,7 @@ def ensure_default_reference(session: Session, settings: Settings, pv: ProbeVers
         if not rows or (old.get("n"), bool(old.get("complete"))) == (len(rows), complete):
             continue
         stats[src] = {**source_stats(rows, pv.threshold, settings.calibration, None), "complete": complete}
+        stats["tasks"] = task_stats(stats, src, rows, pv.threshold, settings.calibration, complete)
         changed = True
     kept = stats.get("unlabelled_scores") or []
     if len(kept) < min(target, MAX_KEPT):
@@ -234,7 +248,8 @@ def set_reference(
             rows = dedupe_human(rows)
         if rows:
             stats[src] = source_stats(rows, pv.threshold, settings.calibration, None)
-    n = max((v["n"] for v in stats.values()), default=0)
+            stats["tasks"] = task_stats(stats, src, rows, pv.threshold, settings.calibration, True)
+    n = max((stats[s]["n"] for s in SOURCES if s in stats), default=0)
     if n < settings.calibration.min_labels:
         raise CalibrationReferenceError(
             f"window {start.isoformat()}..{end.isoformat()} has {n} labelled samples for {model} probe {pv.version}; "
@@ -247,5 +262,5 @@ def set_reference(
     session.add(ref)
     session.flush()
     log.info("reference pinned for %s probe %s: %s..%s (%s)", model, pv.version, start, end,
-             ", ".join(f"{k}: n={v['n']}" for k, v in stats.items() if isinstance(v, dict)))
+             ", ".join(f"{k}: n={stats[k]['n']}" for k in SOURCES if k in stats))
     return ref

@@ -45,7 +45,7 @@ def load_revisions(session: Session, model: str, probe_version_id: int, *, after
                             earlier.id < Label.id)
     q = (
         select(LabelRevision.id, LabelRevision.old_correct, LabelRevision.new_correct, Label.id, Label.sample_id,
-               Label.source, Sample.ts, Score.p_correct, first.label("first"))  # fmt: skip
+               Label.source, Sample.ts, Score.p_correct, first.label("first"), Sample.task)  # fmt: skip
         .join(Label, Label.id == LabelRevision.label_id)
         .join(Sample, Sample.id == Label.sample_id)
         .join(Score, and_(Score.sample_id == Label.sample_id, Score.probe_version_id == probe_version_id))
@@ -55,9 +55,9 @@ def load_revisions(session: Session, model: str, probe_version_id: int, *, after
     if limit is not None:
         q = q.limit(limit)
     out = []
-    for rev_id, old, new, label_id, sid, source, ts, score, is_first in session.execute(q):
+    for rev_id, old, new, label_id, sid, source, ts, score, is_first, task in session.execute(q):
         def row(correct: bool) -> EvidenceRow:
-            return EvidenceRow(int(label_id), sid, ts, float(score), bool(correct), "human", source)
+            return EvidenceRow(int(label_id), sid, ts, float(score), bool(correct), "human", source, task=task)
 
         out.append(LabelRevisionEvent(int(rev_id), row(old), row(new), bool(is_first)))
     return out

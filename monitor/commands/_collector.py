@@ -41,6 +41,7 @@ def collector_options(args: argparse.Namespace, *, proxy_queue: bool = False) ->
         rates=dict(s.proxy.rates),
         max_image_bytes=s.storage.max_image_bytes,
         redact_hook=s.spool.redact_hook,
+        tasks=s.task_rules().to_plain(),
         background_nice=s.spool.background_nice,
         log_level=(args.log_level or s.log_level).upper(),
     )

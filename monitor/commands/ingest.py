@@ -25,8 +25,9 @@ BATCH_BYTES = 64_000_000  # flush early when a batch's images add up to this muc
 
 
 class _Run:
-    def __init__(self, session_factory: Any, max_image_bytes: int, label_source: str) -> None:
+    def __init__(self, session_factory: Any, max_image_bytes: int, label_source: str, tasks: Any = None) -> None:
         self.factory = session_factory
+        self.tasks = tasks  # collectors.tasks (storage.tasks.TaskRules)
         self.max_image_bytes = max_image_bytes
         self.label_source = label_source
         self.records: list[Any] = []
@@ -54,7 +55,7 @@ class _Run:
         if not self.records:
             return
         res = ingest_isolated(self.factory, self.records, max_image_bytes=self.max_image_bytes,
-                              label_source=self.label_source)  # a line the database refuses is a bad line
+                              label_source=self.label_source, tasks=self.tasks)  # a line the database refuses is a bad line
         for rej in res.rejected:
             self.bad_line(self.line_numbers[rej.index], rej.reason)
         self.stored += len(res.inserted)
@@ -75,7 +76,7 @@ def ingest_file(path: Path, database: Database, *, batch_size: int = 500, label_
     from storage.jsonl import LineError, iter_lines, parse_sample_line
 
     max_bytes = database.settings.storage.max_image_bytes
-    run = _Run(database.sessions, max_bytes, label_source)
+    run = _Run(database.sessions, max_bytes, label_source, database.settings.task_rules())
     base_dir = path.resolve().parent
     size = path.stat().st_size
     bar = progress_bar(size, f"ingest {path.name}", "B", enabled=progress and size >= PROGRESS_BYTES,

@@ -85,6 +85,6 @@ class ShipJob:
         if self.shipper is None:
             cfg = self.settings
             self.shipper = Shipper(cfg.spool.dir, cfg.storage.url, engine=self.engine,
-                                   max_image_bytes=cfg.storage.max_image_bytes)
+                                   max_image_bytes=cfg.storage.max_image_bytes, tasks=cfg.task_rules())
             metrics.DEAD_LETTERS.watch(cfg.spool.dir)  # on the daemon's /metrics
         return JobResult(self.shipper.ship_once())  # spool records handled

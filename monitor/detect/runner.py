@@ -19,6 +19,13 @@ Label delay: each detector keeps a cursor (highest evidence id consumed) and a b
 order, the pending ids that became scorable and the new ids past the cursor; a consumed id is never
 consumed again. Evidence for samples from the reference period is skipped (it is the reference).
 
+Task slices: the labelled detectors and the ``metric`` rules also run per task (``Sample.task``,
+see ``collectors.tasks``) for every task the reference holds evidence of: the detector state is
+keyed ``<name>@<task>`` (:func:`monitor.detect.tune.slice_name`), the slice reads only its task's
+evidence and is tuned on and compared with its task's part of the reference, and its signals carry
+``task``, so its alerts have their own fingerprint (``alerts.lifecycle``) and resolve on their own.
+The overall detectors read every sample, as before; the label-free ones run overall only.
+
 Corrections: a human label whose verdict changes keeps its id, so each labelled detector also keeps
 a ``revision_cursor`` over ``label_revisions`` and, for every revision of a label it consumed,
 retracts the old observation and adds the corrected one (:meth:`GlrBank.retract`); a flip back is
@@ -44,9 +51,9 @@ from monitor.calibration.revisions import load_revisions
 from monitor.detect.adwin import AdwinDetector, UntrustedStateError
 from monitor.detect.label_free import mean_shift_threshold, width_bucket
 from monitor.detect.labelled import GlrBank
-from monitor.detect.tune import LABELLED, store_tuning, tuning_for
+from monitor.detect.tune import LABELLED, reference_tasks, slice_name, store_tuning, tuning_for
 from storage.models import (
-    CalibrationWindow, DetectorState, DetectorTuning, Label, ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow,
+    OVERALL_TASK, CalibrationWindow, DetectorState, DetectorTuning, Label, ProbeVersion, Reference, Sample, Score, SpotCheck, utcnow,
 )
 
 if TYPE_CHECKING:
@@ -92,25 +99,31 @@ def _tuning(session: Session, settings: Settings, pv: ProbeVersion, ref: Referen
     return row
 
 
-def _waiting(session: Session, pv: ProbeVersion, source: str, ids: set[int]) -> set[int]:
-    """Of ``ids``, those whose evidence may still become scorable (sample or its score missing)."""
+def _waiting(session: Session, pv: ProbeVersion, source: str, ids: set[int], task: str | None = None) -> set[int]:
+    """Of ``ids``, those whose evidence may still become scorable (sample or its score missing);
+    ``task``: and whose sample may be of that task (not arrived yet, or of it)."""
     if not ids:
         return set()
     tbl = Label if source == "human" else SpotCheck
     scored = select(Score.id).where(Score.sample_id == tbl.sample_id, Score.probe_version_id == pv.id).exists()
     out: set[int] = set()
     ordered = sorted(ids)
+    mine = (Sample.model == pv.model) & ~scored
+    if task is not None:
+        mine = mine & (Sample.task == task)
     for i in range(0, len(ordered), 500):  # small IN lists: large ones are slow to plan
         q = (select(tbl.id).outerjoin(Sample, Sample.id == tbl.sample_id)
-             .where(tbl.id.in_(ordered[i:i + 500]), (Sample.id.is_(None)) | ((Sample.model == pv.model) & ~scored)))
+             .where(tbl.id.in_(ordered[i:i + 500]), (Sample.id.is_(None)) | mine))
         out |= set(session.scalars(q))
     return out
 
 
-def _new_evidence(session: Session, pv: ProbeVersion, source: str, st: DetectorState, ref: Reference) -> list[EvidenceRow]:
+def _new_evidence(session: Session, pv: ProbeVersion, source: str, st: DetectorState, ref: Reference,
+                  task: str | None = None) -> list[EvidenceRow]:
     """Evidence to consume now, in id order; moves the cursor and the pending list in ``st.state``.
 
     Evidence from the reference period is consumed (its id leaves the queue) but not returned.
+    ``task``: only evidence of that task's samples (a label whose sample has not arrived stays pending).
     """
     pending = set(st.state.get("pending", []))
     id_col = Label.id if source == "human" else SpotCheck.id
@@ -121,8 +134,8 @@ def _new_evidence(session: Session, pv: ProbeVersion, source: str, st: DetectorS
     top = max(fresh, default=st.cursor)
     candidates = pending | set(fresh)
     rows = [r for r in load_evidence(session, pv.model, pv.id, source, after_id=st.cursor, ids=sorted(pending),
-                                     first_only=(source == "human")) if r.row_id <= top or r.row_id in pending]
-    waiting = _waiting(session, pv, source, candidates - {r.row_id for r in rows})
+                                     first_only=(source == "human"), task=task) if r.row_id <= top or r.row_id in pending]
+    waiting = _waiting(session, pv, source, candidates - {r.row_id for r in rows}, task)
     dropped = max(0, len(waiting) - MAX_PENDING)  # counted here, logged once per run by run_detect
     st.cursor = top
     st.state = {**st.state, "pending": sorted(waiting)[dropped:], "pending_dropped_now": dropped,
@@ -149,11 +162,16 @@ _CAL_KEYS = ("n", "auroc", "auroc_ci", "ece_mass", "ece_mass_ci", "ece_width", "
              "r_pb", "r_pb_ci", "agreement", "agreement_ci", "accuracy", "accuracy_ci", "est_accuracy", "est_accuracy_ci")
 
 
-def _latest_window(session: Session, pv: ProbeVersion, source: str) -> dict[str, Any] | None:
-    """Metrics (with CIs) of the newest rolling calibration window of ``source``, for alert context."""
-    row = session.scalars(select(CalibrationWindow).where(
+def _newest_rolling(session: Session, pv: ProbeVersion, source: str, task: str | None) -> CalibrationWindow | None:
+    return session.scalars(select(CalibrationWindow).where(
         CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
-        CalibrationWindow.source == source).order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
+        CalibrationWindow.source == source, CalibrationWindow.task == (task or OVERALL_TASK))
+        .order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
+
+
+def _latest_window(session: Session, pv: ProbeVersion, source: str, task: str | None = None) -> dict[str, Any] | None:
+    """Metrics (with CIs) of the newest rolling calibration window of ``source`` (of ``task``), for alert context."""
+    row = _newest_rolling(session, pv, source, task)
     if row is None:
         return None
     m = row.metrics or {}
@@ -166,7 +184,8 @@ def _observation(r: EvidenceRow, pv: ProbeVersion) -> tuple[bool, float]:
     return (r.score >= pv.threshold) != r.correct, float(r.correct) - r.score
 
 
-def _apply_revisions(session, pv, source, st: DetectorState, ref: Reference, det: GlrBank) -> int:
+def _apply_revisions(session, pv, source, st: DetectorState, ref: Reference, det: GlrBank,
+                     task: str | None = None) -> int:
     """Feed ``det`` the label revisions after its ``revision_cursor`` whose label it consumed
     (id in (consumed_after, cursor], not pending, the sample's first human label, after the
     reference) as retraction + correction; moves the revision cursor. Returns how many applied.
@@ -181,7 +200,7 @@ def _apply_revisions(session, pv, source, st: DetectorState, ref: Reference, det
     applied = 0
     for ev in events:
         if ev.first_for_sample and after < ev.add.row_id <= st.cursor and ev.add.row_id not in pending \
-                and ev.add.ts > end:
+                and ev.add.ts > end and (task is None or ev.add.task == task):
             det.retract(_observation(ev.retract, pv), _observation(ev.add, pv))
             applied += 1
     if events:
@@ -190,18 +209,19 @@ def _apply_revisions(session, pv, source, st: DetectorState, ref: Reference, det
 
 
 def _labelled_signals(session: Session, settings: Settings, pv: ProbeVersion, ref: Reference | None,
-                      source: str) -> list[Signal]:
+                      source: str, task: str | None = None) -> list[Signal]:
     """The labelled detectors of ``source`` (GLR bank tests; rule kinds ``cusum_disagreement`` /
-    ``cusum_residual``), fed the same way through the :class:`~monitor.detect.protocol.Detector` interface."""
+    ``cusum_residual``), fed the same way through the :class:`~monitor.detect.protocol.Detector` interface;
+    ``task``: the slice of that task's samples."""
     out = []
-    calibration = _latest_window(session, pv, source)
+    calibration = _latest_window(session, pv, source, task)
     for kind, test in LABELLED.items():
-        name = f"{kind}:{source}"
+        name = slice_name(f"{kind}:{source}", task)
         st = _state(session, pv, name)
         tun = _tuning(session, settings, pv, ref, name)
-        win = {"source": source, "kind": "sequential"}
+        win = {"source": source, "kind": "sequential", **({"task": task} if task else {})}
         if ref is None or tun is None:
-            out.append(Signal(kind, pv.model, pv.version, "partial", window=win,
+            out.append(Signal(kind, pv.model, pv.version, "partial", window=win, task=task,
                               summary=f"{name}: no complete reference / tuning yet"))
             continue
         state = dict(st.state or {})
@@ -215,8 +235,8 @@ def _labelled_signals(session: Session, settings: Settings, pv: ProbeVersion, re
         else:
             det = GlrBank.from_state(det_state)
         st.state = state
-        revised = _apply_revisions(session, pv, source, st, ref, det)  # before the cursor moves past new labels
-        rows = _new_evidence(session, pv, source, st, ref)
+        revised = _apply_revisions(session, pv, source, st, ref, det, task)  # before the cursor moves past new labels
+        rows = _new_evidence(session, pv, source, st, ref, task)
         recent = list(state.get("recent_disagreeing", []))
         for r in rows:
             disagree, residual = _observation(r, pv)
@@ -239,7 +259,7 @@ def _labelled_signals(session: Session, settings: Settings, pv: ProbeVersion, re
                                           "simulated_false_alarm_rate": tun.simulated_false_alarm_rate,
                                           "joint_false_alarm_rate": tun.params.get("joint_false_alarm_rate")},
                           window=win, evidence={"reference": _ref_brief(ref), "sample_ids": recent},
-                          summary=det.summary(source)))
+                          summary=det.summary(source) + (f" (task {task})" if task else ""), task=task))
     return out
 
 
@@ -335,22 +355,22 @@ def _window_drift_signal(session: Session, settings: Settings, pv: ProbeVersion,
 METRIC_SOURCES = (*SOURCES, "combined")  # the rolling-window sources a ``detector: metric`` rule may name
 
 
-def _metric_signal(session, pv, source: str) -> Signal:
-    """The newest rolling window of ``source``; ``detector: metric`` rules read the one their ``source`` names."""
-    row = session.scalars(select(CalibrationWindow).where(
-        CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
-        CalibrationWindow.source == source).order_by(CalibrationWindow.window_end.desc(), CalibrationWindow.id.desc())).first()
+def _metric_signal(session, pv, source: str, task: str | None = None) -> Signal:
+    """The newest rolling window of ``source`` (of ``task``); ``detector: metric`` rules read the one their
+    ``source`` names."""
+    row = _newest_rolling(session, pv, source, task)
+    of = f" (task {task})" if task else ""
     if row is None:
-        return Signal("metric", pv.model, pv.version, "partial", window={"source": source},
-                      summary=f"no {source} calibration window yet")
+        return Signal("metric", pv.model, pv.version, "partial", window={"source": source}, task=task,
+                      summary=f"no {source} calibration window{of} yet")
     m = dict(row.metrics or {})
     m.setdefault("ece", m.get("ece_mass"))
     m.setdefault("ece_ci", m.get("ece_mass_ci"))
     return Signal("metric", pv.model, pv.version, "partial" if row.partial else "clear", metrics=m,
                   window={"kind": row.kind, "source": row.source, "start": row.window_start.isoformat(),
                           "end": row.window_end.isoformat(), "n": row.n, "partial": row.partial},
-                  evidence={"sample_ids": m.get("sample_ids_tail", [])},
-                  summary=f"rolling {source} window of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
+                  evidence={"sample_ids": m.get("sample_ids_tail", [])}, task=task,
+                  summary=f"rolling {source} window{of} of {row.n}: auroc {m.get('auroc')}, ece {m.get('ece')}, agreement {m.get('agreement')}")
 
 
 def _no_data_signal(session: Session, settings: Settings, pv: ProbeVersion, now: datetime) -> Signal:
@@ -379,6 +399,21 @@ def detect_probe(session: Session, settings: Settings, pv: ProbeVersion, now: da
     signals.append(_adwin_signal(session, settings, pv, ref, "adwin_spotcheck"))
     signals.append(_window_drift_signal(session, settings, pv, ref, now))
     signals += [_metric_signal(session, pv, source) for source in METRIC_SOURCES]
+    # the task slices: labelled detectors for the tasks the reference holds, metric rules for those with
+    # windows; a slice that holds all of the overall evidence would repeat the overall one and is left out
+    for source in SOURCES:
+        for task in reference_tasks(ref, source):
+            signals += _labelled_signals(session, settings, pv, ref, source, task)
+    window_tasks = sorted(session.scalars(select(CalibrationWindow.task).where(
+        CalibrationWindow.probe_version_id == pv.id, CalibrationWindow.kind == "rolling",
+        CalibrationWindow.task != OVERALL_TASK).distinct()))
+    for source in METRIC_SOURCES if window_tasks else ():
+        overall = _newest_rolling(session, pv, source, None)
+        for task in window_tasks:
+            row = _newest_rolling(session, pv, source, task)
+            if row is None or (overall is not None and (row.n, row.window_start) == (overall.n, overall.window_start)):
+                continue  # no window of the task for this source, or it is the overall one
+            signals.append(_metric_signal(session, pv, source, task))
     if float(settings.alerts.no_data_minutes) > 0:
         signals.append(_no_data_signal(session, settings, pv, now))
     return signals

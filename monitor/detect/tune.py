@@ -5,6 +5,11 @@ One ``DetectorTuning`` row per detector and reference. The runner uses the newes
 The two labelled detectors of a source (``cusum_disagreement:<source>``, ``cusum_residual:<source>``,
 names kept for the alert rules; both are tests of the GLR bank in :mod:`monitor.detect.labelled`)
 share one false-alarm budget, so they are tuned together and stored as a pair.
+
+Task slices: the labelled detectors also run per task (``Sample.task``), named
+``<detector>@<task>`` (:func:`slice_name`) and tuned on the reference's part of that task
+(``Reference.stats["tasks"][task]``); they need ``calibration.min_labels`` of the task's evidence in
+the reference.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from storage.models import DetectorTuning, ProbeVersion, Reference
 if TYPE_CHECKING:
     from monitor.config import Settings
 
-__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for"]
+__all__ = ["DETECTORS", "tune_detectors", "tune_detector", "tuning_for", "slice_name", "split_slice", "reference_tasks"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +41,31 @@ DETECTORS = tuple(
 LABELLED = {"cusum_disagreement": "disagreement", "cusum_residual": "residual"}  # rule kind -> GLR bank test
 
 
-def _complete(ref: Reference, source: str, min_n: int) -> dict[str, Any] | None:
-    st = (ref.stats or {}).get(source)
+def slice_name(detector: str, task: str | None) -> str:
+    """The detector name of a task slice (``cusum_disagreement:human@describe``); ``detector`` itself overall."""
+    return f"{detector}@{task}" if task else detector
+
+
+def split_slice(name: str) -> tuple[str, str | None]:
+    """(detector, task or None) of a detector name made by :func:`slice_name`."""
+    base, _, task = name.partition("@")
+    return base, task or None
+
+
+def reference_tasks(ref: Reference | None, source: str | None = None) -> list[str]:
+    """The tasks the reference holds evidence of (the task slices that can be tuned); with ``source``,
+    those whose part of that source's reference is not all of it (a task that is all of it would
+    only repeat the overall detector, and its alerts)."""
+    tasks = ((ref.stats or {}).get("tasks") or {}) if ref is not None else {}
+    if source is None:
+        return sorted(tasks)
+    total = int(((ref.stats or {}).get(source) or {}).get("n", 0)) if ref is not None else 0
+    return sorted(t for t, v in tasks.items() if source in v and int(v[source].get("n", 0)) < total)
+
+
+def _complete(ref: Reference, source: str, min_n: int, task: str | None = None) -> dict[str, Any] | None:
+    stats = (ref.stats or {}) if task is None else ((ref.stats or {}).get("tasks") or {}).get(task) or {}
+    st = stats.get(source)
     if not isinstance(st, dict) or not st.get("complete") or int(st.get("n", 0)) < min_n:
         return None
     return st
@@ -61,16 +89,20 @@ def tune_detector(ref: Reference, detector: str, settings: Settings, rng: np.ran
     d = settings.detect
     min_n = int(settings.calibration.min_labels)
     common = dict(target=d.target_false_alarm_rate, horizon=d.horizon, rng=rng)
-    kind, _, source = detector.partition(":")
+    base, task = split_slice(detector)
+    kind, _, source = base.partition(":")
     if kind in LABELLED:
-        st = _complete(ref, source, min_n)
+        st = _complete(ref, source, min_n, task)
         if st is None:
             return None
         scores, correct, weights = _pairs(st)
         if len(scores) < 30:
             return None
         t = tune_labelled(scores, correct, threshold=threshold, simulations=d.simulations, weights=weights, **common)
-        return {f"{k}:{source}": (t.params(test), t.simulated_false_alarm_rate) for k, test in LABELLED.items()}
+        return {slice_name(f"{k}:{source}", task): (t.params(test), t.simulated_false_alarm_rate)
+                for k, test in LABELLED.items()}
+    if task is not None:
+        raise ValueError(f"{detector!r}: only the labelled detectors ({', '.join(LABELLED)}) run per task")
     if kind == "adwin_scores":
         values = (ref.stats or {}).get("unlabelled_scores") or []
         if len(values) < max(30, min_n):
@@ -126,15 +158,18 @@ def tune_detectors(session_factory: sessionmaker[Session], settings: Settings, m
             if ref is None:
                 log.warning("no reference for %s probe %s yet: nothing to tune", pv.model, pv.version)
                 continue
-            for det in DETECTORS:
+            sliced = [slice_name(f"cusum_disagreement:{s}", t) for s in SOURCES for t in reference_tasks(ref, s)]
+            for det in (*DETECTORS, *sliced):
                 if any(r.detector == det and r.probe_version_id == pv.id for r in out):
                     continue  # tuned with its labelled pair
                 row = store_tuning(s, settings, pv, ref, det, rng)
                 if row is None:
                     log.info("%s %s: reference has too little evidence for %s", pv.model, pv.version, det)
                 else:
-                    kind, _, source = det.partition(":")
-                    pair = [tuning_for(s, pv.id, ref.id, f"{k}:{source}") for k in LABELLED if k != kind and kind in LABELLED]
+                    base, task = split_slice(det)
+                    kind, _, source = base.partition(":")
+                    pair = [tuning_for(s, pv.id, ref.id, slice_name(f"{k}:{source}", task))
+                            for k in LABELLED if k != kind and kind in LABELLED]
                     out += [row, *[r for r in pair if r is not None]]
         s.commit()
     return out

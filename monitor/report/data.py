@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import Alert, CalibrationWindow, Label, Sample, Score, SpotCheck
+from storage.models import Alert, OVERALL_TASK, CalibrationWindow, Label, Sample, Score, SpotCheck
 
 __all__ = ["parse_since", "ReportData", "load_report_data", "EVIDENCE_SOURCES"]
 
@@ -70,7 +70,8 @@ def load_report_data(session: Session, start: datetime, end: datetime, model: st
     for c in ("ts", "scored_at"):
         scores[c] = pd.to_datetime(scores[c], utc=True)
 
-    wq = select(CalibrationWindow).where(CalibrationWindow.window_end >= start, CalibrationWindow.window_start < end)
+    wq = select(CalibrationWindow).where(CalibrationWindow.window_end >= start, CalibrationWindow.window_start < end,
+                                         CalibrationWindow.task == OVERALL_TASK)  # the overall series
     if model:
         wq = wq.where(CalibrationWindow.model == model)
     wrows = []

@@ -115,6 +115,7 @@ def generate(
                 "prompt": ex.prompt,
                 "answer": ex.truth,
                 "truth": ex.truth,
+                "task": ex.meta["task"],  # the sample's task (storage: samples.task, per-task calibration and alerts)
                 "meta": {**ex.meta, "shift": shift.changed()},
             }
         )

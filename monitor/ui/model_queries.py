@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from monitor.calibration.evidence import HUMAN_SOURCES
 from monitor.calibration.metrics import window_metrics
 from monitor.spotcheck.answers import spotcheck_correct
-from storage.models import Alert, CalibrationWindow, Label, Sample, Score, SpotCheck
+from storage.models import Alert, OVERALL_TASK, CalibrationWindow, Label, Sample, Score, SpotCheck
 
 __all__ = ["RouteBucket", "history", "route_buckets", "reliability_windows", "windows_around", "alerts_since",
            "ROUTE_LABELS", "ROUTE_BUCKETS", "RELIABILITY_WINDOWS"]
@@ -45,7 +45,8 @@ def history(session: Session, model: str, probe_version_id: int, n: int) -> dict
     for source in SOURCES:
         rows = list(session.scalars(select(CalibrationWindow).where(
             CalibrationWindow.model == model, CalibrationWindow.probe_version_id == probe_version_id,
-            CalibrationWindow.kind == "time", CalibrationWindow.source == source)
+            CalibrationWindow.kind == "time", CalibrationWindow.source == source,
+            CalibrationWindow.task == OVERALL_TASK)
             .order_by(CalibrationWindow.window_start.desc()).limit(n)))
         out[source] = rows[::-1]
     return out
@@ -140,11 +141,13 @@ def _window_evidence(session: Session, model: str, probe_version_id: int, start:
 
 
 def windows_around(session: Session, model: str, probe_version_id: int, source: str, at: datetime,
-                   before: int = 18, after: int = 6) -> list[CalibrationWindow]:
-    """Time windows of one source up to ``at`` (``before`` of them) and just after it (``after``)."""
+                   before: int = 18, after: int = 6, task: str | None = None) -> list[CalibrationWindow]:
+    """Time windows of one source (overall, or of ``task``) up to ``at`` (``before`` of them) and just
+    after it (``after``)."""
     base = select(CalibrationWindow).where(
         CalibrationWindow.model == model, CalibrationWindow.probe_version_id == probe_version_id,
-        CalibrationWindow.kind == "time", CalibrationWindow.source == source)
+        CalibrationWindow.kind == "time", CalibrationWindow.source == source,
+        CalibrationWindow.task == (task or OVERALL_TASK))
     older = list(session.scalars(base.where(CalibrationWindow.window_start <= at)
                                  .order_by(CalibrationWindow.window_start.desc()).limit(before)))
     newer = list(session.scalars(base.where(CalibrationWindow.window_start > at)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from monitor.calibration.evidence import HUMAN_SOURCES
-from storage.models import Alert, CalibrationWindow, Label, ProbeVersion, Sample, SpotCheck
+from storage.models import Alert, OVERALL_TASK, CalibrationWindow, Label, ProbeVersion, Sample, SpotCheck
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -93,7 +93,8 @@ def latest_windows(session: Session, model: str, probe_version_id: int, kind: st
     for source in SOURCES:
         row = session.scalars(select(CalibrationWindow).where(
             CalibrationWindow.model == model, CalibrationWindow.probe_version_id == probe_version_id,
-            CalibrationWindow.kind == kind, CalibrationWindow.source == source)
+            CalibrationWindow.kind == kind, CalibrationWindow.source == source,
+            CalibrationWindow.task == OVERALL_TASK)
             .order_by(CalibrationWindow.window_start.desc()).limit(1)).first()
         if row is not None:
             out[source] = row

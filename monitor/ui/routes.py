@@ -277,9 +277,10 @@ def _alert_context(s: Session, settings: Settings, alert: Alert) -> dict[str, An
     source = (alert.window or {}).get("source") or "combined"
     around, chart = [], None
     if pv is not None:
-        around = model_queries.windows_around(s, alert.model, pv.id, source, alert.started_at)
+        around = model_queries.windows_around(s, alert.model, pv.id, source, alert.started_at, task=alert.task)
         if around:
-            chart = charts.time_chart("alert-windows", f"{source} windows around the alert",
+            of = f" of task {alert.task}" if alert.task else ""
+            chart = charts.time_chart("alert-windows", f"{source} windows{of} around the alert",
                                       [charts.Series(title, [_window_point(w, key, ci) for w in around])
                                        for key, title, ci, _ in METRICS], _marks([alert]))
     ids = [str(i) for i in ((alert.evidence or {}).get("sample_ids") or [])][:100]

@@ -211,3 +211,27 @@ def test_sample_timestamps_past_year_9999_in_utc_are_refused(api: httpx.Client, 
     with engine.connect() as c:
         assert c.execute(select(func.count()).select_from(Sample)).scalar_one() == 1
         assert c.execute(select(Sample.ts)).scalar_one().year == 2026
+
+
+def test_calibration_shows_the_overall_series_unless_a_task_is_asked_for(api: httpx.Client, engine) -> None:
+    t0 = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)
+    with session_factory(engine)() as s:
+        pv = ProbeVersion(model="m", version="v1", path="-", model_fingerprint="0" * 64, layer=2, pooling="last")
+        s.add(pv)
+        s.flush()
+        for task, n in (("", 300), ("describe", 120), ("yesno", 180)):
+            s.add(CalibrationWindow(model="m", probe_version_id=pv.id, kind="time", source="human", task=task,
+                                    window_start=t0, window_end=t0 + timedelta(hours=1), n=n, partial=False,
+                                    metrics={}))
+        s.commit()
+    rows = api.get("/v1/calibration", params={"model": "m"}).json()
+    assert [(r["task"], r["n"]) for r in rows] == [(None, 300)]
+    rows = api.get("/v1/calibration", params={"model": "m", "task": "describe"}).json()
+    assert [(r["task"], r["n"]) for r in rows] == [("describe", 120)]
+    assert api.get("/v1/calibration", params={"task": "count"}).json() == []
+    ok = api.post("/v1/samples", json={"samples": [_sample(7, task="describe"), _sample(8, task="bad task")]}).json()
+    assert ok["accepted"] == 1 and "field 'task'" in ok["rejected"][0]["reason"]
+    from storage.models import Sample
+
+    with session_factory(engine)() as s:
+        assert s.get(Sample, "a7").task == "describe"

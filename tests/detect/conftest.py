@@ -21,7 +21,8 @@ class World:
     n: int = 0
 
     def add(self, scores, correct, *, seconds_apart: float = 1.0, label: bool = True, score: bool = True,
-            source: str = "ground_truth", spot_agreement=None, start: datetime | None = None) -> list[str]:
+            source: str = "ground_truth", spot_agreement=None, start: datetime | None = None,
+            task: str | None = None) -> list[str]:
         """Add samples (with scores and labels unless told otherwise); returns their ids."""
         from sqlalchemy import insert
 
@@ -30,7 +31,7 @@ class World:
         self.n += len(ids)
         with self.factory() as s:
             s.execute(insert(Sample), [dict(id=sid, model="m1", ts=base + timedelta(seconds=i * seconds_apart),
-                                            prompt="q", answer="yes") for i, sid in enumerate(ids)])
+                                            prompt="q", answer="yes", task=task) for i, sid in enumerate(ids)])
             if score:
                 s.execute(insert(Score), [dict(sample_id=sid, probe_version_id=self.pv_id, p_correct=float(p))
                                           for sid, p in zip(ids, scores)])

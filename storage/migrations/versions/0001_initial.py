@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('severity', sa.String(length=16), nullable=False),
     sa.Column('model', sa.String(length=256), nullable=False),
     sa.Column('probe_version', sa.String(length=128), nullable=True),
+    sa.Column('task', sa.String(length=64), nullable=True),
     sa.Column('window', sa.JSON(), nullable=True),
     sa.Column('metrics', sa.JSON(), nullable=True),
     sa.Column('detector', sa.JSON(), nullable=True),
@@ -129,6 +130,7 @@ def upgrade() -> None:
     sa.Column('probe_version_id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('source', sa.String(length=32), nullable=False),
+    sa.Column('task', sa.String(length=64), nullable=False),
     sa.Column('window_start', sa.DateTime(timezone=True), nullable=False),
     sa.Column('window_end', sa.DateTime(timezone=True), nullable=False),
     sa.Column('n', sa.Integer(), nullable=False),
@@ -142,12 +144,12 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['probe_version_id'], ['probe_versions.id'], name=op.f('fk_calibration_windows_probe_version_id_probe_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_calibration_windows')),
-    sa.UniqueConstraint('model', 'probe_version_id', 'kind', 'source', 'window_start', name='uq_calwin')
+    sa.UniqueConstraint('model', 'probe_version_id', 'kind', 'source', 'task', 'window_start', name='uq_calwin')
     )
     op.create_index(op.f('ix_calibration_windows_model'), 'calibration_windows', ['model'], unique=False)
     op.create_index(op.f('ix_calibration_windows_probe_version_id'), 'calibration_windows', ['probe_version_id'], unique=False)
     op.create_index(op.f('ix_calibration_windows_window_start'), 'calibration_windows', ['window_start'], unique=False)
-    op.create_index('ix_calwin_latest', 'calibration_windows', ['probe_version_id', 'kind', 'source', 'window_end'], unique=False)
+    op.create_index('ix_calwin_latest', 'calibration_windows', ['probe_version_id', 'kind', 'source', 'task', 'window_end'], unique=False)
     op.create_table('detector_states',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('model', sa.String(length=256), nullable=False),
@@ -193,6 +195,7 @@ def upgrade() -> None:
     sa.Column('lease_owner', sa.String(length=128), nullable=True),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('spotcheck_status', sa.String(length=16), nullable=False),
+    sa.Column('task', sa.String(length=64), nullable=True),
     sa.Column('meta', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['image_sha256'], ['images.sha256'], name=op.f('fk_samples_image_sha256_images')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_samples'))
