@@ -25,7 +25,7 @@ import numpy as np
 
 from monitor.calibration.metrics import paired_auroc_delta, signal_metrics
 from monitor.probe.artifact import ProbeArtifact
-from monitor.probe.extract import run_pass
+from monitor.probe.extract import probe_pass_args, run_pass
 from monitor.probe.runner import OnnxHeadRunner
 from monitor.probe.samples import ProbeSample
 from monitor.probe.stale import check_fresh
@@ -89,8 +89,8 @@ def compare_signals(
     n = len(samples)
 
     t0 = time.perf_counter()
-    probe_pass = run_pass(adapter, encs, [meta.layer], [meta.pooling], stop_at=meta.layer, batch_size=batch_size,
-                          progress=progress, desc="probe (early exit)")
+    probe_pass = run_pass(adapter, encs, [meta.layer], [meta.pooling], **probe_pass_args(meta.layer, meta.pooling),
+                          batch_size=batch_size, progress=progress, desc="probe")
     runner = OnnxHeadRunner(artifact.onnx_path, artifact.head)
     p = runner(probe_pass.features[meta.pooling][:, 0])
     probe_ms = 1000.0 * (time.perf_counter() - t0) / n

@@ -15,7 +15,7 @@ import numpy as np
 from monitor.calibration.metrics import signal_metrics
 from monitor.probe.artifact import ProbeArtifact, ProbeMeta, file_sha256, save_artifact
 from monitor.probe.extract import run_pass
-from monitor.probe.head import POOLINGS
+from monitor.probe.head import DEFAULT_POOLINGS, LOGPROB_POOLINGS
 from monitor.probe.samples import AnswerSource, ProbeSample, label_samples, open_image, read_samples
 from monitor.probe.sweep import DEFAULT_CS, DEFAULT_LAYER_TOLERANCE, calibrate_head, make_splits, sweep
 
@@ -30,7 +30,7 @@ MIN_TRAIN_SAMPLES = 500  # under this `probe train` warns: its calib split (a fi
 @dataclass(frozen=True)
 class TrainOptions:
     layers: str = "all"  # "all" or comma-separated layer indices (0 = embeddings)
-    poolings: tuple[str, ...] = POOLINGS
+    poolings: tuple[str, ...] = DEFAULT_POOLINGS  # answer_stats_lp (full-pass scoring) only when asked for
     answers: AnswerSource = "auto"
     calibration: str = "platt"  # platt | temperature | isotonic (monitor.probe.calibrators)
     cs: tuple[float, ...] = DEFAULT_CS
@@ -136,8 +136,9 @@ def train_probe(model_dir: str | Path, data: str | Path, out: str | Path, option
     layers = parse_layers(options.layers, adapter.num_layers)
     samples = label_samples(adapter, read_samples(data), options.answers, progress=options.progress)
     encs = encode_samples(adapter, samples, options.progress)
-    out_pass = run_pass(adapter, encs, layers, options.poolings, stop_at=max(layers), batch_size=options.batch_size,
-                        progress=options.progress)
+    full = any(p in LOGPROB_POOLINGS for p in options.poolings)  # those read the LM head: the full pass
+    out_pass = run_pass(adapter, encs, layers, options.poolings, stop_at=None if full else max(layers), logits=full,
+                        batch_size=options.batch_size, progress=options.progress)
     labels = np.array([bool(s.label) for s in samples])
     return train_on_features(
         out_pass.features, labels, [s.group for s in samples], layers,
