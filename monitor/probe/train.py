@@ -127,14 +127,20 @@ def train_on_features(
 
 
 def train_probe(model_dir: str | Path, data: str | Path, out: str | Path, options: TrainOptions = TrainOptions(),
-                *, device: str = "auto", dtype: str = "auto", adapter: Any = None) -> ProbeArtifact:
-    """The whole ``probe train`` pipeline; ``adapter`` may be passed in to reuse a loaded model."""
+                *, device: str = "auto", dtype: str = "auto", adapter: Any = None,
+                samples: Sequence[ProbeSample] | None = None) -> ProbeArtifact:
+    """The whole ``probe train`` pipeline; ``adapter`` may be passed in to reuse a loaded model, and
+    ``samples``, the samples of ``data`` already labelled (:func:`label_samples`), to skip labelling again."""
     from monitor.adapter import load_vlm
 
     if adapter is None:
         adapter = load_vlm(model_dir, device=device, dtype=dtype)
     layers = parse_layers(options.layers, adapter.num_layers)
-    samples = label_samples(adapter, read_samples(data), options.answers, progress=options.progress)
+    if samples is None:
+        samples = label_samples(adapter, read_samples(data), options.answers, progress=options.progress)
+    elif any(s.label is None or s.answer is None for s in samples):
+        raise ValueError("train_probe: the samples given must be labelled and answered (label_samples)")
+    samples = list(samples)
     encs = encode_samples(adapter, samples, options.progress)
     full = any(p in LOGPROB_POOLINGS for p in options.poolings)  # those read the LM head: the full pass
     out_pass = run_pass(adapter, encs, layers, options.poolings, stop_at=None if full else max(layers), logits=full,
