@@ -4,8 +4,9 @@ Two SynPOPE ``describe`` sets are generated (train: adversarial seed 101, ``--n-
 adversarial seed 202, ``--n-test`` >= 1,000 held out: other scenes, never seen by training or
 selection); both are answered with the fixture's own greedy captions and labelled by the describe
 judge. The production probe (``monitor.probe.train``: layer x pooling sweep, every pooling incl.
-``answer_stats`` and ``answer_stats_lp``, picked on the train file's select split, calibrated on its
-calib split) is trained on the train set only. On the test set:
+``answer_stats`` and ``answer_stats_lp``, picked on the train file's select split, refit on its train
+and select splits, calibrated on its calib split: ``probe train --poolings ... --refit``) is
+trained on the train set only. On the test set:
 
 - ``signals``: probe, answer probability, attention sharpness / top-k mass
   (:func:`monitor.probe.compare.compare_signals`) and self-consistency at the largest K, each with
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         opts = TrainOptions(poolings=tuple(p.strip() for p in args.poolings.split(",")), bootstrap=args.bootstrap,
-                            batch_size=32, progress=False)
+                            batch_size=32, progress=False, refit=True)
         artifact = train_probe(args.model, files["train"], work / "probe", opts, adapter=adapter, samples=train)
         phase("probe_train", t0)
 
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": len(train), "train_accuracy": float(np.mean([s.label for s in train])),
         "n_test": len(test), "poolings": list(opts.poolings), "bootstrap": args.bootstrap,
         "probe_selection": {"layer_auroc": meta.layer_auroc, "layers": meta.layers, "splits": meta.splits,
-                            "note": "layer, pooling and C picked on the train file's select split; "
-                                    "Platt calibration on its calib split; the test set is used only here"},
+                            "note": "layer, pooling and C picked on the train file's select split, the head refit "
+                                    "on its train + select splits, Platt calibration on its calib split; "
+                                    "the test set is used only here"},
     }
     sig = doc["signals"]
     doc["summary"] = {

@@ -40,6 +40,9 @@ class TrainOptions:
     threshold: float = 0.5  # on calibrated p_correct: >= threshold predicts "correct"
     bootstrap: int = 1000
     progress: bool = True
+    # refit the chosen (layer, pooling, C) on train + select before calibrating: more data for the
+    # head; the calib split, which neither fitting nor selection saw, still gives the honest estimate
+    refit: bool = False
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
@@ -89,7 +92,15 @@ def train_on_features(
                 progress=options.progress)
     j = layers.index(res.layer)
     x = features[res.pooling][:, j]
-    head = calibrate_head(res.head, x[splits.calib], y[splits.calib], options.calibration)
+    fitted = res.head
+    if options.refit:
+        from monitor.probe.sweep import fit_head
+        from threadpoolctl import threadpool_limits
+
+        both = np.concatenate([splits.train, splits.select])
+        with threadpool_limits(limits=1 if x.shape[1] < 1024 else None):
+            fitted = fit_head(x[both], y[both], res.c, options.seed)
+    head = calibrate_head(fitted, x[splits.calib], y[splits.calib], options.calibration)
     calib = signal_metrics(head.predict(x[splits.calib]), y[splits.calib], n_boot=options.bootstrap, seed=options.seed)
     select = signal_metrics(res.head.logit(x[splits.select]), y[splits.select], n_boot=options.bootstrap,
                             seed=options.seed)
@@ -121,7 +132,7 @@ def train_on_features(
         layers=list(layers),
         created_at=created.isoformat(),
         extra={"model_path": adapter_info.get("path"), "seed": options.seed, "cs": list(options.cs),
-               "layer_tolerance": options.layer_tolerance},
+               "layer_tolerance": options.layer_tolerance, "refit": options.refit},
     )
     return save_artifact(out, meta, head)
 
