@@ -227,7 +227,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--layers", default="all", help="'all' (0 = embeddings .. L) or comma-separated layer indices")
     tr.add_argument("--poolings", default=None,
                     help="comma-separated poolings to sweep among answer, prompt_last, answer_mean, answer_stats and "
-                         "answer_stats_lp (default: all but answer_stats_lp, whose probe is scored by the full pass)")
+                         "answer_stats_lp (default: answer,prompt_last,answer_mean; on free-form answers add answer_stats "
+                         "and answer_stats_lp, whose probe is scored by the full pass)")
     tr.add_argument("--refit", action="store_true",
                     help="refit the chosen layer/pooling/C on the train and select splits before calibrating")
     tr.add_argument("--calibration", choices=("platt", "temperature", "isotonic"), default="platt",

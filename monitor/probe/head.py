@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 # answer_stats_lp: answer_stats, then the mean and the lowest log-probability of the served answer
 #   tokens [8H + 2]; those need the LM head, so a probe with it is scored by the full pass.
 POOLINGS = ("answer", "prompt_last", "answer_mean", "answer_stats", "answer_stats_lp")
-# what `probe train` sweeps unless told otherwise: every pooling the early-exit pass can compute
-DEFAULT_POOLINGS = ("answer", "prompt_last", "answer_mean", "answer_stats")
+# what `probe train` sweeps unless told otherwise (yes/no probes as before #12's per-token poolings;
+# free-form data asks for answer_stats / answer_stats_lp with --poolings)
+DEFAULT_POOLINGS = ("answer", "prompt_last", "answer_mean")
 EMBEDDING_POOLINGS = frozenset({"answer_stats", "answer_stats_lp"})  # also read layer 0
 LOGPROB_POOLINGS = frozenset({"answer_stats_lp"})  # also read the answer tokens' log-probabilities (full pass)
 

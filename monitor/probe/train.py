@@ -30,7 +30,7 @@ MIN_TRAIN_SAMPLES = 500  # under this `probe train` warns: its calib split (a fi
 @dataclass(frozen=True)
 class TrainOptions:
     layers: str = "all"  # "all" or comma-separated layer indices (0 = embeddings)
-    poolings: tuple[str, ...] = DEFAULT_POOLINGS  # answer_stats_lp (full-pass scoring) only when asked for
+    poolings: tuple[str, ...] = DEFAULT_POOLINGS  # answer_stats(_lp) only when asked for
     answers: AnswerSource = "auto"
     calibration: str = "platt"  # platt | temperature | isotonic (monitor.probe.calibrators)
     cs: tuple[float, ...] = DEFAULT_CS

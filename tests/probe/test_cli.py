@@ -38,8 +38,7 @@ def test_train_register_compare(tmp_path, labelled_file, llava_dir, capsys):
     assert rc == 0, out
     assert "registered and activated probe" in out
     meta = json.loads((probe_dir / "metadata.json").read_text())
-    assert meta["layers"] == [0, 1, 2, 3, 4] and set(meta["layer_auroc"]) == {"answer", "prompt_last", "answer_mean",
-                                                                         "answer_stats"}  # the default sweep
+    assert meta["layers"] == [0, 1, 2, 3, 4] and set(meta["layer_auroc"]) == {"answer", "prompt_last", "answer_mean"}
     assert meta["training_data"]["n"] == 160 and len(meta["training_data"]["sha256"]) == 64
     assert (probe_dir / "head.onnx").is_file() and (probe_dir / "layer_auroc.png").is_file()
 
