@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["torch_machine_info", "machine_info", "sync", "interleaved_rounds", "scratch_postgres", "cpu_fixture_run",
-           "spot_check_answers", "fixture_bench_parser"]
+           "fixture_bench_parser"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -60,21 +60,6 @@ def cpu_fixture_run(model: Any, threads: int) -> tuple[dict[str, Any], Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(threads)
     return machine_info(), load_vlm(model, device="cpu", dtype="float32")
-
-
-def spot_check_answers(adapter: Any, sample: Any, k: int, equivalence: Callable[[str], Any] | None = None) -> Any:
-    """K sampled answers (temperature 1, 12 new tokens) for one probe sample, through the daemon's
-    spot-check path: its prefill, decode and per-sample stream seeds. The spot check's result."""
-    from monitor.adapter.generation import eos_ids
-    from monitor.probe.samples import open_image
-    from monitor.spotcheck.check import run_spot_check, stream_seeds
-    from monitor.spotcheck.job import prompt_inputs
-
-    ids, extra = prompt_inputs(adapter, open_image(sample.image), sample.prompt)
-    return run_spot_check(adapter.model, adapter.tokenizer, ids, extra, sample.answer or "", k=k, temperature=1.0,
-                          max_new_tokens=12, seeds=stream_seeds(sample.id, k),
-                          eos_token_ids=sorted(eos_ids(adapter.model, adapter.tokenizer)), one_token=False,
-                          equivalence=equivalence)
 
 
 @contextmanager

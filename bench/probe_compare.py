@@ -6,7 +6,9 @@ another adversarial set. Writes ``bench/results/probe_compare.{json,md,png}`` an
 per-layer AUROC plot as ``bench/results/probe_layer_auroc.png``.
 
 Run: ``nice .venv/bin/python bench/probe_compare.py [--model DIR] [--self-consistency-k 10] [--task describe]``
-(a free-form task writes ``probe_compare_<task>.*`` and ``probe_layer_auroc_<task>.png``).
+(a free-form task writes ``probe_compare_<task>.*`` and ``probe_layer_auroc_<task>.png``; the full
+comparison on ``describe`` captions, with self-consistency by K and the span head, is
+``bench/probe_compare_freeform.py``).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def flops_per_sample(adapter: Any, tokens: int, image_tokens: int, layer: int | 
 
 def methods(adapter: Any, scorer_onnx: Any, scorer_torch: Any, encs: list, items: list, bs: int, attn: bool) -> dict[str, Callable[[], Any]]:
     from monitor.adapter.encoding import collate
-    from monitor.probe.extract import buckets, run_pass
+    from monitor.probe.extract import buckets, probe_pass_args, run_pass
 
     layer, pooling = scorer_onnx.layer, scorer_onnx.pooling
     groups = buckets([e.length for e in encs], bs)
@@ -149,7 +149,8 @@ def methods(adapter: Any, scorer_onnx: Any, scorer_torch: Any, encs: list, items
 
     def probe(head: Callable, attentions: bool = False) -> Callable[[], None]:
         def run() -> None:
-            out = run_pass(adapter, encs, [layer], [pooling], stop_at=layer, batch_size=bs, attentions=attentions)
+            out = run_pass(adapter, encs, [layer], [pooling], **probe_pass_args(layer, pooling), batch_size=bs,
+                           attentions=attentions)
             head(out.features[pooling][:, 0])
         return run
 

@@ -43,13 +43,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_and_register(args: argparse.Namespace, database) -> int:  # noqa: ANN001
-    from monitor.probe.head import POOLINGS
+    from monitor.probe.head import DEFAULT_POOLINGS
     from monitor.probe.train import MIN_TRAIN_SAMPLES, TrainOptions, train_probe
 
     _threads(args)
-    poolings = tuple(p.strip() for p in args.poolings.split(",")) if args.poolings else POOLINGS
+    poolings = tuple(p.strip() for p in args.poolings.split(",")) if args.poolings else DEFAULT_POOLINGS
     opts = TrainOptions(layers=args.layers, poolings=poolings, answers=args.answers, calibration=args.calibration,
-                        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+                        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
+                        refit=args.refit)
     try:
         art = train_probe(args.model, args.data, args.out, opts, device=args.device, dtype=args.dtype)
     except (ValueError, FileNotFoundError) as e:
@@ -224,7 +225,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _model_args(tr)
     tr.add_argument("--out", required=True, metavar="PROBE_DIR", help="artifact folder to write")
     tr.add_argument("--layers", default="all", help="'all' (0 = embeddings .. L) or comma-separated layer indices")
-    tr.add_argument("--poolings", default=None, help="comma-separated subset of answer,prompt_last,answer_mean")
+    tr.add_argument("--poolings", default=None,
+                    help="comma-separated poolings to sweep among answer, prompt_last, answer_mean, answer_stats and "
+                         "answer_stats_lp (default: answer,prompt_last,answer_mean; on free-form answers add answer_stats "
+                         "and answer_stats_lp, whose probe is scored by the full pass)")
+    tr.add_argument("--refit", action="store_true",
+                    help="refit the chosen layer/pooling/C on the train and select splits before calibrating")
     tr.add_argument("--calibration", choices=("platt", "temperature", "isotonic"), default="platt",
                     help="calibration fitted on the held-out calib split (default: platt)")
     tr.add_argument("--seed", type=int, default=0)

@@ -151,7 +151,8 @@ def plot_layer_auroc(meta: ProbeMeta, out: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     # one-token answers make "answer" and "answer_mean" identical: distinct styles keep both visible
-    styles = {"answer": ("o", "-"), "prompt_last": ("s", "-"), "answer_mean": ("^", "--")}
+    styles = {"answer": ("o", "-"), "prompt_last": ("s", "-"), "answer_mean": ("^", "--"), "answer_stats": ("D", "-"),
+              "answer_stats_lp": ("v", "--")}
     for pooling, curve in meta.layer_auroc.items():
         marker, line = styles.get(pooling, ("o", "-"))
         ax.plot(meta.layers, curve, marker=marker, linestyle=line, label=pooling, alpha=0.85)

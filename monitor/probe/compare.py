@@ -25,42 +25,102 @@ import numpy as np
 
 from monitor.calibration.metrics import paired_auroc_delta, signal_metrics
 from monitor.probe.artifact import ProbeArtifact
-from monitor.probe.extract import run_pass
+from monitor.probe.extract import probe_pass_args, run_pass
 from monitor.probe.runner import OnnxHeadRunner
 from monitor.probe.samples import ProbeSample
 from monitor.probe.stale import check_fresh
 
-__all__ = ["compare_signals", "write_report", "markdown_table"]
+__all__ = ["compare_signals", "self_consistency_by_k", "write_report", "markdown_table"]
 
 log = logging.getLogger(__name__)
 
 SIGNAL_ORDER = ("probe", "answer_prob", "attention_sharpness", "attention_topk_mass", "self_consistency")
 
 
+def _equivalence(sample: ProbeSample) -> Any:
+    """A SynPOPE task's answer key (the same caption in another order is one answer), else None
+    (the spot check's content-word default)."""
+    from functools import partial
+
+    from monitor.synpope.judges import answer_key
+
+    task = sample.meta.get("task")
+    return partial(answer_key, task) if task else None
+
+
+def _spot_check(adapter: Any, sample: ProbeSample, k: int, temperature: float, eos: list[int],
+                one_token: bool | None = None) -> Any:
+    """The daemon's spot check of one sample's served answer: its prefill, K-sample decode and seeds."""
+    from monitor.probe.samples import open_image
+    from monitor.spotcheck.check import run_spot_check, stream_seeds
+    from monitor.spotcheck.job import prompt_inputs
+
+    ids, extra = prompt_inputs(adapter, open_image(sample.image), sample.prompt)  # as the daemon's spot check does
+    return run_spot_check(adapter.model, adapter.tokenizer, ids.to(adapter.device),
+                          {n: v.to(adapter.device) for n, v in extra.items()}, sample.answer or "", k=k,
+                          temperature=temperature, max_new_tokens=12, seeds=stream_seeds(sample.id, k),
+                          eos_token_ids=eos, one_token=one_token, equivalence=_equivalence(sample))
+
+
 def _self_consistency(adapter: Any, samples: Sequence[ProbeSample], k: int, temperature: float,
                       progress: bool) -> np.ndarray:
     """Agreement of K sampled answers with the served one; a sample of a SynPOPE task groups
     answers by that task's judge (``answer_key``: the same caption in another order is one answer)."""
-    from functools import partial
-
     from monitor.adapter.generation import eos_ids
-    from monitor.probe.samples import open_image
     from monitor.progress import track
-    from monitor.spotcheck.check import run_spot_check, stream_seeds
-    from monitor.spotcheck.job import prompt_inputs
-    from monitor.synpope.judges import answer_key
 
     eos = sorted(eos_ids(adapter.model, adapter.tokenizer))
     out = np.empty(len(samples))
     for i, s in enumerate(track(list(samples), desc="self-consistency", unit="sample", enabled=progress)):
-        ids, extra = prompt_inputs(adapter, open_image(s.image), s.prompt)  # as the daemon's spot check does
-        task = s.meta.get("task")
-        res = run_spot_check(adapter.model, adapter.tokenizer, ids.to(adapter.device),
-                             {k: v.to(adapter.device) for k, v in extra.items()}, s.answer or "", k=k,
-                             temperature=temperature, max_new_tokens=12, seeds=stream_seeds(s.id, k),
-                             eos_token_ids=eos, equivalence=partial(answer_key, task) if task else None)
-        out[i] = res.stats.agreement
+        out[i] = _spot_check(adapter, s, k, temperature, eos).stats.agreement
     return out
+
+
+def self_consistency_by_k(adapter: Any, samples: Sequence[ProbeSample], ks: Sequence[int] = (3, 5, 10), *,
+                          temperature: float = 1.0, n_boot: int = 1000, seed: int = 0, timing_n: int = 100,
+                          progress: bool = False) -> tuple[dict[str, Any], list[list[str]]]:
+    """Self-consistency of free-form answers at several K, and what a check costs at each.
+
+    Every sample gets ``max(ks)`` sampled answers from the spot check (one shared prefill, its
+    per-sample stream seeds, every answer decoded); agreement over the first K of them is the
+    K-sample signal, so every K sees the same draws. Per K: the signal's metrics with bootstrap CIs,
+    the share of samples at agreement exactly 0 and 1, and ``ms_per_check``, the mean wall time of
+    a spot check run at that K on the first ``timing_n`` samples (the K values interleaved, so load
+    from other work falls on all alike). Returns (rows by K as strings, the sampled answers).
+    """
+    from monitor.adapter.generation import eos_ids
+    from monitor.progress import track
+    from monitor.spotcheck.answers import group_stats
+
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"K values must be >= 1, got {ks}")
+    if not samples:
+        raise ValueError("self-consistency needs samples")
+    eos = sorted(eos_ids(adapter.model, adapter.tokenizer))
+    y = np.array([bool(s.label) for s in samples])
+    t0 = time.perf_counter()
+    draws = [_spot_check(adapter, s, ks[-1], temperature, eos, one_token=False).answers
+             for s in track(list(samples), desc=f"self-consistency (K={ks[-1]})", unit="sample", enabled=progress)]
+    draw_seconds = time.perf_counter() - t0
+    spent = {k: 0.0 for k in ks}
+    timed = list(samples)[: max(0, timing_n)]
+    for s in timed:
+        for k in ks:
+            t0 = time.perf_counter()
+            _spot_check(adapter, s, k, temperature, eos, one_token=False)
+            spent[k] += time.perf_counter() - t0
+    rows: dict[str, Any] = {}
+    for k in ks:
+        agree = np.array([group_stats(s.answer or "", d[:k], key=_equivalence(s)).agreement
+                          for s, d in zip(samples, draws)])
+        m = signal_metrics(agree, y, n_boot=n_boot, seed=seed).as_dict()
+        rows[str(k)] = {**m, "k": k, "share_agreement_0": float((agree == 0).mean()),
+                        "share_agreement_1": float((agree == 1).mean()),
+                        "ms_per_check": 1000.0 * spent[k] / len(timed) if timed else None,
+                        "timed_checks": len(timed), "_values": agree.tolist()}
+    rows[str(ks[-1])]["ms_per_check_all"] = 1000.0 * draw_seconds / len(samples)
+    return rows, draws
 
 
 def compare_signals(
@@ -89,8 +149,8 @@ def compare_signals(
     n = len(samples)
 
     t0 = time.perf_counter()
-    probe_pass = run_pass(adapter, encs, [meta.layer], [meta.pooling], stop_at=meta.layer, batch_size=batch_size,
-                          progress=progress, desc="probe (early exit)")
+    probe_pass = run_pass(adapter, encs, [meta.layer], [meta.pooling], **probe_pass_args(meta.layer, meta.pooling),
+                          batch_size=batch_size, progress=progress, desc="probe")
     runner = OnnxHeadRunner(artifact.onnx_path, artifact.head)
     p = runner(probe_pass.features[meta.pooling][:, 0])
     probe_ms = 1000.0 * (time.perf_counter() - t0) / n

@@ -4,6 +4,11 @@ One pass gives, per sample, the pooled hidden states at the requested layers and
 signals the pass can see: answer-token probability (needs the LM head, so only a full pass with
 ``logits=True``) and attention sharpness over the image tokens (the attention of the last prompt
 token at the last computed layer, so at the probe layer when the pass stops there).
+
+Poolings (:data:`monitor.probe.head.POOLINGS`) turn the kept positions into one feature vector per
+sample and layer; ``answer_stats`` also reads layer 0 (captured in the same pass) and
+``answer_stats_lp`` the answer tokens' log-probabilities, so it needs ``logits=True``
+(:func:`probe_pass_args` gives a probe's pass).
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from monitor.probe.head import POOLINGS
+from monitor.probe.head import EMBEDDING_POOLINGS, LOGPROB_POOLINGS, POOLINGS
 
-__all__ = ["PassOutput", "positions_needed", "pool", "buckets", "run_pass", "attention_sharpness", "answer_prob_from_logprobs"]
+__all__ = ["PassOutput", "positions_needed", "pool", "buckets", "run_pass", "attention_sharpness",
+           "answer_prob_from_logprobs", "needs_full_pass", "probe_pass_args"]
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +49,59 @@ def positions_needed(enc: Any) -> list[int]:
     return [enc.prompt_last, *enc.answer_positions]
 
 
-def pool(kept: Any, pooling: str) -> Any:
-    """Pool one sample's hidden states at one layer, kept at :func:`positions_needed` ([1 + A, H])."""
+def needs_full_pass(pooling: str) -> bool:
+    """Whether a probe with this pooling reads the LM head (the answer's log-probabilities), so its
+    scoring pass runs every layer instead of stopping at the probe layer."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    return pooling in LOGPROB_POOLINGS
+
+
+def probe_pass_args(layer: int, pooling: str) -> dict[str, Any]:
+    """``stop_at`` and ``logits`` of :func:`run_pass` for a probe at ``layer`` with ``pooling``:
+    early exit at the layer, or the full pass with the LM head where the pooling needs it."""
+    full = needs_full_pass(pooling)
+    return {"stop_at": None if full else layer, "logits": full}
+
+
+def _token_stats(x: Any) -> Any:
+    """[mean, elementwise min, elementwise max, last] of the answer rows of ``x`` ([1 + A, H] -> [4H])."""
+    import torch
+
+    ans = x[1:]
+    return torch.cat([ans.mean(dim=0), ans.amin(dim=0), ans.amax(dim=0), ans[-1]])
+
+
+def pool(kept: Any, pooling: str, *, embedded: Any = None, logprobs: Any = None) -> Any:
+    """Pool one sample's hidden states at one layer, kept at :func:`positions_needed` ([1 + A, H]).
+
+    ``answer_stats`` also needs ``embedded``, the same positions at layer 0 ([1 + A, H]);
+    ``answer_stats_lp`` also ``logprobs``, the served answer tokens' log-probabilities ([A]).
+    """
+    import torch
+
     if pooling == "prompt_last":
         return kept[0]
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
     if kept.shape[0] < 2:
         raise ValueError(f"pooling {pooling!r} needs the served answer in the input, but the sample has none")
     if pooling == "answer":
         return kept[1]
     if pooling == "answer_mean":
         return kept[1:].mean(dim=0)
-    raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    if embedded is None or tuple(embedded.shape) != tuple(kept.shape):
+        raise ValueError(f"pooling {pooling!r} needs the layer-0 states at the same positions "
+                         f"({tuple(kept.shape)}), got {None if embedded is None else tuple(embedded.shape)}")
+    stats = torch.cat([_token_stats(kept), _token_stats(embedded.to(kept.dtype))])
+    if pooling == "answer_stats":
+        return stats
+    lps = None if logprobs is None else torch.as_tensor(logprobs, dtype=kept.dtype).reshape(-1)
+    if lps is None or lps.numel() != kept.shape[0] - 1:
+        raise ValueError(f"pooling {pooling!r} needs the log-probability of each of the {kept.shape[0] - 1} "
+                         f"answer tokens (the full pass with logits=True), got "
+                         f"{None if lps is None else lps.numel()}")
+    return torch.cat([stats, lps.mean().reshape(1), lps.amin().reshape(1)])
 
 
 def buckets(lengths: Sequence[int], batch_size: int, kinds: Sequence[Any] | None = None) -> list[list[int]]:
@@ -117,6 +165,12 @@ def run_pass(
     for p in poolings:
         if p not in POOLINGS:
             raise ValueError(f"unknown pooling {p!r}; expected one of {POOLINGS}")
+    wants_lp = [p for p in poolings if p in LOGPROB_POOLINGS]
+    if wants_lp and not logits:
+        raise ValueError(f"pooling {wants_lp[0]!r} reads the answer tokens' log-probabilities: it needs the full "
+                         f"pass with logits=True (see probe_pass_args)")
+    # the embedding-augmented poolings also read layer 0, which the pass captures for free
+    fwd_layers = sorted(set(layers) | ({0} if any(p in EMBEDDING_POOLINGS for p in poolings) else set()))
     feats: dict[str, np.ndarray | None] = {p: None for p in poolings}
     ans = np.full(n, np.nan) if logits else None
     token_lps: list[list[float]] | None = [[] for _ in range(n)] if logits else None
@@ -130,12 +184,14 @@ def run_pass(
             t0 = time.perf_counter()
             batch = [encs[i] for i in idx]
             extra = {"image_embedding": True} if image_embedding else {}
-            out = adapter.forward(batch, layers=layers, stop_at=stop_at, attentions=attentions, logits=logits,
+            out = adapter.forward(batch, layers=fwd_layers, stop_at=stop_at, attentions=attentions, logits=logits,
                                   positions=[positions_needed(e) for e in batch], **extra)
             spent += time.perf_counter() - t0
             for j, i in enumerate(idx):
+                emb = out.hidden[0][j] if 0 in out.hidden else None
+                lps = out.answer_logprobs[j] if out.answer_logprobs is not None else None
                 for p in poolings:
-                    vecs = torch.stack([pool(out.hidden[layer][j], p) for layer in layers])
+                    vecs = torch.stack([pool(out.hidden[layer][j], p, embedded=emb, logprobs=lps) for layer in layers])
                     arr = feats[p]
                     if arr is None:
                         arr = feats[p] = np.empty((n, len(layers), vecs.shape[-1]), dtype=np.float32)

@@ -14,14 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["POOLINGS", "ProbeHead", "export_onnx", "torch_head"]
+__all__ = ["POOLINGS", "DEFAULT_POOLINGS", "EMBEDDING_POOLINGS", "LOGPROB_POOLINGS", "ProbeHead", "export_onnx",
+           "torch_head"]
 
 log = logging.getLogger(__name__)
 
 # answer: hidden state at the first served-answer token (teacher-forced);
 # prompt_last: the last prompt token, whose next-token prediction is the answer;
-# answer_mean: mean over all served-answer tokens.
-POOLINGS = ("answer", "prompt_last", "answer_mean")
+# answer_mean: mean over all served-answer tokens;
+# answer_stats: the answer tokens' mean, elementwise min, elementwise max and last hidden state at the layer,
+#   then the same four of their input embeddings (layer 0: which words the answer uses), [8H]: the
+#   evidence of every token, not only their average (a caption is wrong when one named object is);
+# answer_stats_lp: answer_stats, then the mean and the lowest log-probability of the served answer
+#   tokens [8H + 2]; those need the LM head, so a probe with it is scored by the full pass.
+POOLINGS = ("answer", "prompt_last", "answer_mean", "answer_stats", "answer_stats_lp")
+# what `probe train` sweeps unless told otherwise (yes/no probes as before #12's per-token poolings;
+# free-form data asks for answer_stats / answer_stats_lp with --poolings)
+DEFAULT_POOLINGS = ("answer", "prompt_last", "answer_mean")
+EMBEDDING_POOLINGS = frozenset({"answer_stats", "answer_stats_lp"})  # also read layer 0
+LOGPROB_POOLINGS = frozenset({"answer_stats_lp"})  # also read the answer tokens' log-probabilities (full pass)
 
 ONNX_INPUT = "hidden"
 ONNX_OUTPUT = "p_correct"

@@ -120,7 +120,7 @@ def run_recal_experiment(model_dir: str | Path, work: str | Path, exp: RecalExpe
     from monitor.calibration.reference import set_reference
     from monitor.config import ModelEntry, Settings
     from monitor.probe.calibrators import METHODS, fit_calibrator, logit
-    from monitor.probe.extract import run_pass
+    from monitor.probe.extract import probe_pass_args, run_pass
     from monitor.probe.recalibrate import RecalibrationRequest, recalibrate_probe
     from monitor.probe.registry import register_probe
     from monitor.probe.runner import OnnxHeadRunner
@@ -161,7 +161,8 @@ def run_recal_experiment(model_dir: str | Path, work: str | Path, exp: RecalExpe
         engine.dispose()
     test = _labelled(adapter, plan.shift_split, exp.n_test, exp.test_seed, noise, "test-")
     meta = probe.meta
-    feats = run_pass(adapter, encode_samples(adapter, test, False), [meta.layer], [meta.pooling], stop_at=meta.layer,
+    feats = run_pass(adapter, encode_samples(adapter, test, False), [meta.layer], [meta.pooling],
+                     **probe_pass_args(meta.layer, meta.pooling),
                      batch_size=exp.batch_size).features[meta.pooling][:, 0]
     y = np.array([bool(t.label) for t in test], dtype=float)
     new = result.artifact

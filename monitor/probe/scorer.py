@@ -13,7 +13,9 @@ Free signals, decided here because the early-exit pass cannot see the LM head:
   sample carries them (``meta.answer_logprobs``: list of floats, or OpenAI ``meta.logprobs``
   with ``content[].logprob``); otherwise it is left empty, unless ``scoring.full_pass`` is on,
   which runs every layer and the LM head (the answer tokens only) and reads it exactly, at the
-  price of the full pass (attention then comes from the last layer).
+  price of the full pass (attention then comes from the last layer). A probe whose pooling reads the
+  answer's log-probabilities (``answer_stats_lp``) always runs that full pass, and so reads the
+  answer probability exactly too.
 
 Served-model check (:mod:`monitor.probe.served_check`): for ``recompute_share`` of the samples that
 carry captured log-probabilities (all of them with ``full_pass``, where it is free) the
@@ -36,7 +38,7 @@ import numpy as np
 
 from collectors.exchange import token_logprobs
 from monitor.probe.artifact import ProbeArtifact
-from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, run_pass
+from monitor.probe.extract import DEFAULT_TOPK_SHARE, answer_prob_from_logprobs, needs_full_pass, run_pass
 from monitor.probe.image_cache import SUPPORTED_FAMILIES, ImageFeatureCache
 from monitor.probe.score_result import ScoreResult
 from monitor.probe.stale import check_fresh
@@ -165,12 +167,14 @@ class ProbeScorer:
         t0 = time.perf_counter()
         encs = self.encode(items)
         opts = self.options
+        # a pooling that reads the answer's log-probabilities (answer_stats_lp) needs the LM head: the full pass
+        full = opts.full_pass or needs_full_pass(self.pooling)
         # the adapter may be shared with the spot checks: hold its lock while the cache patches the model
         with self.adapter.lock, self.image_cache.active() if self.image_cache is not None else contextlib.nullcontext():
             out = run_pass(
                 self.adapter, encs, [self.layer], [self.pooling],
-                stop_at=None if opts.full_pass else self.layer,
-                logits=opts.full_pass,
+                stop_at=None if full else self.layer,
+                logits=full,
                 attentions=opts.attention_signals and self.layer > 0,
                 batch_size=opts.batch_size,
                 topk_share=opts.topk_share,
@@ -200,8 +204,8 @@ class ProbeScorer:
         """The monitor's own log-probabilities of the served answer for the drawn samples with captured ones."""
         opts = self.options
         drawn = [i for i, it in enumerate(items) if captured_logprobs(getattr(it, "meta", None)) is not None
-                 and (opts.full_pass or self._rng.random() < opts.recompute_share)]
-        if opts.full_pass and out.answer_logprobs is not None:
+                 and (out.answer_logprobs is not None or self._rng.random() < opts.recompute_share)]
+        if out.answer_logprobs is not None:  # the pass was the full one: the recomputation is free
             return {i: out.answer_logprobs[i] for i in drawn}
         if not drawn:
             return {}

@@ -15,7 +15,7 @@ import numpy as np
 from monitor.calibration.metrics import signal_metrics
 from monitor.probe.artifact import ProbeArtifact, ProbeMeta, file_sha256, save_artifact
 from monitor.probe.extract import run_pass
-from monitor.probe.head import POOLINGS
+from monitor.probe.head import DEFAULT_POOLINGS, LOGPROB_POOLINGS
 from monitor.probe.samples import AnswerSource, ProbeSample, label_samples, open_image, read_samples
 from monitor.probe.sweep import DEFAULT_CS, DEFAULT_LAYER_TOLERANCE, calibrate_head, make_splits, sweep
 
@@ -30,7 +30,7 @@ MIN_TRAIN_SAMPLES = 500  # under this `probe train` warns: its calib split (a fi
 @dataclass(frozen=True)
 class TrainOptions:
     layers: str = "all"  # "all" or comma-separated layer indices (0 = embeddings)
-    poolings: tuple[str, ...] = POOLINGS
+    poolings: tuple[str, ...] = DEFAULT_POOLINGS  # answer_stats(_lp) only when asked for
     answers: AnswerSource = "auto"
     calibration: str = "platt"  # platt | temperature | isotonic (monitor.probe.calibrators)
     cs: tuple[float, ...] = DEFAULT_CS
@@ -40,6 +40,9 @@ class TrainOptions:
     threshold: float = 0.5  # on calibrated p_correct: >= threshold predicts "correct"
     bootstrap: int = 1000
     progress: bool = True
+    # refit the chosen (layer, pooling, C) on train + select before calibrating: more data for the
+    # head; the calib split, which neither fitting nor selection saw, still gives the honest estimate
+    refit: bool = False
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
@@ -89,7 +92,15 @@ def train_on_features(
                 progress=options.progress)
     j = layers.index(res.layer)
     x = features[res.pooling][:, j]
-    head = calibrate_head(res.head, x[splits.calib], y[splits.calib], options.calibration)
+    fitted = res.head
+    if options.refit:
+        from monitor.probe.sweep import fit_head
+        from threadpoolctl import threadpool_limits
+
+        both = np.concatenate([splits.train, splits.select])
+        with threadpool_limits(limits=1 if x.shape[1] < 1024 else None):
+            fitted = fit_head(x[both], y[both], res.c, options.seed)
+    head = calibrate_head(fitted, x[splits.calib], y[splits.calib], options.calibration)
     calib = signal_metrics(head.predict(x[splits.calib]), y[splits.calib], n_boot=options.bootstrap, seed=options.seed)
     select = signal_metrics(res.head.logit(x[splits.select]), y[splits.select], n_boot=options.bootstrap,
                             seed=options.seed)
@@ -121,23 +132,30 @@ def train_on_features(
         layers=list(layers),
         created_at=created.isoformat(),
         extra={"model_path": adapter_info.get("path"), "seed": options.seed, "cs": list(options.cs),
-               "layer_tolerance": options.layer_tolerance},
+               "layer_tolerance": options.layer_tolerance, "refit": options.refit},
     )
     return save_artifact(out, meta, head)
 
 
 def train_probe(model_dir: str | Path, data: str | Path, out: str | Path, options: TrainOptions = TrainOptions(),
-                *, device: str = "auto", dtype: str = "auto", adapter: Any = None) -> ProbeArtifact:
-    """The whole ``probe train`` pipeline; ``adapter`` may be passed in to reuse a loaded model."""
+                *, device: str = "auto", dtype: str = "auto", adapter: Any = None,
+                samples: Sequence[ProbeSample] | None = None) -> ProbeArtifact:
+    """The whole ``probe train`` pipeline; ``adapter`` may be passed in to reuse a loaded model, and
+    ``samples``, the samples of ``data`` already labelled (:func:`label_samples`), to skip labelling again."""
     from monitor.adapter import load_vlm
 
     if adapter is None:
         adapter = load_vlm(model_dir, device=device, dtype=dtype)
     layers = parse_layers(options.layers, adapter.num_layers)
-    samples = label_samples(adapter, read_samples(data), options.answers, progress=options.progress)
+    if samples is None:
+        samples = label_samples(adapter, read_samples(data), options.answers, progress=options.progress)
+    elif any(s.label is None or s.answer is None for s in samples):
+        raise ValueError("train_probe: the samples given must be labelled and answered (label_samples)")
+    samples = list(samples)
     encs = encode_samples(adapter, samples, options.progress)
-    out_pass = run_pass(adapter, encs, layers, options.poolings, stop_at=max(layers), batch_size=options.batch_size,
-                        progress=options.progress)
+    full = any(p in LOGPROB_POOLINGS for p in options.poolings)  # those read the LM head: the full pass
+    out_pass = run_pass(adapter, encs, layers, options.poolings, stop_at=None if full else max(layers), logits=full,
+                        batch_size=options.batch_size, progress=options.progress)
     labels = np.array([bool(s.label) for s in samples])
     return train_on_features(
         out_pass.features, labels, [s.group for s in samples], layers,

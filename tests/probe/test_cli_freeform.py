@@ -18,9 +18,13 @@ def test_describe_generate_train_compare(tmp_path, llava_dir, capsys):
 
     probe_dir = tmp_path / "probe"
     rc = main(["probe", "train", "--model", str(llava_dir), "--data", str(data), "--out", str(probe_dir),
-               "--answers", "model", "--poolings", "answer,answer_mean", "--quiet"])
+               "--answers", "model", "--poolings", "answer,answer_mean,answer_stats,answer_stats_lp", "--refit",
+               "--quiet"])
     assert rc == 0, capsys.readouterr()
     capsys.readouterr()
+    meta = json.loads((probe_dir / "metadata.json").read_text())
+    assert set(meta["layer_auroc"]) == {"answer", "answer_mean", "answer_stats", "answer_stats_lp"}
+    assert meta["extra"]["refit"] is True
 
     rc = main(["probe", "compare", "--model", str(llava_dir), "--probe", str(probe_dir),
                "--data", str(next(test_dir.glob("*.jsonl"))), "--answers", "model", "--quiet", "--json",

@@ -74,3 +74,26 @@ def test_sweep_prefers_an_earlier_layer_within_tolerance():
     assert abs(res.curves["answer"][3] - res.curves["answer"][2]) < 0.02
     with pytest.raises(ValueError, match="layer_tolerance"):
         sweep(feats, y, s, layers=[0, 1, 2, 3], layer_tolerance=-1)
+
+
+def test_refit_uses_train_and_select_but_never_the_calib_split(tmp_path):
+    from monitor.probe.train import TrainOptions, train_on_features
+
+    feats, y, groups = _features()
+    common = dict(adapter_info={"fingerprint": "f" * 64, "family": "llava", "num_layers": 3},
+                  training_data={"sha256": "0" * 64, "n": len(y), "n_correct": int(y.sum())})
+    plain = train_on_features(feats, y, groups, [0, 1, 2, 3], options=TrainOptions(progress=False, bootstrap=50),
+                              out=tmp_path / "plain", **common)
+    refit = train_on_features(feats, y, groups, [0, 1, 2, 3], out=tmp_path / "refit",
+                              options=TrainOptions(progress=False, bootstrap=50, refit=True), **common)
+    assert (refit.meta.layer, refit.meta.pooling, refit.meta.c) == (plain.meta.layer, plain.meta.pooling, plain.meta.c)
+    assert refit.meta.extra["refit"] and not plain.meta.extra["refit"]
+    assert not np.allclose(refit.head.weight, plain.head.weight)  # more data: another head
+    # the calib split is the same one and still held out: changing its labels moves only the calibration
+    s = make_splits(y, groups)
+    y2 = y.copy()
+    y2[s.calib] = ~y2[s.calib]
+    flipped = train_on_features(feats, y2, groups, [0, 1, 2, 3], out=tmp_path / "flipped",
+                                options=TrainOptions(progress=False, bootstrap=50, refit=True), **common)
+    cos = np.dot(flipped.head.weight, refit.head.weight) / np.linalg.norm(flipped.head.weight) / np.linalg.norm(refit.head.weight)
+    assert cos == pytest.approx(-1.0, abs=1e-4)  # same direction, the Platt slope flips its sign
