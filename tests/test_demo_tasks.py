@@ -100,3 +100,33 @@ def test_task_figures_slice_by_task_and_shift() -> None:
     assert d["before"]["labelled"] == 1 and d["after"]["labelled"] == 1 and d["after"]["accuracy"] == 0.0
     assert d["after"]["ece"] == pytest.approx(0.8)
     assert task_figures(df.assign(prompt="hello"), task_of_prompt)["other"]["all"]["scored"] == 8
+
+
+def test_summary_counts_k_sample_checks_and_shows_tasks() -> None:
+    from monitor.demo.progress import format_summary
+    from monitor.demo.run import task_summary
+
+    st = TrafficStats()
+    for shifted, answer in ((False, "red circle"), (True, "red circle and blue star")):
+        for _ in range(3):
+            st.record("describe", shifted, judge("describe", answer, "red circle"))
+    st.record("yesno", False, judge("yesno", "yes", "yes"))
+    report = {"describe": {"all": {"spot_checked": 4, "spot_checked_k_sample": 4},
+                           "before": {"mean_score": 0.9, "ece": 0.1, "mean_agreement": 0.8},
+                           "after": {"mean_score": 0.85, "ece": 0.85, "mean_agreement": 0.3}},
+              "yesno": {"all": {"spot_checked": 2, "spot_checked_k_sample": 0}}}
+    tasks = task_summary(st, report)
+    d = tasks["describe"]
+    assert d["share"] == pytest.approx(6 / 7) and d["spot_checked_k_sample"] == 4
+    assert (d["before"]["accuracy"], d["before"]["chair_s"]) == (1.0, 0.0)
+    assert (d["after"]["accuracy"], d["after"]["chair_s"], d["after"]["chair_i"]) == (0.0, 1.0, 0.5)
+    assert d["after"]["ece"] == 0.85 and tasks["yesno"]["after"]["accuracy"] is None
+    summary = {"sent": 7, "shift_at": 4, "accuracy_before": 1.0, "accuracy_after": 0.0, "alerts": [],
+               "counts": {"samples": 7, "scored": 7, "with_answer_prob": 7, "spot_checked": 6,
+                          "spot_checked_k_sample": 4, "labels": 2, "windows": 1},
+               "tasks": tasks, "verdict": {"ok": False, "text": "no drift alert fired after the shift"},
+               "report_dir": "r", "dir": "d", "elapsed_seconds": 1.0}
+    text = format_summary(summary)
+    assert "6  (4 K-sample on free-form answers" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("describe"))
+    assert "100% -> 0%" in line and "0% -> 100%" in line and "4 (4), 0.80 -> 0.30" in line

@@ -103,7 +103,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     c = summary["counts"]
     rows = [
         ("samples sent", f"{summary['sent']}  (shift injected at sample {summary['shift_at']})"),
-        ("model accuracy", f"{summary['accuracy_before']:.1%} before the shift, {summary['accuracy_after']:.1%} after"),
+        ("model accuracy", f"{summary['accuracy_before']:.1%} before the shift, {summary['accuracy_after']:.1%} after (all tasks)"),
         ("samples stored", str(c["samples"])),
         ("scored", f"{c['scored']}  ({c['with_answer_prob']} with answer_prob from captured logprobs)"),
         ("spot-checked", f"{c['spot_checked']}  ({c.get('spot_checked_k_sample', 0)} K-sample on free-form answers, "
@@ -145,7 +145,7 @@ def _task_lines(tasks: dict[str, Any]) -> list[str]:
     if not tasks:
         return []
     lines = ["", f"{'task':<10} {'share':>5}  {'accuracy':<13} {'CHAIR_s':<13} {'probe mean p':<13} "
-                 f"{'probe ECE':<13} spot checks (K-sample)"]
+                 f"{'probe ECE':<13} spot checks (K-sample), agreement"]
     for task, t in tasks.items():
         b, a = t.get("before", {}), t.get("after", {})
         chair = (f"{_pct(b.get('chair_s'))} -> {_pct(a.get('chair_s'))}" if task == "describe" else "")
@@ -153,9 +153,11 @@ def _task_lines(tasks: dict[str, Any]) -> list[str]:
             f"{task:<10} {_pct(t.get('share')):>5}  {_pct(b.get('accuracy')) + ' -> ' + _pct(a.get('accuracy')):<13} "
             f"{chair:<13} {_f2(b.get('mean_score')) + ' -> ' + _f2(a.get('mean_score')):<13} "
             f"{_f2(b.get('ece')) + ' -> ' + _f2(a.get('ece')):<13} "
-            f"{t.get('spot_checked', 0)} ({t.get('spot_checked_k_sample', 0)})")
+            f"{t.get('spot_checked', 0)} ({t.get('spot_checked_k_sample', 0)}), "
+            f"{_f2(b.get('mean_agreement'))} -> {_f2(a.get('mean_agreement'))}")
     lines.append("  (before -> after the shift; accuracy and CHAIR_s over every answer by the task's judge, "
-                 "probe figures against the ground-truth labels, the pinned reference counted before)")
+                 "probe figures against the ground-truth labels, the pinned reference counted before; "
+                 "agreement: the spot checks' mean self-consistency)")
     return lines
 
 

@@ -66,7 +66,8 @@ def task_summary(stats: TrafficStats, by_task: dict[str, Any]) -> dict[str, Any]
                 fig["chair_s"] = p["hallucinating"] / n if n else None  # captions naming an absent object
                 fig["chair_i"] = p["hallucinated"] / p["named"] if p.get("named") else None  # named objects absent
             r = rep.get(period, {})
-            fig.update({k: r.get(k) for k in ("labelled", "mean_score", "ece", "auroc", "disagreement")})
+            fig.update({k: r.get(k) for k in ("labelled", "mean_score", "ece", "auroc", "disagreement",
+                                              "spot_checked", "mean_agreement")})
             row[period] = fig
         row["spot_checked"] = rep.get("all", {}).get("spot_checked", 0)
         row["spot_checked_k_sample"] = rep.get("all", {}).get("spot_checked_k_sample", 0)
