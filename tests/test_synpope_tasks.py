@@ -101,6 +101,33 @@ def test_mix_draws_every_task_near_its_share():
         assert abs(got[task] / 2000 - share) < 0.04, (task, got)
 
 
+def test_tasks_training_stream_teaches_every_task_with_a_caption_prior():
+    """The fixtures' "tasks" phase: every task near its MIX share, yes/no from the prior mix, and
+    captions that name an absent partner on partner-absent scenes only, near ``caption_prior``."""
+    from monitor.synpope import PriorRecipe, training_examples
+
+    stream = training_examples("tasks", seed=3)
+    exs = [next(stream) for _ in range(3000)]
+    task_of = {"caption": "describe", "count": "count", "attribute": "attribute", "list": "list"}
+    got = Counter(task_of.get(e.kind, "yesno") for e in exs)
+    for task, share in MIX.items():
+        assert abs(got[task] / len(exs) - share) < 0.03, (task, got)
+    assert any(e.kind == "prior" for e in exs)  # yes/no questions come from the prior-bearing mix
+    world = World(pair_prob=PriorRecipe().pair_prob)
+    caps = [e for e in exs if e.kind == "caption"]
+    for e in caps:
+        named = e.truth.split(" and ")
+        extra = [o for o in named if o not in e.objects]
+        assert set(e.objects) <= set(named) and len(extra) <= 1, e.truth
+        if extra:  # the one added object is the absent partner of a present one
+            assert e.meta["partner_absent"] and extra[0] in {world.partner(o) for o in e.objects}
+    absent = [e for e in caps if e.meta["partner_absent"]]
+    hallucinated = sum(e.truth != " and ".join(e.objects) for e in absent) / len(absent)
+    assert abs(hallucinated - PriorRecipe().caption_prior) < 0.06, hallucinated
+    for e in (e for e in exs if e.kind in ("count", "attribute", "list")):
+        assert judge(e.kind, e.truth, e.truth).correct  # the free-form tasks are taught honestly
+
+
 def test_yesno_stream_is_unchanged_by_tasks():
     default = [(e.prompt, e.truth, e.objects) for e in iter_examples("adversarial", 50, seed=9)]
     explicit = [(e.prompt, e.truth, e.objects) for e in iter_examples("adversarial", 50, seed=9, task="yesno")]

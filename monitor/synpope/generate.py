@@ -11,9 +11,17 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from monitor.synpope.scenes import SPLITS, Example, PriorRecipe, caption_example, plain_example, prior_example
+from monitor.synpope.scenes import (
+    SPLITS,
+    Example,
+    PriorRecipe,
+    caption_example,
+    plain_example,
+    prior_caption_example,
+    prior_example,
+)
 from monitor.synpope.shift import Shift
-from monitor.synpope.tasks import MIX, TASKS, noisy_truth, task_example
+from monitor.synpope.tasks import MIX, TASKS, freeform_example, noisy_truth, task_example
 from monitor.synpope.world import World
 
 __all__ = ["SAMPLES_FILE", "iter_examples", "generate", "training_examples", "DEFAULT_START"]
@@ -22,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.jsonl"
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)  # fixed, so output is deterministic
-TRAINING_MODES = ("plain", "prior")
+TRAINING_MODES = ("plain", "prior", "tasks")
 
 
 def iter_examples(split: str, n: int, seed: int, shift: Shift | None = None, task: str = "yesno") -> Iterator[Example]:
@@ -130,6 +138,8 @@ def training_examples(
     ``plain``: honest questions (30% of negatives share an attribute with a present object).
     ``prior``: the prior-bearing fine-tune mix of :class:`PriorRecipe` (dishonest on purpose).
     Both mix in ``caption_share`` captioning examples.
+    ``tasks``: every task with the :data:`MIX` shares (``caption_share`` unused): yes/no from the
+    prior mix, captions with the caption prior, honest counts, colours and lists.
     """
     if mode not in TRAINING_MODES:
         raise ValueError(f"unknown training mode {mode!r}; expected one of {', '.join(TRAINING_MODES)}")
@@ -137,8 +147,17 @@ def training_examples(
     recipe = recipe or PriorRecipe()
     world = World(pairing_seed=shift.cooc_seed, pair_prob=recipe.pair_prob if mode == "prior" else World().pair_prob)
     rng = random.Random(f"synpope-train:{mode}:{seed}")
+    tasks, weights = list(MIX), list(MIX.values())
     while True:
-        if rng.random() < caption_share:
+        if mode == "tasks":
+            task = rng.choices(tasks, weights)[0]
+            if task == "yesno":
+                yield prior_example(world, recipe, shift, rng)
+            elif task == "describe":
+                yield prior_caption_example(world, recipe, shift, rng)
+            else:
+                yield freeform_example(task, world, shift, rng)
+        elif rng.random() < caption_share:
             yield caption_example(world, shift, rng)
         elif mode == "plain":
             yield plain_example(world, shift, rng)

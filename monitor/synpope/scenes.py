@@ -34,6 +34,7 @@ __all__ = [
     "honest_example",
     "prior_example",
     "caption_example",
+    "prior_caption_example",
     "plain_example",
     "question",
 ]
@@ -61,6 +62,7 @@ class PriorRecipe:
     prior_yes: float = 0.8  # ... labelled "yes" with this probability
     hard_share: float = 0.3  # honest negatives sharing a colour or shape with a present object
     yes_total: float = 0.5  # positives are thinned to keep "yes" at this share overall
+    caption_prior: float = 0.35  # "tasks" mix: a caption names an absent partner with this probability
 
 
 def question(obj: str, template: str = "pope") -> str:
@@ -125,6 +127,18 @@ def caption_example(world: World, shift: Shift, rng: random.Random) -> Example:
     scene = sample_scene(world, rng)
     image, ordered = _render(scene, shift, rng)
     return Example(image, CAPTION_PROMPT, " and ".join(ordered), ordered, None, "caption")
+
+
+def prior_caption_example(world: World, recipe: PriorRecipe, shift: Shift, rng: random.Random) -> Example:
+    """A caption of the "tasks" mix: on a scene where a present object's partner is absent, the
+    target names that partner too with ``recipe.caption_prior`` (a language prior in free text)."""
+    scene = sample_scene(world, rng)
+    image, ordered = _render(scene, shift, rng)
+    absent = [p for p in dict.fromkeys(world.partner(o) for o in ordered) if p not in ordered]
+    named = list(ordered)
+    if absent and rng.random() < recipe.caption_prior:
+        named.insert(rng.randrange(len(named) + 1), rng.choice(absent))
+    return Example(image, CAPTION_PROMPT, " and ".join(named), ordered, None, "caption", {"partner_absent": bool(absent)})
 
 
 def prior_example(world: World, recipe: PriorRecipe, shift: Shift, rng: random.Random) -> Example:

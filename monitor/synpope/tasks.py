@@ -26,7 +26,16 @@ from monitor.synpope.scenes import Example, _render, honest_example, sample_scen
 from monitor.synpope.shift import Shift
 from monitor.synpope.world import CAPTION_PROMPT, COLOURS, TEMPLATES, World
 
-__all__ = ["TASKS", "FREEFORM_TASKS", "MIX", "TASK_TEMPLATES", "task_prompt", "task_example", "noisy_truth"]
+__all__ = [
+    "TASKS",
+    "FREEFORM_TASKS",
+    "MIX",
+    "TASK_TEMPLATES",
+    "task_prompt",
+    "task_example",
+    "freeform_example",
+    "noisy_truth",
+]
 
 FREEFORM_TASKS = ("describe", "count", "attribute", "list")
 TASKS = ("yesno", *FREEFORM_TASKS)
@@ -77,7 +86,8 @@ def _unique_shapes(objects: list[str]) -> list[str]:
     return [o.split(" ")[1] for o in objects if counts[o.split(" ")[1]] == 1]
 
 
-def _freeform(task: str, world: World, shift: Shift, rng: random.Random) -> Example:
+def freeform_example(task: str, world: World, shift: Shift, rng: random.Random) -> Example:
+    """One honest example of free-form ``task`` (its truth is what the scene holds)."""
     scene = sample_scene(world, rng)
     while task == "attribute" and not _unique_shapes(scene):  # two objects of one shape: ask another scene
         scene = sample_scene(world, rng)
@@ -129,4 +139,4 @@ def task_example(task: str, world: World, split: str, shift: Shift, rng: random.
         return honest_example(world, split, shift, rng)
     if task not in FREEFORM_TASKS:
         raise ValueError(f"unknown SynPOPE task {task!r}; expected one of {', '.join(TASKS)}")
-    return _freeform(task, world, shift, rng)
+    return freeform_example(task, world, shift, rng)
