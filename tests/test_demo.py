@@ -2,7 +2,9 @@
 
 This runs the real thing (fixture VLM server, proxy, daemon + API as processes, the openai
 client, SynPOPE traffic with a shift) with the default plan, so it also checks the demo's
-promise: the drift alert fires after the shift and no alert fires before it.
+promise: mixed traffic (yes/no questions and captions labelled by their judges) whose free-form
+answers get K-sample spot checks, counted in the summary; a shift that makes captions name absent
+objects; the drift alert fires after the shift and no alert fires before it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ def test_demo_summary_json(tmp_path: Path) -> None:
     assert c["with_answer_prob"] == c["scored"]  # logprobs captured by the proxy (and the reference's) reached the scores
     assert 0.05 * s["sent"] < c["labels"] - ref < 0.15 * s["sent"]
     assert c["windows"] > 0 and c["spot_checked"] > 0
+    # mixed traffic: ~60% yes/no, ~40% captions, each answer labelled by its task's judge
+    t = s["tasks"]
+    assert set(t) == {"yesno", "describe"}, t
+    assert 0.5 < t["yesno"]["share"] < 0.7 and 0.3 < t["describe"]["share"] < 0.5
+    for task in t.values():
+        for period in ("before", "after"):
+            assert task[period]["answered"] > 100 and task[period]["labelled"] > 10
+    # the K-sample spot checks ran on the free-form answers (multi-token), and the summary counts them
+    assert c["spot_checked_k_sample"] > 0 and t["describe"]["spot_checked_k_sample"] > 0
+    assert c["spot_checked_k_sample"] <= c["spot_checked"]
+    # yes/no answers are one token (the exact path) but for the odd multi-token answer under the shift
+    assert t["yesno"]["spot_checked_k_sample"] <= 0.1 * t["yesno"]["spot_checked"]
+    assert f"{c['spot_checked_k_sample']} K-sample" in r.stdout
+    # the shift raises caption hallucinations (captions naming an absent object)
+    d = t["describe"]
+    assert d["after"]["chair_s"] > d["before"]["chair_s"] + 0.2, d
+    assert d["after"]["accuracy"] < d["before"]["accuracy"]
     # the demo's promise, and its time limit
     before = [a for a in s["alerts"] if a["fired_at_sample"] < s["shift_at"]]
     assert not before, f"alerts before the shift: {before}"
@@ -53,8 +72,10 @@ def test_demo_summary_json(tmp_path: Path) -> None:
     assert drift and drift[0]["fired_at_sample"] >= s["shift_at"], s["alerts"]
     assert s["verdict"]["ok"] is True and r.returncode == 0
     report = Path(s["report_dir"])
-    for f in ("score_drift.html", "reliability.png", "timelines.png", "summary.json"):
+    for f in ("score_drift.html", "reliability.png", "timelines.png", "summary.json", "tasks.html"):
         assert (report / f).stat().st_size > 1000
+    by_task = json.loads((report / "summary.json").read_text())["by_task"]  # the report's per-task figures
+    assert by_task["describe"]["after"]["ece"] is not None and by_task["yesno"]["before"]["labelled"] > 100
     assert took < 600 + 60, f"the demo took {took:.0f}s"
 
 

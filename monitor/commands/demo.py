@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="end-to-end demo: fixture VLM behind the proxy, daemon + API, SynPOPE traffic, a shift, alerts, report",
         description="Run the whole pipeline on this machine (SQLite, loopback): the shipped fixture VLM served "
         "as the production model, the sampling proxy in front of it, the daemon and its API; replay SynPOPE "
-        "traffic with the openai client, label 10%% of it late, inject a shift part-way, and show the alerts, "
+        "traffic (60%% yes/no questions, 40%% captions by default) with the openai client, label 10%% of it late, inject a shift part-way, and show the alerts, "
         "their detection delay and the calibration drift report. Ctrl-C stops everything.",
     )
     p.add_argument("--dir", default=None, help="working folder (database, logs, report); default: a new temp folder")
@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="fixture to serve: tiny-llava (default) or tiny-paligemma")
     p.add_argument("--model-dir", default=None, help="serve this model folder (save_pretrained layout) under --model's name")
     p.add_argument("--seed", type=int, default=None, help="traffic and label seed (default 0)")
+    p.add_argument("--tasks", default=None, metavar="MIX",
+                   help="SynPOPE task mix of the traffic as task:share pairs (default yesno:0.6,describe:0.4; "
+                   "tasks: yesno, describe, count, attribute, list)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
         plan = replace(plan, model_dir=args.model_dir)
     if args.seed is not None:
         plan = replace(plan, seed=args.seed)
+    if args.tasks is not None:
+        from monitor.demo.tasks import parse_mix
+
+        try:
+            plan = replace(plan, tasks=parse_mix(args.tasks))
+        except ValueError as e:
+            raise CommandError(str(e), command="demo") from None
     try:
         summary = run_demo(plan, workdir=args.dir, summary_json=args.summary_json)
     except RuntimeError as e:  # a service did not start, or the traffic could not get through

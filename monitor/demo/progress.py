@@ -23,6 +23,7 @@ class Counts:
     scored: int = 0
     with_answer_prob: int = 0  # scores whose answer_prob came from logprobs the proxy captured
     spot_checked: int = 0
+    spot_checked_k_sample: int = 0  # spot checks that ran the K-sample decode (multi-token answers)
     labels: int = 0
     windows: int = 0
     alerts_firing: int = 0
@@ -39,6 +40,7 @@ def read_counts(sessions: sessionmaker[Session]) -> Counts:
             scored=n(select(func.count()).select_from(Score)),
             with_answer_prob=n(select(func.count()).select_from(Score).where(Score.answer_prob.is_not(None))),
             spot_checked=n(select(func.count()).select_from(SpotCheck)),
+            spot_checked_k_sample=n(select(func.count()).select_from(SpotCheck).where(SpotCheck.one_token.is_(False))),
             labels=n(select(func.count()).select_from(Label).where(Label.source.in_(("ground_truth", "human")))),
             windows=n(select(func.count()).select_from(CalibrationWindow).where(CalibrationWindow.kind == "time")),
             alerts_firing=n(select(func.count()).select_from(Alert).where(Alert.state == "firing")),
@@ -101,10 +103,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     c = summary["counts"]
     rows = [
         ("samples sent", f"{summary['sent']}  (shift injected at sample {summary['shift_at']})"),
-        ("model accuracy", f"{summary['accuracy_before']:.1%} before the shift, {summary['accuracy_after']:.1%} after"),
+        ("model accuracy", f"{summary['accuracy_before']:.1%} before the shift, {summary['accuracy_after']:.1%} after (all tasks)"),
         ("samples stored", str(c["samples"])),
         ("scored", f"{c['scored']}  ({c['with_answer_prob']} with answer_prob from captured logprobs)"),
-        ("spot-checked", str(c["spot_checked"])),
+        ("spot-checked", f"{c['spot_checked']}  ({c.get('spot_checked_k_sample', 0)} K-sample on free-form answers, "
+                         f"the rest the exact one-token path)"),
         ("ground-truth labels", str(c["labels"])),
         ("calibration windows", str(c["windows"])),
         ("alerts", f"{len(summary['alerts'])}  ({len(summary.get('webhook_deliveries', []))} delivered to the demo webhook)"),
@@ -112,6 +115,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     w = max(len(k) for k, _ in rows)
     lines = ["", "vlmwatch demo — summary", "-" * 60]
     lines += [f"{k:<{w}}  {v}" for k, v in rows]
+    lines += _task_lines(summary.get("tasks") or {})
     if summary["alerts"]:
         lines.append("")
         lines.append(f"{'rule':<28} {'severity':<9} {'state':<9} {'fired at':>9}  detection delay")
@@ -125,6 +129,36 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"report: {summary['report_dir']}")
     lines.append(f"logs and database: {summary['dir']}  ({summary['elapsed_seconds']:.0f}s)")
     return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _f2(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _task_lines(tasks: dict[str, Any]) -> list[str]:
+    """The per-task table: accuracy (every answer, by the judge), captions naming an absent object,
+    and the probe against the ground-truth labels (mean p_correct, ECE), before -> after the shift."""
+    if not tasks:
+        return []
+    lines = ["", f"{'task':<10} {'share':>5}  {'accuracy':<13} {'CHAIR_s':<13} {'probe mean p':<13} "
+                 f"{'probe ECE':<13} spot checks (K-sample), agreement"]
+    for task, t in tasks.items():
+        b, a = t.get("before", {}), t.get("after", {})
+        chair = (f"{_pct(b.get('chair_s'))} -> {_pct(a.get('chair_s'))}" if task == "describe" else "")
+        lines.append(
+            f"{task:<10} {_pct(t.get('share')):>5}  {_pct(b.get('accuracy')) + ' -> ' + _pct(a.get('accuracy')):<13} "
+            f"{chair:<13} {_f2(b.get('mean_score')) + ' -> ' + _f2(a.get('mean_score')):<13} "
+            f"{_f2(b.get('ece')) + ' -> ' + _f2(a.get('ece')):<13} "
+            f"{t.get('spot_checked', 0)} ({t.get('spot_checked_k_sample', 0)}), "
+            f"{_f2(b.get('mean_agreement'))} -> {_f2(a.get('mean_agreement'))}")
+    lines.append("  (before -> after the shift; accuracy and CHAIR_s over every answer by the task's judge, "
+                 "probe figures against the ground-truth labels, the pinned reference counted before; "
+                 "agreement: the spot checks' mean self-consistency)")
+    return lines
 
 
 def _fmt_time(ts: datetime) -> str:

@@ -22,11 +22,12 @@ from typing import Any
 from monitor.demo.plan import DemoPlan
 from monitor.demo.progress import StatusLine, alerts_with_samples, format_summary, read_counts
 from monitor.demo.services import Services
+from monitor.demo.tasks import format_mix
 from monitor.demo.setup import Ports, ensure_fixture, ensure_probe, ingest_reference, pin_reference, write_config
 from monitor.demo.traffic import LabelSender, Replayer, TrafficStats
 from monitor.demo.webhook import WebhookReceiver
 
-__all__ = ["run_demo", "DRIFT_RULES"]
+__all__ = ["run_demo", "task_summary", "DRIFT_RULES"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,35 @@ def _status_text(t0: float, stats: TrafficStats, plan: DemoPlan, c: Any) -> str:
     el = time.monotonic() - t0
     phase = "stable" if stats.sent < plan.shift_at else "SHIFTED"
     return (f"[{int(el // 60):02d}:{int(el % 60):02d}] sent {stats.sent}/{plan.total} ({phase}) | "
-            f"stored {c.samples} | scored {c.scored} | spot-checked {c.spot_checked} | labels {c.labels} | "
+            f"stored {c.samples} | scored {c.scored} | spot-checked {c.spot_checked} ({c.spot_checked_k_sample} K-sample) | labels {c.labels} | "
             f"windows {c.windows} | alerts {c.alerts_total} ({c.alerts_firing} firing)")
+
+
+def task_summary(stats: TrafficStats, by_task: dict[str, Any]) -> dict[str, Any]:
+    """Per task: its share of the answered traffic; before and after the shift, the accuracy of
+    every answer (the task's judge) and, for captions, CHAIR_s / CHAIR_i, beside the report's
+    figures of the probe against the ground-truth labels; its spot checks (K-sample ones apart)."""
+    answered = sum(p.get("answered", 0) for t in stats.by_task.values() for p in t.values())
+    out: dict[str, Any] = {}
+    for task in sorted(stats.by_task):
+        periods = stats.by_task[task]
+        rep = by_task.get(task, {})
+        row: dict[str, Any] = {"share": sum(p["answered"] for p in periods.values()) / max(1, answered)}
+        for period in ("before", "after"):
+            p = periods.get(period, {})
+            n = p.get("answered", 0)
+            fig: dict[str, Any] = {"answered": n, "accuracy": p["correct"] / n if n else None}
+            if task == "describe":
+                fig["chair_s"] = p["hallucinating"] / n if n else None  # captions naming an absent object
+                fig["chair_i"] = p["hallucinated"] / p["named"] if p.get("named") else None  # named objects absent
+            r = rep.get(period, {})
+            fig.update({k: r.get(k) for k in ("labelled", "mean_score", "ece", "auroc", "disagreement",
+                                              "spot_checked", "mean_agreement")})
+            row[period] = fig
+        row["spot_checked"] = rep.get("all", {}).get("spot_checked", 0)
+        row["spot_checked_k_sample"] = rep.get("all", {}).get("spot_checked_k_sample", 0)
+        out[task] = row
+    return out
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -71,8 +99,11 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
             shutil.copytree(Path(plan.model_dir).resolve(), model_dir)
     else:
         model_dir = ensure_fixture(plan.model, _say)
+    marks: dict[str, float] = {}  # seconds since the start at the end of each stage
     probe = ensure_probe(url, plan.model, model_dir, wd, plan, _say)
+    marks["probe"] = time.monotonic() - t_start
     ref_window = ingest_reference(url, plan.model, model_dir, plan, _say)
+    marks["reference_answered"] = time.monotonic() - t_start
     ports = Ports()
     hook = WebhookReceiver().start()
     cfg = write_config(wd, url, plan.model, model_dir, ports, plan, webhook_url=hook.url)
@@ -101,11 +132,13 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
         labels = LabelSender(f"http://127.0.0.1:{ports.api}", stats, stop)
         labels.start()
         replayer = Replayer(plan, f"http://127.0.0.1:{ports.proxy}/v1", labels, stats, stop)
-        _say(f"replaying {plan.total} requests at {plan.rate:g}/s through the proxy; shift at sample "
-             f"{plan.shift_at} ({plan.shift_split} split + noise {plan.shift_noise}); "
+        _say(f"replaying {plan.total} requests ({format_mix(plan.tasks)}) at {plan.rate:g}/s through the proxy; "
+             f"shift at sample {plan.shift_at} ({plan.shift_split} split + noise {plan.shift_noise} + "
+             f"co-occurrence seed {plan.shift_cooc_seed}); "
              f"{plan.label_share:.0%} labelled after {plan.label_delay_seconds:g}s")
         traffic = threading.Thread(target=replayer.run, name="demo-traffic", daemon=True)
         t0 = time.monotonic()
+        marks["services_started"] = t0 - t_start
         traffic.start()
         while traffic.is_alive():
             traffic.join(1.0)
@@ -113,6 +146,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
                 raise RuntimeError(f"the first {stats.errors} requests all failed; see {wd}/*.log")
             status.show(_status_text(t0, stats, plan, read_counts(sessions)))
         labels.close()
+        marks["traffic"] = time.monotonic() - t_start
         # let the pipeline drain: shipped, scored, labels joined, windows and detectors caught up
         deadline = time.monotonic() + drain_timeout
         settled = 0
@@ -125,6 +159,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
                     break
             time.sleep(1.0)
         status.done()
+        marks["drained"] = time.monotonic() - t_start
     except KeyboardInterrupt:
         interrupted = True
         status.done()
@@ -146,8 +181,11 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
 
     settings = load_config(cfg)
     since = f"{int(time.monotonic() - t_start) + 1800}s"  # covers the reference set (stamped 10 min early)
-    build_report(sessions, settings, since=since, out_dir=report_dir,
-                 shift_at=datetime.fromtimestamp(shift_time, timezone.utc) if shift_time else None)
+    from monitor.demo.tasks import task_of_prompt
+
+    report = build_report(sessions, settings, since=since, out_dir=report_dir, task_of=task_of_prompt,
+                          shift_at=datetime.fromtimestamp(shift_time, timezone.utc) if shift_time else None)
+    marks["report"] = time.monotonic() - t_start
     alerts = alerts_with_samples(sessions, stats.sent_times, plan.shift_at, shift_time)
     before = [a for a in alerts if not a["after_shift"]]
     drift_after = [a for a in alerts if a["after_shift"] and a["rule"] in DRIFT_RULES]
@@ -168,6 +206,7 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
         "reference_samples": plan.reference_n,  # labelled reference set, stored before the traffic
         "accuracy_before": acc_b,
         "accuracy_after": acc_a,
+        "tasks": task_summary(stats, report.get("by_task") or {}),
         "counts": read_counts(sessions).__dict__,
         "alerts": alerts,
         "webhook_deliveries": [{"rule": d.get("rule"), "state": d.get("state")} for d in hook.received],
@@ -177,6 +216,9 @@ def run_demo(plan: DemoPlan, workdir: str | Path | None = None, summary_json: st
         "report_dir": str(report_dir),
         "dir": str(wd),
         "elapsed_seconds": round(time.monotonic() - t_start, 1),
+        # end of each stage, seconds since the start: probe trained, reference answered, services up
+        # and the reference pinned, traffic replayed, pipeline drained, report written
+        "stage_seconds": {k: round(v, 1) for k, v in marks.items()},
     }
     print(format_summary(summary), flush=True)
     if summary_json:

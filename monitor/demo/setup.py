@@ -12,7 +12,7 @@ import yaml
 if TYPE_CHECKING:
     from monitor.config import Settings
 
-__all__ = ["ensure_fixture", "ensure_probe", "write_config", "Ports"]
+__all__ = ["ensure_fixture", "ensure_probe", "write_mixed_samples", "write_config", "Ports"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,13 @@ def ensure_probe(url: str, model: str, model_dir: Path, workdir: Path, plan: Any
                 say(f"probe {row.version} is active for {model}: reusing it")
                 return {"version": row.version, "trained": False, "metrics": row.metrics}
         from monitor.probe.train import TrainOptions, train_probe
-        from monitor.synpope import generate
+
+        from monitor.demo.tasks import format_mix
 
         data = workdir / "probe-data"
         say(f"no active probe for {model}: training one on {plan.probe_train_n} labelled SynPOPE "
-            f"'{plan.base_split}' samples")
-        generate(plan.base_split, plan.probe_train_n, seed=plan.seed + 7, out=data, model=model)
+            f"'{plan.base_split}' samples ({format_mix(plan.tasks)})")
+        write_mixed_samples(plan.tasks, plan.base_split, plan.probe_train_n, plan.seed + 7, data, model)
         art = train_probe(model_dir, data / "samples.jsonl", workdir / "probes" / model,
                           TrainOptions(progress=False, seed=plan.seed, bootstrap=200))
         with sessions() as s:
@@ -65,6 +66,27 @@ def ensure_probe(url: str, model: str, model_dir: Path, workdir: Path, plan: Any
         return {"version": art.meta.version, "trained": True, "metrics": json.loads(json.dumps(art.meta.metrics, default=str))}
     finally:
         engine.dispose()
+
+
+def write_mixed_samples(mix: Any, split: str, n: int, seed: int, out: Path, model: str) -> Path:
+    """An honest SynPOPE samples file of ``n`` examples in the task ``mix`` (one ``generate`` per
+    task, as many of each as the demo's task draw gives; each line's ``meta.task`` picks its judge)."""
+    import random
+
+    from monitor.synpope import SAMPLES_FILE, generate
+
+    from monitor.demo.traffic import task_order
+
+    order = task_order(mix, n, f"probe:{split}:{seed}")
+    records: list[dict[str, Any]] = []
+    for task in dict.fromkeys(order):
+        records += generate(split, order.count(task), seed=seed, out=out, model=model, task=task)
+    random.Random(f"demo-probe-shuffle:{seed}").shuffle(records)  # tasks interleaved, as served
+    path = out / SAMPLES_FILE
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    return path
 
 
 class Ports:
@@ -109,7 +131,7 @@ REFERENCE_PREFIX = "demo-ref-"
 
 def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say) -> tuple[Any, Any] | None:
     """A labelled reference set, as a team would pin one from a validation set: SynPOPE samples of
-    the stable split answered by the served model itself, with ground-truth labels, time-stamped
+    the stable split in the traffic's task mix, answered by the served model itself, with ground-truth labels, time-stamped
     before the live traffic. Returns its (start, end), or None when it is already stored."""
     import io
     from datetime import timedelta
@@ -117,7 +139,9 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
     from sqlalchemy import func, select
 
     from monitor.adapter import load_vlm
-    from monitor.synpope import iter_examples, judge
+    from monitor.demo.tasks import format_mix, max_tokens_for
+    from monitor.demo.traffic import mixed_examples
+    from monitor.synpope import judge
     from storage.db import make_engine, session_factory
     from storage.models import Sample, utcnow
     from storage.records import SampleRecord
@@ -130,18 +154,22 @@ def ingest_reference(url: str, model: str, model_dir: Path, plan: Any, say: Say)
             have = s.scalar(select(func.count()).select_from(Sample).where(Sample.id.like(REFERENCE_PREFIX + "%")))
         if have:
             return None
-        say(f"answering {plan.reference_n} labelled '{plan.base_split}' samples with the model for the reference")
+        say(f"answering {plan.reference_n} labelled '{plan.base_split}' samples ({format_mix(plan.tasks)}) "
+            f"with the model for the reference")
         ad = load_vlm(model_dir, device="cpu")
         t0 = utcnow() - timedelta(minutes=3)  # just before the live traffic, never inside it
         records = []
-        for i, ex in enumerate(iter_examples(plan.base_split, plan.reference_n, seed=plan.seed + 303)):
+        for i, ex in enumerate(mixed_examples(plan.tasks, plan.reference_n, plan.base_split, plan.seed + 303)):
             buf = io.BytesIO()
             ex.image.save(buf, format="PNG")
-            (gen,), _ = ad.generate_detailed(ex.image, ex.prompt, max_new_tokens=4)
+            task = ex.meta["task"]
+            (gen,), _ = ad.generate_detailed(ex.image, ex.prompt, max_new_tokens=max_tokens_for(task))
             records.append(SampleRecord(
                 id=f"{REFERENCE_PREFIX}{i:05d}", model=model, prompt=ex.prompt, answer=gen.text,
-                ts=t0 + timedelta(milliseconds=100 * i), image=buf.getvalue(), label=judge(ex.meta["task"], gen.text, ex.truth).correct,
-                meta={"demo": "reference", "answer_logprobs": gen.token_logprobs},  # as served with logprobs
+                ts=t0 + timedelta(milliseconds=100 * i), image=buf.getvalue(), label=judge(task, gen.text, ex.truth).correct,
+                # as served with logprobs; no meta "task": the live traffic carries none either, and the
+                # input-drift job compares that category between the reference and live windows
+                meta={"demo": "reference", "answer_logprobs": gen.token_logprobs},
             ))
         with sessions.begin() as s:
             ingest_samples(s, records, label_source="ground_truth")

@@ -1,7 +1,10 @@
 """Replay SynPOPE traffic through the proxy with the official ``openai`` client; send labels late.
 
+The traffic mixes tasks (``plan.tasks``); each answer is labelled by its task's judge
+(:func:`monitor.synpope.judge`: a caption is correct iff it names exactly the present objects).
+
 Requests leave at a steady rate (scheduled times, a few client threads); a deterministic
-``label_share`` of the responses get a ground-truth label (answer == truth) posted to the API's
+``label_share`` of the responses get a ground-truth label (the judge's verdict) posted to the API's
 ``POST /v1/labels`` by response id, ``label_delay_seconds`` after the response.
 """
 
@@ -21,9 +24,10 @@ from typing import Any
 
 import httpx
 
+from monitor.demo.tasks import max_tokens_for
 from monitor.synpope.judges import judge
 
-__all__ = ["Request", "Outcome", "TrafficStats", "requests_for", "Replayer", "LabelSender"]
+__all__ = ["Request", "Outcome", "TrafficStats", "requests_for", "task_order", "mixed_examples", "demo_shift", "Replayer", "LabelSender"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,19 @@ class TrafficStats:
     sent_times: list[float] = field(default_factory=list)  # wall time (epoch) of each request index
     correct_before: list[int] = field(default_factory=lambda: [0, 0])  # [correct, answered] before the shift
     correct_after: list[int] = field(default_factory=lambda: [0, 0])
+    # per task and period ("before"/"after" the shift): answered, correct, and for captions the
+    # answers naming an absent object (CHAIR_s) and the objects named / hallucinated (CHAIR_i)
+    by_task: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+
+    def record(self, task: str, shifted: bool, verdict: Any) -> None:
+        row = self.by_task.setdefault(task, {}).setdefault("after" if shifted else "before", {
+            "answered": 0, "correct": 0, "hallucinating": 0, "named": 0, "hallucinated": 0})
+        row["answered"] += 1
+        row["correct"] += int(verdict.correct)
+        if task == "describe":
+            row["hallucinating"] += int(bool(verdict.hallucinated))
+            row["named"] += len(verdict.parsed.split(" and ")) if verdict.parsed else 0
+            row["hallucinated"] += len(verdict.hallucinated)
 
 
 def _data_url(image: Any) -> str:
@@ -67,13 +84,38 @@ def _data_url(image: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def requests_for(plan: Any) -> Iterator[Request]:
-    """The demo's traffic, lazily: stable split, then the shifted split with noise."""
-    from monitor.synpope import Shift, iter_examples
+def task_order(mix: Any, n: int, seed: str) -> list[str]:
+    """The task of each of ``n`` examples, drawn with the ``mix`` shares from one seeded stream."""
+    import random
 
-    stable = iter_examples(plan.base_split, plan.shift_at, seed=plan.seed + 101)
-    shifted = iter_examples(plan.shift_split, plan.total - plan.shift_at, seed=plan.seed + 202,
-                            shift=Shift(noise=plan.shift_noise))
+    names = [t for t, _ in mix]
+    weights = [w for _, w in mix]
+    picks = random.Random(f"demo-tasks:{seed}")
+    return [picks.choices(names, weights)[0] for _ in range(n)]
+
+
+def mixed_examples(mix: Any, n: int, split: str, seed: int, shift: Any = None) -> Iterator[Any]:
+    """``n`` SynPOPE examples with tasks drawn from ``mix``: one stream per task (``split`` picks the
+    yes/no negatives; yes/no keeps the seed it had before the demo mixed tasks)."""
+    from monitor.synpope import iter_examples
+
+    order = task_order(mix, n, f"{split}:{seed}")
+    streams = {t: iter_examples(split, order.count(t), seed=seed, shift=shift, task=t) for t in dict.fromkeys(order)}
+    for task in order:
+        yield next(streams[task])
+
+
+def demo_shift(plan: Any) -> Any:
+    from monitor.synpope import Shift
+
+    return Shift(noise=plan.shift_noise, cooc_seed=plan.shift_cooc_seed)
+
+
+def requests_for(plan: Any) -> Iterator[Request]:
+    """The demo's traffic, lazily: the task mix on the stable split, then on the shifted one
+    (yes/no questions from ``shift_split``, every task with pixel noise and the new co-occurrence)."""
+    stable = mixed_examples(plan.tasks, plan.shift_at, plan.base_split, plan.seed + 101)
+    shifted = mixed_examples(plan.tasks, plan.total - plan.shift_at, plan.shift_split, plan.seed + 202, demo_shift(plan))
     for i, ex in enumerate(stable):
         yield Request(i, ex.prompt, _data_url(ex.image), ex.truth, False, ex.meta["task"])
     for j, ex in enumerate(shifted):
@@ -167,11 +209,12 @@ class Replayer:
                     {"type": "image_url", "image_url": {"url": req.image_url}},
                 ]}],
                 temperature=0,
-                max_tokens=4,
+                max_tokens=max_tokens_for(req.task),
                 logprobs=True,  # the proxy keeps them: the scorer's answer_prob without a full pass
             )
             answer = resp.choices[0].message.content or ""
-            ok = judge(req.task, answer, req.truth).correct
+            verdict = judge(req.task, answer, req.truth)
+            ok = verdict.correct
         except Exception as e:  # the demo goes on; failures are counted and shown
             with self._lock:
                 self.stats.sent += 1
@@ -187,6 +230,7 @@ class Replayer:
             bucket = self.stats.correct_after if req.shifted else self.stats.correct_before
             bucket[0] += int(ok)
             bucket[1] += 1
+            self.stats.record(req.task, req.shifted, verdict)
         if labelled(req.index, self.plan.label_share, self.plan.seed) and resp.id:
             self.labels.schedule(time.time() + self.plan.label_delay_seconds, req.index, resp.id, ok)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitor.config import Settings
 from monitor.report.data import load_report_data, parse_since
-from storage.models import Reference, utcnow
+from storage.models import ProbeVersion, Reference, utcnow
 
 __all__ = ["build_report", "REPORT_FILES"]
 
@@ -62,10 +63,14 @@ def build_report(
     now: datetime | None = None,
     progress: bool = False,
     shift_at: datetime | None = None,
+    task_of: Callable[[str], str | None] | None = None,
 ) -> dict[str, Any]:
     """Write the report into ``out_dir``; return the JSON summary (also written as summary.json).
 
-    ``shift_at`` (the demo) draws a marker where a shift was injected.
+    ``shift_at`` (the demo) draws a marker where a shift was injected. ``task_of`` (the demo: a
+    prompt's SynPOPE task) adds per-task figures (``by_task`` in the summary, ``tasks.html``):
+    labelled accuracy, the probe's calibration against the labels, spot checks (K-sample ones
+    apart), overall and, with ``shift_at``, before and after the shift.
     """
     import pandas as pd
 
@@ -101,6 +106,17 @@ def build_report(
         input_files = write_input_drift_page(s, inputs, out)
     steps.update(1)
     steps.close()
+    by_task: dict[str, Any] = {}
+    if task_of is not None:
+        from monitor.report.tasks import task_figures, write_task_page
+
+        threshold = 0.5
+        if len(scores):  # the decision threshold of the probe version that scored most of them
+            with sessions() as s:
+                pv = s.get(ProbeVersion, int(scores["probe_version_id"].mode().iloc[0]))
+                threshold = float(pv.threshold) if pv is not None and pv.threshold is not None else 0.5
+        by_task = task_figures(scores, task_of, shift_at=shift_at, threshold=threshold, bins=cal.bins)
+        write_task_page(by_task, out)
     latest: dict[str, Any] = {}
     if not data.windows.empty:
         for (m, src, kind), g in data.windows.sort_values("window_end").groupby(["model", "source", "kind"]):
@@ -125,7 +141,9 @@ def build_report(
         "alerts": [{k: a[k] for k in ("id", "rule", "state", "severity", "model", "started_at", "resolved_at")}
                    for a in data.alerts.to_dict("records")],
         "input_drift": inputs,
-        "files": {**REPORT_FILES, **{f"input_drift_{k}": v for k, v in input_files.items()}},
+        **({"by_task": by_task} if task_of is not None else {}),
+        "files": {**REPORT_FILES, **{f"input_drift_{k}": v for k, v in input_files.items()},
+                  **({"tasks_html": "tasks.html"} if task_of is not None else {})},
     }
     summary = _clean(summary)
     (out / REPORT_FILES["summary"]).write_text(json.dumps(summary, indent=2, default=str))

@@ -34,7 +34,7 @@ def parse_since(text: str | timedelta) -> timedelta:
 class ReportData:
     start: datetime
     end: datetime
-    scores: pd.DataFrame  # one row per score: sample_id, model, ts, probe_version_id, p_correct, ..., correct, sc_agreement
+    scores: pd.DataFrame  # one row per score: sample_id, model, ts, probe_version_id, p_correct, ..., prompt, correct, sc_agreement, sc_one_token
     windows: pd.DataFrame  # calibration history rows in the period, metrics flattened
     alerts: pd.DataFrame  # alerts that started in the period or are still firing
     samples_total: int
@@ -48,13 +48,13 @@ def load_report_data(session: Session, start: datetime, end: datetime, model: st
     from sqlalchemy import func
 
     sq = select(Score.sample_id, Sample.model, Sample.ts, Score.probe_version_id, Score.p_correct, Score.answer_prob,
-                Score.attn_entropy, Score.attn_topk_mass, Score.created_at).join(Sample, Sample.id == Score.sample_id)
+                Score.attn_entropy, Score.attn_topk_mass, Score.created_at, Sample.prompt).join(Sample, Sample.id == Score.sample_id)
     sq = sq.where(Sample.ts >= start, Sample.ts < end)
     if model:
         sq = sq.where(Sample.model == model)
     scores = _frame(session.execute(sq.order_by(Sample.ts, Sample.id)).all(),
                     ["sample_id", "model", "ts", "probe_version_id", "p_correct", "answer_prob", "attn_entropy",
-                     "attn_topk_mass", "scored_at"])
+                     "attn_topk_mass", "scored_at", "prompt"])
     ids = set(scores["sample_id"])
     lab = _frame(session.execute(
         select(Label.sample_id, Label.source, Label.correct).join(Sample, Sample.id == Label.sample_id)
@@ -64,8 +64,8 @@ def load_report_data(session: Session, start: datetime, end: datetime, model: st
     lab = lab.drop_duplicates("sample_id", keep="first")
     scores = scores.merge(lab[["sample_id", "correct"]], on="sample_id", how="left")
     sc = _frame(session.execute(
-        select(SpotCheck.sample_id, SpotCheck.agreement).join(Sample, Sample.id == SpotCheck.sample_id)
-        .where(Sample.ts >= start, Sample.ts < end)).all(), ["sample_id", "sc_agreement"])
+        select(SpotCheck.sample_id, SpotCheck.agreement, SpotCheck.one_token).join(Sample, Sample.id == SpotCheck.sample_id)
+        .where(Sample.ts >= start, Sample.ts < end)).all(), ["sample_id", "sc_agreement", "sc_one_token"])
     scores = scores.merge(sc, on="sample_id", how="left")
     for c in ("ts", "scored_at"):
         scores[c] = pd.to_datetime(scores[c], utc=True)
