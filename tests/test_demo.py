@@ -58,8 +58,9 @@ def test_demo_summary_json(tmp_path: Path) -> None:
     # the K-sample spot checks ran on the free-form answers (multi-token), and the summary counts them
     assert c["spot_checked_k_sample"] > 0 and t["describe"]["spot_checked_k_sample"] > 0
     assert c["spot_checked_k_sample"] <= c["spot_checked"]
-    # yes/no answers are one token (the exact path) but for the odd multi-token answer under the shift
-    assert t["yesno"]["spot_checked_k_sample"] <= 0.1 * t["yesno"]["spot_checked"]
+    # yes/no answers are one token (the exact path) but for the multi-token answers the shift brings
+    assert t["yesno"]["spot_checked_k_sample"] <= 0.25 * t["yesno"]["spot_checked"]
+    assert t["yesno"]["spot_checked_k_sample"] < t["describe"]["spot_checked_k_sample"]
     assert f"{c['spot_checked_k_sample']} K-sample" in r.stdout
     # the shift raises caption hallucinations (captions naming an absent object)
     d = t["describe"]

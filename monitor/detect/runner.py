@@ -241,8 +241,8 @@ def _labelled_signals(session: Session, settings: Settings, pv: ProbeVersion, re
         for r in rows:
             disagree, residual = _observation(r, pv)
             det.update(disagree, residual, r.weight)  # spot checks: 1 / inclusion probability
-            if disagree:
-                recent = (recent + [r.sample_id])[-20:]
+            if disagree:  # each sample once (a relabelled sample is observed again), latest last
+                recent = ([i for i in recent if i != r.sample_id] + [r.sample_id])[-20:]
         st.state = {**st.state, "detector": det.to_state(), "tuning_id": tun.id, "recent_disagreeing": recent}
         if rows:
             win.update(from_id=rows[0].row_id, to_id=rows[-1].row_id, consumed=len(rows),
@@ -313,7 +313,7 @@ def _adwin_signal(session: Session, settings: Settings, pv: ProbeVersion, ref: R
                                   "tuned": tun is not None, "tuning_met_target": None if tun is None else tun.params.get("met_target"),
                                   "early_warning": True, "needs_label_confirmation": True},
                   window={"kind": "stream", "from_id": ids[0] if ids else None, "to_id": ids[-1] if ids else None},
-                  evidence={"reference": _ref_brief(ref), "sample_ids": [sample_ids[i] for i in hits][-20:]},
+                  evidence={"reference": _ref_brief(ref), "sample_ids": list(dict.fromkeys(sample_ids[i] for i in hits))[-20:]},
                   summary=summary)
 
 
